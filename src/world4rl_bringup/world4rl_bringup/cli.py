@@ -1,0 +1,44 @@
+"""`world4rl`: the stack's steps as subcommands of one command, for machines without `ros2`.
+
+Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`.
+Those modules import heavy dependencies (torch, mujoco, rclpy) inside `run`, so that
+`world4rl --help` stays fast. A subcommand is listed here only once it works.
+"""
+
+import argparse
+import importlib
+import sys
+
+from world4rl_bringup import __version__
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("world4rl_bringup.doctor", "check that ROS 2, the messages, DDS, MuJoCo and torch work here"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="world4rl",
+        description=(
+            "World4RL for ROS 2: record demonstrations, train a diffusion world model, refine a "
+            "behaviour-cloned policy with PPO inside it, and deploy it behind a safety filter."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"world4rl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

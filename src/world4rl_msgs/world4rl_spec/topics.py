@@ -1,0 +1,24 @@
+"""Topic, service and action names. Real-hardware names follow franka_ros2 and realsense2_camera."""
+
+# Robot and camera (the names the real drivers use).
+JOINT_STATES = "/joint_states"
+CAMERA_IMAGE = "/camera/camera/color/image_raw"
+CAMERA_INFO = "/camera/camera/color/camera_info"
+ARM_TRAJECTORY = "/fr3_arm_controller/joint_trajectory"
+ARM_FORWARD_POSITION = "/forward_position_controller/commands"
+GRIPPER_MOVE = "/franka_gripper/move"
+GRIPPER_GRASP = "/franka_gripper/grasp"
+GRIPPER_HOMING = "/franka_gripper/homing"
+
+# The stack's own.
+ACTION = "/world4rl/action"
+EPISODE_INFO = "/world4rl/episode_info"
+POLICY_STATUS = "/world4rl/policy_status"
+RECORDER_START = "/episode_recorder/start"
+RECORDER_STOP = "/episode_recorder/stop"
+RECORDER_DISCARD = "/episode_recorder/discard"
+POLICY_ARM = "/policy_runner/arm"
+
+# Simulation only: never present on the real robot, so nothing in a deploy graph can rely on them.
+SIM_RESET = "/sim_only/reset"
+SIM_SUCCESS = "/sim_only/success"

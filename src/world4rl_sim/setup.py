@@ -1,0 +1,28 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "world4rl_sim"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+    ],
+    package_data={PACKAGE: ["py.typed"]},
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="World4RL maintainers",
+    maintainer_email="maintainers@world4rl.dev",
+    description=open("package.xml").read().split("<description>")[1].split("</description>")[0],
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+
+        ],
+    },
+)
