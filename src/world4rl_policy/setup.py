@@ -1,4 +1,4 @@
-from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -11,18 +11,15 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="World4RL maintainers",
     maintainer_email="maintainers@world4rl.dev",
-    description=open("package.xml").read().split("<description>")[1].split("</description>")[0],
+    description=Path("package.xml").read_text().split("<description>")[1].split("</description>")[0],
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [
-
-        ],
+        "console_scripts": [],
     },
 )

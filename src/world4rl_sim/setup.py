@@ -1,4 +1,5 @@
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -18,11 +19,9 @@ setup(
     zip_safe=True,
     maintainer="World4RL maintainers",
     maintainer_email="maintainers@world4rl.dev",
-    description=open("package.xml").read().split("<description>")[1].split("</description>")[0],
+    description=Path("package.xml").read_text().split("<description>")[1].split("</description>")[0],
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [
-
-        ],
+        "console_scripts": [],
     },
 )

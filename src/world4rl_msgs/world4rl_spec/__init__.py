@@ -6,6 +6,7 @@ included: it depends on nothing but the standard library. It ships inside world4
 because that is the one package every other package is allowed to depend on.
 """
 
+from world4rl_spec import topics
 from world4rl_spec.action import (
     ACTION_DIM,
     ACTION_HIGH,
@@ -25,7 +26,6 @@ from world4rl_spec.robot import (
     FR3_JOINT_VELOCITY_MAX,
     FR3_READY_POSE,
 )
-from world4rl_spec import topics
 
 __all__ = [
     "ACTION_DIM",
