@@ -1,0 +1,87 @@
+"""The workspace itself: colcon built all five packages, the venv sees them, setup is idempotent."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["world4rl_msgs", "world4rl_model", "world4rl_policy", "world4rl_sim", "world4rl_bringup"]
+
+
+def _clean_env() -> dict:
+    """An environment as a fresh shell has it: nothing from the venv hook or a sourced workspace."""
+    drop = {
+        "AMENT_PREFIX_PATH",
+        "PYTHONPATH",
+        "LD_LIBRARY_PATH",
+        "_ROS_WHEELS_BOOTSTRAP_COMPLETE",
+        "COLCON_PREFIX_PATH",
+    }
+    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("FASTRTPS")}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_colcon_installed_every_package(package):
+    assert (ROOT / "install" / package / "share" / package / "package.xml").is_file()
+    assert (ROOT / "install" / package / "share" / "ament_index" / "resource_index" / "packages" / package).is_file()
+
+
+def test_messages_import_after_sourcing_setup_bash():
+    script = f"source {ROOT}/install/setup.bash && {ROOT}/.venv/bin/python -c " + repr(
+        "import world4rl_msgs.msg as m, world4rl_msgs.srv as s, world4rl_msgs.action as a; "
+        "print(m.EpisodeInfo().__class__.__name__, m.PolicyStatus().__class__.__name__, "
+        "s.StartEpisode.__name__, s.StopEpisode.__name__, s.DiscardEpisode.__name__, s.ResetSim.__name__, "
+        "a.GripperMove.__name__)"
+    )
+    out = subprocess.run(["bash", "-c", script], env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "EpisodeInfo",
+        "PolicyStatus",
+        "StartEpisode",
+        "StopEpisode",
+        "DiscardEpisode",
+        "ResetSim",
+        "GripperMove",
+    ]
+
+
+def test_venv_python_sees_the_workspace_without_sourcing():
+    code = "import world4rl_msgs.msg, world4rl_spec, world4rl_bringup, world4rl_model, world4rl_policy, world4rl_sim"
+    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", code], env=_clean_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_world4rl_cli_is_on_the_venv_path_and_lists_only_real_subcommands():
+    from world4rl_bringup.cli import SUBCOMMANDS
+
+    out = subprocess.run([str(ROOT / ".venv/bin/world4rl"), "--help"], env=_clean_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name in SUBCOMMANDS:
+        assert name in out.stdout
+
+
+def test_doctor_passes():
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/world4rl"), "doctor"], env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all checks passed" in out.stdout
+
+
+def test_second_setup_is_a_fast_no_op():
+    start = time.monotonic()
+    out = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "colcon build" not in out.stdout, out.stdout
+    assert "pip:" not in out.stdout, out.stdout
+    assert elapsed < 10.0, f"a no-op setup took {elapsed:.1f} s"
+
+
+def test_rerun_python_is_the_venv():
+    assert Path(sys.prefix) == ROOT / ".venv"
