@@ -80,8 +80,8 @@ def test_link7_and_ee_positions_match_mujoco(panda):
         # The MJCF's end_effector site lies 0.210 m along link7's z; ours is flange + TCP offset.
         ee = kin.forward_kinematics(q, tcp_offset_m=0.210 - kin.DH_D[7])[:3, 3]
         worst_ee = max(worst_ee, float(np.linalg.norm(ee - site_mj)))
-    assert worst_link7 < 2e-3, worst_link7
-    assert worst_ee < 2e-3, worst_ee
+    assert worst_link7 < 1e-3, worst_link7
+    assert worst_ee < 1e-3, worst_ee
 
 
 def test_joint7_axis_matches_mujoco(panda):
