@@ -11,6 +11,8 @@ GRIPPER_GRASP = "/franka_gripper/grasp"
 GRIPPER_HOMING = "/franka_gripper/homing"
 
 # The stack's own.
+# world4rl_msgs/msg/Action at the control rate: what a demonstrator (scripted expert, teleoperator)
+# or a policy decided. The recorder records it; an executor turns it into arm and gripper commands.
 ACTION = "/world4rl/action"
 EPISODE_INFO = "/world4rl/episode_info"
 POLICY_STATUS = "/world4rl/policy_status"
@@ -22,3 +24,6 @@ POLICY_ARM = "/policy_runner/arm"
 # Simulation only: never present on the real robot, so nothing in a deploy graph can rely on them.
 SIM_RESET = "/sim_only/reset"
 SIM_SUCCESS = "/sim_only/success"
+# world4rl_msgs/msg/Action: the sim's scripted expert's action for the current state (it needs the
+# true object poses), which the sim's demonstration node republishes on ACTION like a teleoperator.
+SIM_EXPERT_ACTION = "/sim_only/expert_action"
