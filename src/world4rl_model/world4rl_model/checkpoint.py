@@ -1,0 +1,392 @@
+"""Checkpoints: a directory with model.safetensors + config.json, written atomically; never pickle.
+
+A checkpoint directory::
+
+    CKPT/
+      model.safetensors        the model's tensors (a state_dict)
+      config.json              {"format": "world4rl-checkpoint", "version": 1, "kind": ..., ...}: enough to
+                               rebuild the model (architecture, action space, normalisation, image size,
+                               dataset manifest hash), written by the model's own code
+      training_state.safetensors + training_state.json   optional: optimizer, scheduler, step, RNG states
+
+Writing goes to a temporary directory beside CKPT (same filesystem), fsynced, then renamed into
+place; an existing CKPT is moved aside first and deleted only once the new one is in place (a
+crash between the two renames leaves the old one as ``.CKPT.old-*``, which readers fall back to).
+
+A training run keeps several checkpoints and a ``latest`` pointer::
+
+    RUN/
+      latest                   text file holding the name of the newest complete checkpoint
+      step_000001000/ ...      save_run_checkpoint() writes these, then replaces `latest` atomically
+
+`load_checkpoint`, `load_config` and `load_training_state` accept either a checkpoint directory
+or a run directory (then they follow `latest`).
+
+Non-tensor training state (optimizer hyper-parameters, RNG tuples) goes to JSON through a small
+codec that keeps tuples, integer dict keys and numpy arrays; every tensor goes to safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "world4rl-checkpoint"
+VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_TENSORS_FILE = "training_state.safetensors"
+STATE_JSON_FILE = "training_state.json"
+LATEST = "latest"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing or malformed; the message names the path."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writing
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_path(path.parent)
+
+
+def write_directory_atomically(directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_dir)` to fill a fresh temp dir beside `directory`, then swap it into place."""
+    directory = Path(directory).absolute()
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+    try:
+        write(tmp)
+        for child in tmp.iterdir():
+            if child.is_file():
+                _fsync_path(child)
+        _fsync_path(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=parent))
+        os.rename(directory, old / "x")  # keep the previous one until the new one is in place
+        os.rename(tmp, directory)
+        _fsync_path(parent)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, directory)
+        _fsync_path(parent)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON codec for non-tensor state (tensors are pulled out into the safetensors file)
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        tensors[path] = torch.from_numpy(np.ascontiguousarray(obj))
+        return {"__ndarray__": path}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors, f"{path}.{k}") for k, v in obj.items()}
+        return {"__items__": [[k, _encode(v, tensors, f"{path}.{k}")] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {path!r} in a checkpoint (no pickle)")
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            return tensors[obj["__ndarray__"]].numpy()
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if "__items__" in obj:
+            return {k: _decode(v, tensors) for k, v in obj["__items__"]}
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def _plain_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, cloning any that share storage (safetensors refuses aliasing)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
+        t = value.detach().cpu().contiguous()
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if t.numel() and key in seen:
+            t = t.clone()
+        seen.add((t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()))
+        out[name] = t
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state
+
+
+@dataclass
+class TrainingState:
+    """Everything beyond the weights that a resumed run needs: step, optimizer, scheduler, RNG, extra."""
+
+    step: int
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return _decode(self.meta.get("extra", {}), self.tensors)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 (the legacy global RNG is what we save)
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def capture_training_state(
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    extra: Mapping[str, Any] | None = None,
+    include_rng: bool = True,
+) -> TrainingState:
+    """Snapshot of a training loop (optimizer/scheduler state_dicts, global RNGs, `extra` JSON-able data)."""
+    tensors: dict[str, torch.Tensor] = {}
+    parts = {
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng_state() if include_rng else None,
+        "extra": dict(extra or {}),
+    }
+    meta = {name: _encode(value, tensors, name) for name, value in parts.items()}
+    meta["step"] = int(step)
+    return TrainingState(step=int(step), tensors=tensors, meta=meta)
+
+
+def restore_training_state(
+    state: TrainingState,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    restore_rng: bool = True,
+) -> int:
+    """Load optimizer/scheduler/RNG from `state`; returns the step to continue from."""
+    if optimizer is not None and state.meta.get("optimizer") is not None:
+        optimizer.load_state_dict(_decode(state.meta["optimizer"], state.tensors))
+    if scheduler is not None and state.meta.get("scheduler") is not None:
+        scheduler.load_state_dict(_decode(state.meta["scheduler"], state.tensors))
+    if restore_rng and state.meta.get("rng") is not None:
+        set_rng_state(_decode(state.meta["rng"], state.tensors))
+    return state.step
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / load
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    training_state: TrainingState | None = None,
+) -> Path:
+    """Write `tensors` (a state_dict) + `config` (JSON-able, must hold "kind") atomically to `directory`.
+
+    config.json gets "format" and "version" (this checkpoint layout's version) added; the caller
+    puts in whatever rebuilds the model: architecture, action space, normalisation, image size,
+    dataset manifest hash. Returns the absolute checkpoint path.
+    """
+    if "kind" not in config or not isinstance(config["kind"], str):
+        raise ValueError('config must contain a "kind" string, e.g. "world-model" or "reward"')
+    for key, expected in (("format", FORMAT), ("version", VERSION)):
+        if key in config and config[key] != expected:
+            raise ValueError(f'config key "{key}" is reserved for the checkpoint layout ({expected!r})')
+    full_config = {"format": FORMAT, "version": VERSION, **config}
+    config_text = json.dumps(full_config, indent=2, sort_keys=False) + "\n"  # fails early if not JSON-able
+    model_tensors = _plain_tensors(tensors)
+
+    def write(tmp: Path) -> None:
+        save_file(model_tensors, str(tmp / MODEL_FILE), metadata={"format": "pt", "kind": full_config["kind"]})
+        (tmp / CONFIG_FILE).write_text(config_text)
+        if training_state is not None:
+            save_file(_plain_tensors(training_state.tensors), str(tmp / STATE_TENSORS_FILE), metadata={"format": "pt"})
+            (tmp / STATE_JSON_FILE).write_text(json.dumps(training_state.meta, indent=1) + "\n")
+
+    return write_directory_atomically(directory, write)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint directory `path` names: itself, the target of its `latest` pointer, or a crash leftover."""
+    path = Path(path)
+    if (path / LATEST).is_file():
+        target = path / (path / LATEST).read_text().strip()
+        if (target / CONFIG_FILE).is_file():
+            return target
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise CheckpointError(f"{path / LATEST}: points at missing {target.name}, and no other checkpoint")
+        return newest
+    if (path / CONFIG_FILE).is_file():
+        return path
+    # A crash between moving the old checkpoint aside and renaming the new one in.
+    leftovers = sorted(path.parent.glob(f".{path.name}.old-*/x")) if path.parent.exists() else []
+    for old in leftovers:
+        if (old / CONFIG_FILE).is_file():
+            return old
+    if path.is_dir() and (newest := latest_checkpoint(path)) is not None:
+        return newest
+    raise CheckpointError(f"{path}: not a checkpoint (no {CONFIG_FILE}) nor a run directory with a '{LATEST}' pointer")
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    directory = resolve_checkpoint(path)
+    config_path = directory / CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path}: not a {FORMAT} config (format={config.get('format')!r})")
+    if config.get("version") != VERSION:
+        raise CheckpointError(f"{config_path}: unsupported version {config.get('version')!r} (reads {VERSION})")
+    return config
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, config) of a checkpoint dir or of a run dir's latest; checks "kind" if given."""
+    directory = resolve_checkpoint(path)
+    config = load_config(directory)
+    if kind is not None and config.get("kind") != kind:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: kind is {config.get('kind')!r}, expected {kind!r}")
+    model_path = directory / MODEL_FILE
+    try:
+        tensors = load_file(str(model_path), device=str(map_location))
+    except FileNotFoundError:
+        raise CheckpointError(f"{model_path}: missing") from None
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{model_path}: unreadable ({e})") from None
+    return tensors, config
+
+
+def load_training_state(path: str | os.PathLike) -> TrainingState | None:
+    """The training state saved with a checkpoint (None if it has none)."""
+    directory = resolve_checkpoint(path)
+    meta_path = directory / STATE_JSON_FILE
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(str(directory / STATE_TENSORS_FILE))
+    return TrainingState(step=int(meta["step"]), tensors=tensors, meta=meta)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:09d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, sorted by step."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for child in run_dir.iterdir():
+        m = _STEP_DIR.match(child.name)
+        if m and (child / CONFIG_FILE).is_file() and (child / MODEL_FILE).is_file():
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """What `latest` points at (if complete), else the highest-step complete checkpoint, else None."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / LATEST
+    if pointer.is_file():
+        target = run_dir / pointer.read_text().strip()
+        if (target / CONFIG_FILE).is_file() and (target / MODEL_FILE).is_file():
+            return target
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def save_run_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    tensors: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    training_state: TrainingState | None = None,
+    keep: int = 3,
+) -> Path:
+    """Save RUN/step_<step>/ atomically, then point RUN/latest at it, then prune to the newest `keep`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = save_checkpoint(run_dir / checkpoint_name(step), tensors, config, training_state)
+    _atomic_write_text(run_dir / LATEST, path.name + "\n")
+    if keep > 0:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            if old.name != path.name:
+                shutil.rmtree(old, ignore_errors=True)
+    return path
