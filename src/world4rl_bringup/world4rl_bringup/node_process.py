@@ -43,6 +43,7 @@ class NodeProcess:
         *,
         params: Mapping[str, object] | None = None,
         params_file: str | os.PathLike | None = None,
+        params_files: Sequence[str | os.PathLike] = (),
         remappings: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
@@ -51,8 +52,8 @@ class NodeProcess:
         self.module = module
         self.name = name
         argv = [sys.executable, "-m", module, *extra_args, "--ros-args", "-r", f"__node:={name}"]
-        if params_file is not None:
-            argv += ["--params-file", str(params_file)]
+        for path in ([params_file] if params_file is not None else []) + list(params_files):
+            argv += ["--params-file", str(path)]
         for key, value in (params or {}).items():
             argv += ["-p", f"{key}:={ros_param_value(value)}"]
         for src, dst in (remappings or {}).items():

@@ -1,0 +1,199 @@
+"""Node graphs as data: one YAML file per graph, read by both `ros2 launch` and the `world4rl` CLI.
+
+A graph file (config/graphs/NAME.yaml in world4rl_bringup) declares launch arguments and the
+nodes (and, for hardware, the launch files to include) with the conditions under which they run.
+`resolve(graph, args)` turns it into the concrete list of nodes for those arguments; the launch
+files (launch/*.launch.py) and the CLI's process runner both start exactly that list, so what CI
+tests through the CLI is what `ros2 launch` starts on the robot PC.
+
+Format:
+
+    description: one line
+    arguments:
+      robot: {default: sim, choices: [sim, franka], description: ...}
+    nodes:
+      - name: sim_robot                       # node name (remapped with __node:=)
+        package: world4rl_sim                 # for ros2 launch
+        executable: sim_robot                 # for ros2 launch
+        module: world4rl_sim.sim_robot_node   # for the CLI (python -m); null: needs ros2 launch
+        if: {robot: sim}                      # all listed arguments must match (a list: any of)
+        params_files: [world4rl_sim/config/sim_robot.yaml]   # PACKAGE/path inside share/PACKAGE
+        parameters: {task: "${task}"}         # "${arg}" substitutes a launch argument
+    includes:
+      - package: franka_bringup
+        launch: franka.launch.py
+        if: {robot: franka}
+        arguments: {robot_ip: "${robot_ip}"}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_SUBSTITUTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class GraphError(ValueError):
+    """A graph file or a launch argument is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    package: str
+    executable: str
+    module: str | None
+    params_files: tuple[str, ...] = ()  # PACKAGE/relative/path, resolved with package_share()
+    parameters: dict = field(default_factory=dict)
+
+    def params_file_paths(self) -> list[Path]:
+        return [package_share(entry.split("/", 1)[0]) / entry.split("/", 1)[1] for entry in self.params_files]
+
+
+@dataclass(frozen=True)
+class IncludeSpec:
+    package: str
+    launch: str
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    path: Path
+    description: str
+    arguments: dict[str, Argument]
+    nodes: tuple[dict, ...]
+    includes: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedGraph:
+    graph: Graph
+    args: dict[str, str]
+    nodes: tuple[NodeSpec, ...]
+    includes: tuple[IncludeSpec, ...]
+
+
+def package_share(package: str) -> Path:
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory(package))
+
+
+def graph_path(name: str) -> Path:
+    return package_share("world4rl_bringup") / "config" / "graphs" / f"{name}.yaml"
+
+
+def load_graph(name_or_path: str | Path) -> Graph:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = graph_path(str(name_or_path))
+    if not path.is_file():
+        raise GraphError(f"{path}: no such graph file")
+    data = yaml.safe_load(path.read_text()) or {}
+    arguments = {}
+    for arg_name, spec in (data.get("arguments") or {}).items():
+        if not isinstance(spec, dict) or "default" not in spec or "description" not in spec:
+            raise GraphError(f"{path}: arguments.{arg_name} needs 'default' and 'description'")
+        choices = tuple(str(c) for c in spec.get("choices", ()))
+        default = str(spec["default"])
+        if choices and default not in choices:
+            raise GraphError(f"{path}: arguments.{arg_name}: default {default!r} is not one of {choices}")
+        arguments[arg_name] = Argument(arg_name, default, str(spec["description"]), choices)
+    nodes = tuple(data.get("nodes") or ())
+    for index, node in enumerate(nodes):
+        missing = {"name", "package", "executable"} - set(node)
+        if missing:
+            raise GraphError(f"{path}: nodes[{index}] lacks {sorted(missing)}")
+        _check_condition(path, f"nodes[{index}] ({node['name']})", node.get("if"), arguments)
+    includes = tuple(data.get("includes") or ())
+    for index, include in enumerate(includes):
+        if not {"package", "launch"} <= set(include):
+            raise GraphError(f"{path}: includes[{index}] needs 'package' and 'launch'")
+        _check_condition(path, f"includes[{index}]", include.get("if"), arguments)
+    return Graph(path.stem, path, str(data.get("description", "")), arguments, nodes, includes)
+
+
+def _check_condition(path: Path, where: str, condition, arguments: dict[str, Argument]) -> None:
+    for arg_name, wanted in (condition or {}).items():
+        if arg_name not in arguments:
+            raise GraphError(f"{path}: {where}: condition on undeclared argument {arg_name!r}")
+        choices = arguments[arg_name].choices
+        for value in wanted if isinstance(wanted, list) else [wanted]:
+            if choices and str(value) not in choices:
+                raise GraphError(f"{path}: {where}: {arg_name}={value!r} is not one of {choices}")
+
+
+def _applies(condition, args: dict[str, str]) -> bool:
+    for arg_name, wanted in (condition or {}).items():
+        allowed = [str(v) for v in wanted] if isinstance(wanted, list) else [str(wanted)]
+        if args[arg_name] not in allowed:
+            return False
+    return True
+
+
+def _substitute(value, args: dict[str, str], where: str):
+    if isinstance(value, dict):
+        return {k: _substitute(v, args, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, args, where) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    for name in _SUBSTITUTION.findall(value):
+        if name not in args:
+            raise GraphError(f"{where}: ${{{name}}} names no launch argument")
+    whole = _SUBSTITUTION.fullmatch(value)
+    text = _SUBSTITUTION.sub(lambda m: args[m.group(1)], value)
+    # A value that is exactly one substitution takes the argument's YAML type ("3" -> 3, "true" -> True).
+    return yaml.safe_load(text) if whole and text != "" else text
+
+
+def resolve(graph: Graph, args: dict[str, str] | None = None) -> ResolvedGraph:
+    """The nodes and includes that run for these launch arguments (defaults fill the rest)."""
+    given = {k: str(v) for k, v in (args or {}).items()}
+    unknown = set(given) - set(graph.arguments)
+    if unknown:
+        raise GraphError(
+            f"{graph.path}: unknown launch argument(s) {sorted(unknown)}; known: {sorted(graph.arguments)}"
+        )
+    values = {name: given.get(name, arg.default) for name, arg in graph.arguments.items()}
+    for name, value in values.items():
+        choices = graph.arguments[name].choices
+        if choices and value not in choices:
+            raise GraphError(f"launch argument {name}:={value!r} is not one of {list(choices)} ({graph.path})")
+    nodes = []
+    for node in graph.nodes:
+        if not _applies(node.get("if"), values):
+            continue
+        where = f"{graph.path}: node {node['name']}"
+        nodes.append(
+            NodeSpec(
+                name=node["name"],
+                package=node["package"],
+                executable=node["executable"],
+                module=node.get("module"),
+                params_files=tuple(node.get("params_files") or ()),
+                parameters=_substitute(dict(node.get("parameters") or {}), values, where),
+            )
+        )
+    includes = [
+        IncludeSpec(
+            inc["package"], inc["launch"], _substitute(dict(inc.get("arguments") or {}), values, graph.path.name)
+        )
+        for inc in graph.includes
+        if _applies(inc.get("if"), values)
+    ]
+    return ResolvedGraph(graph, values, tuple(nodes), tuple(includes))
