@@ -25,7 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             "world4rl = world4rl_bringup.cli:main",
-            "echo_node = world4rl_bringup.echo_node:main",
+            "keyboard_teleop = world4rl_bringup.keyboard_teleop_node:main",
         ],
     },
 )
