@@ -1,0 +1,364 @@
+"""The Gaussian image policy: the last T RGB frames (plus optional proprioception) -> a Gaussian
+over the normalised action (dx, dy, dz, gripper) in [-1, 1], with a value head for PPO.
+
+Clipped, not tanh-squashed. The distribution is a plain diagonal Gaussian N(mean, std); the
+action sent to the robot is the sample (or the mean) clipped to [-1, 1]. We chose this because
+
+- demonstrations hit the bounds exactly (the gripper is almost always -1 or +1), where a
+  tanh-squashed Gaussian's density needs atanh(+-1) = inf and BC's NLL blows up unless the
+  targets are shrunk by an arbitrary epsilon;
+- PPO's ratio needs log pi(a|s) of the sampled action; with clipping that is simply the
+  Gaussian log-density of the unclipped sample (CleanRL's continuous PPO), with no
+  change-of-variables term.
+
+So BC's NLL and PPO's log-probs are the same function: `log_prob(frames, actions)` of the raw
+(unclipped) action. The policy stores the action space it was trained for in its checkpoint.
+
+Log-std is a state-dependent head, softly clamped into [log_std_min, log_std_max] (the PETS
+soft clamp, which keeps gradients alive at the bounds). log_std_max = 0 (std <= 1) is World4RL's
+"conservative exploration"; 2 is the usual bound.
+
+Frames are uint8 [B, T, H, W, 3] (RGB, oldest first), or float in [0, 1]; they are stacked on
+channels and scaled to [-1, 1] inside the network. A checkpoint (safetensors + config.json, via
+world4rl_model.checkpoint) carries everything needed to run it: `load_policy(dir).act(frames)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
+
+CHECKPOINT_KIND = "policy"
+POLICY_VERSION = 1
+FRAME_HISTORY = 4  # T, as the world model's context (World4RL / DIAMOND)
+
+
+@dataclass
+class PolicyConfig:
+    """Architecture and interface of a policy; stored in its checkpoint's config.json."""
+
+    image_size: int = LEARNING_IMAGE_SIZE
+    frame_history: int = FRAME_HISTORY
+    action_dim: int = ACTION_DIM
+    proprio_dim: int = 0  # 0: images only (as the paper); e.g. 9 for fr3 joints + fingers
+    channels: tuple[int, ...] = (32, 64, 64, 128)  # conv encoder, each stride 2
+    hidden_dim: int = 256
+    log_std_min: float = -5.0
+    log_std_max: float = 0.0  # "conservative exploration"; 2.0 is the usual bound
+    init_log_std: float = -1.0  # initial bias of the log-std head
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        if self.frame_history < 1 or self.image_size < 8 or self.action_dim < 1 or self.proprio_dim < 0:
+            raise ValueError(f"invalid policy config {self}")
+        if not self.log_std_min < self.log_std_max:
+            raise ValueError(f"log_std_min {self.log_std_min} must be below log_std_max {self.log_std_max}")
+        if self.image_size % (2 ** len(self.channels)) != 0:
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.channels)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown policy config keys {unknown}")
+        return cls(**d)
+
+
+def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Smoothly keep x inside [low, high]: identity well inside, gradients alive near the bounds.
+    The final hard clamp only trims the softplus overshoot (about exp(low - high)) at the top."""
+    x = high - F.softplus(high - x)
+    return (low + F.softplus(x - low)).clamp(low, high)
+
+
+class GaussianPolicy(nn.Module):
+    """Conv encoder over stacked frames (+ proprioception) -> actor (mean, log-std) and critic heads."""
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or PolicyConfig()
+        layers: list[nn.Module] = []
+        in_ch = 3 * cfg.frame_history
+        for i, out_ch in enumerate(cfg.channels):
+            k = 4 if i < 2 else 3
+            layers += [nn.Conv2d(in_ch, out_ch, k, stride=2, padding=(k - 1) // 2 if k == 3 else 1), nn.SiLU()]
+            in_ch = out_ch
+        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        feat_hw = cfg.image_size // (2 ** len(cfg.channels))
+        self.trunk = nn.Sequential(
+            nn.Linear(in_ch * feat_hw * feat_hw + cfg.proprio_dim, cfg.hidden_dim),
+            nn.LayerNorm(cfg.hidden_dim),
+            nn.SiLU(),
+        )
+        self.actor = nn.Sequential(nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.SiLU())
+        self.mean_head = nn.Linear(cfg.hidden_dim, cfg.action_dim)
+        self.log_std_head = nn.Linear(cfg.hidden_dim, cfg.action_dim)
+        self.critic = nn.Sequential(nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.SiLU(), nn.Linear(cfg.hidden_dim, 1))
+        # Proprioception normaliser (identity until set from data); saved with the weights.
+        self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
+        self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
+        # Small initial means and the chosen initial std, as in CleanRL's PPO.
+        nn.init.orthogonal_(self.mean_head.weight, gain=0.01)
+        nn.init.zeros_(self.mean_head.bias)
+        nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
+        nn.init.constant_(self.log_std_head.bias, cfg.init_log_std)
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """[B, T, H, W, 3] uint8 (or float in [0, 1]) -> [B, 3T, H, W] float in [-1, 1]."""
+        cfg = self.config
+        expected = (cfg.frame_history, cfg.image_size, cfg.image_size, 3)
+        if frames.dim() != 5 or tuple(frames.shape[1:]) != expected:
+            raise ValueError(f"frames must be [B, {', '.join(map(str, expected))}], got {list(frames.shape)}")
+        x = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+        b, t, h, w, c = x.shape
+        x = x.permute(0, 1, 4, 2, 3).reshape(b, t * c, h, w)
+        return x * 2.0 - 1.0
+
+    def features(self, frames: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.encoder(self.preprocess(frames))
+        if self.config.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"this policy needs proprioception of dim {self.config.proprio_dim}")
+            p = (proprio.float() - self.proprio_mean) / self.proprio_std
+            z = torch.cat([z, p], dim=-1)
+        return self.trunk(z)
+
+    # ------------------------------------------------------------------ heads
+    def forward(
+        self, frames: torch.Tensor, proprio: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean [B, A], log_std [B, A], value [B])."""
+        h = self.features(frames, proprio)
+        a = self.actor(h)
+        mean = self.mean_head(a)
+        log_std = soft_clamp(self.log_std_head(a), self.config.log_std_min, self.config.log_std_max)
+        value = self.critic(h).squeeze(-1)
+        return mean, log_std, value
+
+    def distribution(self, frames: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.distributions.Normal:
+        mean, log_std, _ = self(frames, proprio)
+        return torch.distributions.Normal(mean, log_std.exp())
+
+    def log_prob(
+        self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log pi(a | s) [B] of raw (unclipped) actions: BC's negative loss and PPO's ratio term."""
+        return self.distribution(frames, proprio).log_prob(actions).sum(-1)
+
+    def evaluate_actions(
+        self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log_prob [B], entropy [B], value [B]) in one pass, for PPO's update."""
+        mean, log_std, value = self(frames, proprio)
+        dist = torch.distributions.Normal(mean, log_std.exp())
+        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1), value
+
+    def sample(
+        self, frames: torch.Tensor, proprio: torch.Tensor | None = None, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(raw action [B, A], its log_prob [B], value [B]); clip the raw action before executing it."""
+        mean, log_std, value = self(frames, proprio)
+        dist = torch.distributions.Normal(mean, log_std.exp())
+        action = mean if deterministic else dist.sample()
+        return action, dist.log_prob(action).sum(-1), value
+
+    def set_proprio_normaliser(self, mean, std) -> None:
+        self.proprio_mean.copy_(torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.proprio_std.copy_(torch.as_tensor(np.maximum(np.asarray(std, dtype=np.float32), 1e-6)))
+
+
+def clip_action(action):
+    """The executed action: raw Gaussian action clipped to the normalised action box."""
+    if isinstance(action, torch.Tensor):
+        return action.clamp(ACTION_LOW, ACTION_HIGH)
+    return np.clip(action, ACTION_LOW, ACTION_HIGH)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def action_space_dict(action_dim: int = ACTION_DIM) -> dict[str, Any]:
+    return {
+        "names": list(ACTION_NAMES[:action_dim]),
+        "low": ACTION_LOW,
+        "high": ACTION_HIGH,
+        "dim": action_dim,
+        "ee_delta_scale_m": EE_DELTA_SCALE_M,
+        "distribution": "gaussian-clipped",
+    }
+
+
+def policy_checkpoint_config(policy: GaussianPolicy, **extra: Any) -> dict[str, Any]:
+    """config.json content for a policy checkpoint; `extra` adds provenance (tasks, dataset hash, ...)."""
+    cfg = policy.config
+    return {
+        "kind": CHECKPOINT_KIND,
+        "policy_version": POLICY_VERSION,
+        "architecture": {"name": "conv-gaussian", **cfg.to_dict()},
+        "frame_history": cfg.frame_history,
+        "image_size": cfg.image_size,
+        "image": {"layout": "T,H,W,RGB uint8, oldest first", "scale": "x/255*2-1"},
+        "action_space": action_space_dict(cfg.action_dim),
+        "normaliser": {
+            "actions": "identity (dataset actions are already normalised to [-1, 1])",
+            "proprio_mean": policy.proprio_mean.tolist(),
+            "proprio_std": policy.proprio_std.tolist(),
+        },
+        **extra,
+    }
+
+
+def save_policy(
+    directory: str | Path, policy: GaussianPolicy, training_state=None, run_step: int | None = None, **extra: Any
+) -> Path:
+    """Save atomically (safetensors + config.json). With run_step, `directory` is a run dir and a
+    step_<n>/ checkpoint plus the `latest` pointer are written (world4rl_model.checkpoint)."""
+    from world4rl_model import checkpoint
+
+    config = policy_checkpoint_config(policy, **extra)
+    if run_step is None:
+        return checkpoint.save_checkpoint(directory, policy.state_dict(), config, training_state)
+    return checkpoint.save_run_checkpoint(directory, run_step, policy.state_dict(), config, training_state)
+
+
+def load_policy_module(path: str | Path, map_location: str = "cpu") -> tuple[GaussianPolicy, dict[str, Any]]:
+    """(GaussianPolicy with weights, config.json) from a checkpoint or run directory."""
+    from world4rl_model import checkpoint
+
+    tensors, config = checkpoint.load_checkpoint(path, map_location=map_location, kind=CHECKPOINT_KIND)
+    where = checkpoint.resolve_checkpoint(path) / checkpoint.CONFIG_FILE
+    if config.get("policy_version") != POLICY_VERSION:
+        raise checkpoint.CheckpointError(f"{where}: policy_version {config.get('policy_version')!r} unsupported")
+    arch = dict(config["architecture"])
+    if arch.pop("name", None) != "conv-gaussian":
+        raise checkpoint.CheckpointError(f"{where}: unknown architecture {config['architecture'].get('name')!r}")
+    policy = GaussianPolicy(PolicyConfig.from_dict(arch))
+    try:
+        policy.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise checkpoint.CheckpointError(f"{where}: weights do not match the architecture ({e})") from None
+    policy.eval()
+    return policy, config
+
+
+# ---------------------------------------------------------------------------------- runtime
+
+
+class FrameHistory:
+    """The last T frames of an episode; at the start the first frame is repeated (as in training)."""
+
+    def __init__(self, length: int = FRAME_HISTORY) -> None:
+        self.length = length
+        self._frames: deque[np.ndarray] = deque(maxlen=length)
+
+    def reset(self) -> None:
+        self._frames.clear()
+
+    def push(self, frame: np.ndarray) -> None:
+        self._frames.append(np.asarray(frame))
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def array(self) -> np.ndarray:
+        """[T, H, W, 3] uint8, oldest first."""
+        if not self._frames:
+            raise ValueError("no frame yet")
+        frames = list(self._frames)
+        frames = [frames[0]] * (self.length - len(frames)) + frames
+        return np.stack(frames)
+
+
+def pad_history(frames: np.ndarray | Sequence[np.ndarray], length: int) -> np.ndarray:
+    """[k, H, W, 3] -> [length, H, W, 3]: keep the last `length`, repeat the oldest if k < length."""
+    arr = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[0] == 0:
+        raise ValueError(f"frame history must be [k, H, W, 3] with k >= 1, got shape {arr.shape}")
+    if arr.shape[0] >= length:
+        return arr[-length:]
+    return np.concatenate([np.repeat(arr[:1], length - arr.shape[0], axis=0), arr])
+
+
+class PolicyRunner:
+    """A loaded policy for acting: numpy in, numpy out, no autograd; what the runtime node uses."""
+
+    def __init__(self, policy: GaussianPolicy, config: dict[str, Any], seed: int | None = None) -> None:
+        self.module = policy.eval()
+        self.checkpoint_config = config
+        self.config = policy.config
+        self._generator = torch.Generator().manual_seed(seed if seed is not None else 0)
+
+    @property
+    def frame_history(self) -> int:
+        return self.config.frame_history
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def new_history(self) -> FrameHistory:
+        return FrameHistory(self.config.frame_history)
+
+    @torch.inference_mode()
+    def act(self, frames_history, proprio=None, deterministic: bool = True) -> np.ndarray:
+        """Action [A] float32 in [-1, 1] from the newest frames [k, H, W, 3] uint8 (k >= 1; padded
+        or cut to T). deterministic=True executes the mean (what the runtime node does)."""
+        cfg = self.config
+        frames = pad_history(frames_history, cfg.frame_history)
+        if frames.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+            raise ValueError(
+                f"frames must be {cfg.image_size}x{cfg.image_size} RGB, got {list(frames.shape[1:])} "
+                "(resize to the checkpoint's image_size first)"
+            )
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(frames))[None]
+        p = None
+        if cfg.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"this policy needs proprioception of dim {cfg.proprio_dim}")
+            p = torch.as_tensor(np.asarray(proprio, dtype=np.float32).reshape(1, cfg.proprio_dim))
+        mean, log_std, _ = self.module(x, p)
+        action = mean
+        if not deterministic:
+            action = mean + log_std.exp() * torch.randn(mean.shape, generator=self._generator)
+        out = clip_action(action[0]).numpy().astype(np.float32)
+        if not np.all(np.isfinite(out)):  # never hand a NaN on; the safety filter would refuse it anyway
+            raise FloatingPointError(f"policy produced a non-finite action {out}")
+        return out
+
+
+def load_policy(checkpoint_dir: str | Path, seed: int | None = None, num_threads: int | None = None) -> PolicyRunner:
+    """Load a policy checkpoint (or a run directory's latest) for acting on CPU.
+
+    num_threads: torch intra-op threads (default: leave torch's setting). One thread is usually
+    fastest for a single small batch and leaves cores to the rest of the node."""
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    policy, config = load_policy_module(checkpoint_dir)
+    return PolicyRunner(policy, config, seed=seed)
+
+
+def gaussian_nll(policy: GaussianPolicy, frames, actions, proprio=None) -> torch.Tensor:
+    """Mean negative log-likelihood per action dimension (nats), BC's loss."""
+    return -policy.log_prob(frames, actions, proprio).mean() / policy.config.action_dim
