@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast lint format lock clean
+.PHONY: setup test test-fast lint format lock bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,10 @@ format: setup
 
 ## make lock: setup
 	@$(PY) scripts/lock.py
+
+## make bench: every benchmark under bench/ (never part of make test); results in bench/results/.
+bench: setup
+	@MUJOCO_GL=$${MUJOCO_GL:-osmesa} $(PY) bench/run_all.py
 
 clean:
 	rm -rf build install log
