@@ -20,6 +20,8 @@ setup(
     description=Path("package.xml").read_text().split("<description>")[1].split("</description>")[0],
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "train_bc = world4rl_policy.train_bc_cli:main",
+        ],
     },
 )
