@@ -21,6 +21,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "action_executor = world4rl_policy.action_executor_node:main",
             "train_bc = world4rl_policy.train_bc_cli:main",
         ],
     },

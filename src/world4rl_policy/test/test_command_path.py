@@ -1,0 +1,103 @@
+"""The action -> checked arm command path (IK + safety filter), ROS-free."""
+
+import numpy as np
+import pytest
+
+from world4rl_policy import fr3_kinematics
+from world4rl_policy.command_path import CommandPath, GripperCommand
+from world4rl_policy.safety_filter import Reason
+from world4rl_spec import EE_DELTA_SCALE_M, FR3_READY_POSE, GRIPPER_OPEN_WIDTH_M
+
+READY = np.array(FR3_READY_POSE)
+DT = 0.1
+
+
+def ee(q):
+    return fr3_kinematics.forward_kinematics(q)[:3, 3]
+
+
+def run(path, q, action, t):
+    return path.step(joint_positions=q, action=action, now=t, input_stamp=t - 0.01, joint_state_stamp=t - 0.005)
+
+
+def test_disarmed_path_sends_nothing():
+    path = CommandPath()
+    cycle = run(path, READY, [1.0, 0.0, 0.0, 1.0], 10.0)
+    assert not cycle.send_arm_command
+    assert cycle.gripper is None
+    assert Reason.DISARMED in cycle.result.reasons
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_full_action_moves_the_end_effector_one_step_along_its_axis(axis, sign):
+    path = CommandPath()
+    path.arm(0.0, READY)
+    action = [0.0, 0.0, 0.0, -1.0]
+    action[axis] = sign
+    q = READY.copy()
+    start = ee(q)
+    for k in range(1, 6):
+        cycle = run(path, q, action, k * DT)
+        assert cycle.send_arm_command, cycle.result.events
+        q = cycle.result.command  # a perfect position controller
+    moved = ee(q) - start
+    expected = np.zeros(3)
+    expected[axis] = sign * 5 * EE_DELTA_SCALE_M
+    np.testing.assert_allclose(moved, expected, atol=1e-3)
+    # The orientation latched at arming is held.
+    rot = fr3_kinematics.forward_kinematics(q)[:3, :3]
+    assert np.linalg.norm(fr3_kinematics.rotation_error(fr3_kinematics.forward_kinematics(READY)[:3, :3], rot)) < 1e-3
+
+
+def test_gripper_switches_once_with_hysteresis():
+    path = CommandPath()
+    path.arm(0.0, READY)
+    commands = [
+        run(path, READY, [0, 0, 0, g], (i + 1) * DT).gripper
+        for i, g in enumerate([1.0, 1.0, 0.1, -0.1, -0.9, -1.0, 0.9])
+    ]
+    assert commands == [
+        GripperCommand("grasp", 0.0),
+        None,
+        None,
+        None,
+        GripperCommand("move", GRIPPER_OPEN_WIDTH_M),
+        None,
+        GripperCommand("grasp", 0.0),
+    ]
+
+
+def test_nan_action_holds_once_then_stays_silent_until_rearmed():
+    path = CommandPath()
+    path.arm(0.0, READY)
+    ok = run(path, READY, [0.5, 0, 0, 0], DT)
+    assert ok.send_arm_command
+    bad = run(path, READY, [np.nan, 0, 0, 0], 2 * DT)
+    assert bad.send_arm_command  # the hold, once
+    np.testing.assert_array_equal(bad.result.command, READY)
+    assert Reason.NONFINITE_TARGET in bad.result.reasons
+    assert not bad.result.armed
+    after = run(path, READY, [0.5, 0, 0, 0], 3 * DT)
+    assert not after.send_arm_command
+    path.arm(4 * DT, READY)
+    assert run(path, READY, [0.5, 0, 0, 0], 5 * DT).send_arm_command
+
+
+def test_missing_action_holds_then_the_watchdog_faults():
+    path = CommandPath()
+    path.arm(0.0, READY)
+    first = run(path, READY, [0.5, 0, 0, 0], DT)
+    assert first.send_arm_command
+    # The demonstrator stops: no action, its last stamp ages past the timeout.
+    gap = path.step(joint_positions=READY, action=None, now=0.2, input_stamp=DT - 0.01, joint_state_stamp=0.195)
+    assert gap.send_arm_command
+    np.testing.assert_allclose(gap.result.command, READY)
+    dead = path.step(joint_positions=READY, action=None, now=1.0, input_stamp=DT - 0.01, joint_state_stamp=0.995)
+    assert Reason.STALE_IMAGE in dead.result.reasons
+    assert not dead.result.armed
+
+
+def test_cannot_arm_without_a_valid_joint_state():
+    with pytest.raises(ValueError, match="valid joint state"):
+        CommandPath().arm(0.0, [np.nan] * 7)

@@ -1,0 +1,132 @@
+"""action_executor: turns demonstrated actions (world4rl_msgs/Action) into checked arm commands.
+
+The arm's half of demonstration collection: a teleoperator, or the sim's scripted expert,
+publishes normalised end-effector actions on /world4rl/action; this node runs each through the
+same command path the policy runner uses (FR3 IK, then the safety filter) and sends the result to
+the arm's controller and gripper. Disarmed at start: `~/arm` (std_srvs/SetBool) arms it, and any
+fault (stale action or joint state, NaN, a jump, the episode time limit) holds and disarms.
+
+The action's own stamp feeds the filter's input watchdog: if the demonstrator stops publishing,
+the arm holds within `safety.image_timeout_s`.
+"""
+
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool
+
+from world4rl_msgs.msg import Action, PolicyStatus
+from world4rl_policy.command_path import CommandPath, CommandPathParams
+from world4rl_policy.ros_adapters import (
+    ArmCommandPublisher,
+    RefusalLogger,
+    arm_joint_positions,
+    declare_safety_params,
+    describe,
+    stamp_seconds,
+    status_message,
+)
+from world4rl_spec import CONTROL_RATE_HZ, topics
+
+
+class ActionExecutor(Node):
+    def __init__(self):
+        super().__init__("action_executor")
+        rate = self.declare_parameter("control_rate_hz", CONTROL_RATE_HZ, describe("command cycles per second")).value
+        mode = self.declare_parameter(
+            "command_mode", "trajectory", describe("'trajectory' (JointTrajectory) or 'forward_position'")
+        ).value
+        default_topic = topics.ARM_TRAJECTORY if mode == "trajectory" else topics.ARM_FORWARD_POSITION
+        command_topic = self.declare_parameter("command_topic", default_topic, describe("arm command topic")).value
+        threshold = self.declare_parameter(
+            "gripper_threshold", CommandPathParams.gripper_threshold, describe("|gripper action| that switches it")
+        ).value
+        speed = self.declare_parameter("gripper_speed", 0.1, describe("gripper finger speed [m/s]")).value
+        force = self.declare_parameter("grasp_force", 40.0, describe("grasp force [N]")).value
+        safety = declare_safety_params(self)
+        safety.control_period_s = 1.0 / rate
+        self.path = CommandPath(safety, params=CommandPathParams(gripper_threshold=threshold))
+        self.commands = ArmCommandPublisher(self, mode, command_topic, 1.0 / rate, speed, force)
+        self.refusals = RefusalLogger(self)
+        self.joints: np.ndarray | None = None
+        self.joint_stamp: float | None = None
+        self.action: np.ndarray | None = None
+        self.action_stamp: float | None = None
+        self.armed_at = 0.0
+        # Joint states come fast and only the newest matters: best effort, as sensors publish.
+        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, qos_profile_sensor_data)
+        self.create_subscription(
+            Action, topics.ACTION, self._on_action, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
+        self.create_service(SetBool, "~/arm", self._on_arm)
+        self.create_timer(1.0 / rate, self._cycle)
+        self.get_logger().info(f"disarmed; commands go to {command_topic} ({mode}); call ~/arm to start")
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joints(self, msg: JointState) -> None:
+        q = arm_joint_positions(msg)
+        if q is not None:
+            self.joints, self.joint_stamp = q, stamp_seconds(msg.header.stamp)
+
+    def _on_action(self, msg: Action) -> None:
+        self.action = np.asarray(msg.values, dtype=np.float64)
+        self.action_stamp = stamp_seconds(msg.header.stamp)
+
+    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if not request.data:
+            self.path.disarm()
+            response.success, response.message = True, "disarmed"
+        elif self.joints is None:
+            response.success, response.message = False, f"no joint state on {topics.JOINT_STATES} yet"
+        else:
+            # Only actions decided after arming count: an old one must not move the arm.
+            self.action = self.action_stamp = None
+            self.armed_at = self._now()
+            self.path.arm(self.armed_at, self.joints)
+            response.success, response.message = True, "armed"
+        self.get_logger().info(f"arm request {request.data}: {response.message}")
+        return response
+
+    def _cycle(self) -> None:
+        start = time.perf_counter()
+        now = self._now()
+        if self.joints is None:
+            return
+        if self.path.armed and self.action is None and now - self.armed_at < self.path.filter.params.image_timeout_s:
+            return  # armed, first action not here yet: send nothing, the controller holds
+        cycle = self.path.step(
+            joint_positions=self.joints,
+            action=self.action,
+            now=now,
+            input_stamp=self.action_stamp,
+            joint_state_stamp=self.joint_stamp,
+        )
+        self.commands.apply(cycle)
+        self.refusals.log(cycle, now)
+        latency_ms = (time.perf_counter() - start) * 1e3
+        status = self.path.filter.status()
+        self.status_publisher.publish(status_message(cycle, status, latency_ms, "", self.get_clock().now().to_msg()))
+
+
+def main() -> None:
+    rclpy.init()
+    node = ActionExecutor()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

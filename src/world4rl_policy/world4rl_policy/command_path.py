@@ -1,0 +1,138 @@
+"""From a normalised action to a checked arm command: FR3 IK, then the safety filter. ROS-free.
+
+The one path every command to the arm takes, whoever decided the action: a teleoperator, the
+sim's scripted expert (both through the action_executor node) or a policy (the policy_runner
+node). Each control cycle:
+
+    action (dx, dy, dz, gripper) in [-1, 1]
+      -> joint target by damped least squares (fr3_kinematics), keeping the end-effector
+         orientation latched when the path was armed, so small IK errors cannot make it drift
+      -> SafetyFilter: limits, step bound, workspace box, watchdog, arm state
+      -> a joint command to send (or a hold), and a gripper command when the gripper's
+         open/closed state changes.
+
+The gripper is binary here, like Franka's: an action above +threshold grasps (franka_gripper's
+Grasp with wide epsilons, so any object width counts as success), below -threshold opens (Move
+to the open width); in between keeps the last command (hysteresis against chatter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from world4rl_policy import fr3_kinematics
+from world4rl_policy.safety_filter import FilterResult, SafetyFilter, SafetyParams
+from world4rl_spec import GRIPPER_CLOSED_WIDTH_M, GRIPPER_OPEN_WIDTH_M
+
+
+@dataclass(frozen=True)
+class GripperCommand:
+    kind: str  # "grasp" or "move"
+    width: float  # target width [m] (grasp: the expected object width, 0 with wide epsilons)
+
+
+@dataclass
+class CommandPathParams:
+    gripper_threshold: float = 0.2  # |gripper action| beyond which the open/closed state changes
+
+
+@dataclass
+class Cycle:
+    """One control cycle's outcome."""
+
+    result: FilterResult
+    send_arm_command: bool  # publish result.command this cycle
+    gripper: GripperCommand | None  # a new gripper goal to send, if the state changed
+    ik_error_m: float | None  # position error of the IK solution (None if no IK ran)
+
+
+class CommandPath:
+    def __init__(
+        self,
+        safety: SafetyParams | None = None,
+        ik: fr3_kinematics.IKConfig | None = None,
+        params: CommandPathParams | None = None,
+    ):
+        self.filter = SafetyFilter(safety)
+        self.ik = ik or fr3_kinematics.IKConfig()
+        self.params = params or CommandPathParams()
+        self._rotation: np.ndarray | None = None
+        self._gripper_closed: bool | None = None
+        self._was_armed = False
+
+    @property
+    def armed(self) -> bool:
+        return self.filter.armed
+
+    def arm(self, now: float, joint_positions) -> None:
+        """Arm the filter and latch the end-effector orientation to hold during the episode."""
+        q = np.asarray(joint_positions, dtype=np.float64)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"cannot arm without a valid joint state, got {q.tolist()}")
+        self._rotation = fr3_kinematics.forward_kinematics(q, self.ik.tcp_offset_m, self.ik.tcp_yaw_rad)[:3, :3]
+        self._gripper_closed = None  # the first gripper action after arming is always sent
+        self.filter.arm(now)
+
+    def disarm(self) -> None:
+        self.filter.disarm()
+
+    def step(
+        self,
+        *,
+        joint_positions,
+        action,
+        now: float,
+        input_stamp: float | None,
+        joint_state_stamp: float | None,
+    ) -> Cycle:
+        """`action` is None when no decision is available (the filter then holds or stays disarmed);
+        `input_stamp` is the stamp of what the decision was based on (the image, or the action)."""
+        target = None
+        gripper = None
+        ik_error = None
+        if action is None and self.filter.armed:
+            # No decision this cycle: ask to stay put; the filter's watchdog decides whether that
+            # is a short gap or a dead input.
+            target = joint_positions
+        elif action is not None and self.filter.armed:
+            a = np.asarray(action, dtype=np.float64).reshape(-1)
+            gripper = float(a[3]) if a.shape[0] > 3 else None
+            q = np.asarray(joint_positions, dtype=np.float64)
+            if a.shape[0] >= 3 and np.all(np.isfinite(a[:3])) and q.shape == (7,) and np.all(np.isfinite(q)):
+                solution = fr3_kinematics.action_to_joint_target(q, a, self._rotation, self.ik)
+                target, ik_error = solution.q_target, solution.position_error_m
+            else:
+                # Let the filter refuse it (and say why): a malformed or non-finite action.
+                target = np.full(7, np.nan) if a.shape[0] >= 3 else a
+        result = self.filter.filter(
+            joint_positions=joint_positions,
+            target=target,
+            now=now,
+            image_stamp=input_stamp,
+            joint_state_stamp=joint_state_stamp,
+            gripper=gripper,
+        )
+        # Send while armed; on the cycle that disarms, send the hold once; never while disarmed,
+        # so an operator can guide a disarmed arm by hand.
+        send = result.command is not None and (result.armed or self._was_armed)
+        self._was_armed = result.armed
+        return Cycle(result, send, self._gripper_command(result), ik_error)
+
+    def _gripper_command(self, result: FilterResult) -> GripperCommand | None:
+        if result.gripper is None:
+            return None
+        threshold = self.params.gripper_threshold
+        if result.gripper > threshold:
+            closed = True
+        elif result.gripper < -threshold:
+            closed = False
+        else:
+            return None
+        if closed == self._gripper_closed:
+            return None
+        self._gripper_closed = closed
+        return (
+            GripperCommand("grasp", GRIPPER_CLOSED_WIDTH_M) if closed else GripperCommand("move", GRIPPER_OPEN_WIDTH_M)
+        )

@@ -1,0 +1,145 @@
+"""Message <-> array conversions and the command publishers shared by the nodes that move the arm
+(action_executor, policy_runner). Thin: no decisions are made here, only conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionClient
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from world4rl_msgs.action import GripperGrasp, GripperMove
+from world4rl_msgs.msg import PolicyStatus
+from world4rl_policy.command_path import Cycle, GripperCommand
+from world4rl_policy.safety_filter import SafetyParams
+from world4rl_spec import ARM_JOINT_NAMES, GRIPPER_OPEN_WIDTH_M, topics
+
+# Commands: reliable and shallow; a command that cannot be delivered now is worthless later.
+COMMAND_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def describe(text: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text)
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def arm_joint_positions(msg: JointState) -> np.ndarray | None:
+    """The 7 arm joints in world4rl_spec order, whatever order the message lists them in;
+    None if any is missing (a gripper-only JointState, say)."""
+    index = {name: i for i, name in enumerate(msg.name)}
+    if not all(name in index for name in ARM_JOINT_NAMES) or len(msg.position) < len(msg.name):
+        return None
+    return np.array([msg.position[index[name]] for name in ARM_JOINT_NAMES], dtype=np.float64)
+
+
+def declare_safety_params(node: Node, prefix: str = "safety.") -> SafetyParams:
+    """Declare every SafetyParams field as a node parameter (defaults from the dataclass)."""
+    defaults = SafetyParams()
+    values = {}
+    for name, default in vars(defaults).items():
+        value = list(default) if isinstance(default, tuple) else default
+        values[name] = node.declare_parameter(prefix + name, value, describe(f"safety filter: {name}")).value
+    return SafetyParams.from_dict(values)
+
+
+class ArmCommandPublisher:
+    """Publishes checked joint targets as a one-point JointTrajectory (franka_ros2's trajectory
+    controller) or a Float64MultiArray (forward position controllers), and gripper goals."""
+
+    def __init__(
+        self, node: Node, mode: str, topic: str, period_s: float, gripper_speed: float = 0.1, grasp_force: float = 40.0
+    ):
+        if mode not in ("trajectory", "forward_position"):
+            raise ValueError(f"parameter command_mode must be 'trajectory' or 'forward_position', got {mode!r}")
+        self.node = node
+        self.mode = mode
+        self.period_s = period_s
+        msg_type = JointTrajectory if mode == "trajectory" else Float64MultiArray
+        self.publisher = node.create_publisher(msg_type, topic, COMMAND_QOS)
+        self.move_client = ActionClient(node, GripperMove, topics.GRIPPER_MOVE)
+        self.grasp_client = ActionClient(node, GripperGrasp, topics.GRIPPER_GRASP)
+        self.gripper_speed = gripper_speed
+        self.grasp_force = grasp_force
+
+    def send_arm(self, command: np.ndarray) -> None:
+        values = [float(v) for v in command]
+        if self.mode == "forward_position":
+            self.publisher.publish(Float64MultiArray(data=values))
+            return
+        seconds = int(self.period_s)
+        point = JointTrajectoryPoint(
+            positions=values,
+            time_from_start=Duration(sec=seconds, nanosec=int((self.period_s - seconds) * 1e9)),
+        )
+        # A zero header stamp means "start now" to the trajectory controller.
+        self.publisher.publish(JointTrajectory(joint_names=list(ARM_JOINT_NAMES), points=[point]))
+
+    def send_gripper(self, command: GripperCommand) -> None:
+        if command.kind == "grasp":
+            if not self.grasp_client.server_is_ready():
+                self.node.get_logger().warn(
+                    "gripper grasp server not available: grasp not sent", throttle_duration_sec=5.0
+                )
+                return
+            goal = GripperGrasp.Goal(
+                width=command.width,
+                epsilon_inner=GRIPPER_OPEN_WIDTH_M,
+                epsilon_outer=GRIPPER_OPEN_WIDTH_M,
+                speed=self.gripper_speed,
+                force=self.grasp_force,
+            )
+            self.grasp_client.send_goal_async(goal)
+        else:
+            if not self.move_client.server_is_ready():
+                self.node.get_logger().warn(
+                    "gripper move server not available: move not sent", throttle_duration_sec=5.0
+                )
+                return
+            self.move_client.send_goal_async(GripperMove.Goal(width=command.width, speed=self.gripper_speed))
+
+    def apply(self, cycle: Cycle) -> None:
+        if cycle.send_arm_command:
+            self.send_arm(cycle.result.command)
+        if cycle.gripper is not None:
+            self.send_gripper(cycle.gripper)
+
+
+class RefusalLogger:
+    """One clear log line per kind of refusal (then at most one every few seconds per kind)."""
+
+    def __init__(self, node: Node, every_s: float = 5.0):
+        self.logger = node.get_logger()
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+
+    def log(self, cycle: Cycle, now: float) -> None:
+        for event in cycle.result.events:
+            code = event.reason.value
+            if code == "disarmed":
+                continue
+            if now - self.last.get(code, -1e18) >= self.every_s:
+                self.last[code] = now
+                log = self.logger.error if event.is_fault else self.logger.warn
+                log(f"[{code}] {event.message}")
+
+
+def status_message(cycle: Cycle | None, status, latency_ms: float, policy: str, stamp) -> PolicyStatus:
+    msg = PolicyStatus(
+        armed=status.armed,
+        fault=status.fault if not status.fault_message else f"{status.fault}: {status.fault_message}",
+        last_refusal=status.last_refusal,
+        latency_ms=float(latency_ms),
+        step=status.step,
+        refused_commands=status.refused_commands,
+        policy=policy,
+    )
+    msg.header.stamp = stamp
+    return msg
