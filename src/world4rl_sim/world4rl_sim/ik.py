@@ -86,7 +86,9 @@ class DifferentialIK:
             dq = jac.T @ np.linalg.solve(jjt, e)
             # Null-space posture term: the component of the pull that the task does not see.
             pull = cfg.nullspace_gain * (self.q_rest - q)
-            dq += pull - jac.T @ np.linalg.solve(jjt, jac @ pull)
+            # Project with the undamped pseudo-inverse: the damped one leaks ~lambda^2 of the pull into
+            # the task and leaves a millimetre-sized bias at the far corners of the workspace.
+            dq += pull - np.linalg.pinv(jac, rcond=1e-4) @ (jac @ pull)
             dq = np.clip(dq, -cfg.max_step_rad, cfg.max_step_rad)
             q = np.clip(q + dq, self.q_min, self.q_max)
         else:

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import os
 
 import mujoco
 import numpy as np
@@ -204,7 +205,14 @@ class FrankaSim:
         if key not in self._renderers:
             vis = self.model.vis.global_
             vis.offwidth, vis.offheight = max(vis.offwidth, key[0]), max(vis.offheight, key[1])
-            renderer = mujoco.Renderer(self.model, height=key[1], width=key[0])
+            try:
+                renderer = mujoco.Renderer(self.model, height=key[1], width=key[0])
+            except mujoco.FatalError as err:
+                raise RuntimeError(
+                    "MuJoCo could not create an OpenGL context. For headless rendering set MUJOCO_GL=osmesa "
+                    "(or egl) in the environment before anything imports mujoco (importing world4rl_sim first "
+                    f"sets osmesa as the default); MUJOCO_GL is {os.environ.get('MUJOCO_GL')!r} now. ({err})"
+                ) from err
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.render_config.shadows)
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.render_config.reflections)
             self._renderers[key] = renderer

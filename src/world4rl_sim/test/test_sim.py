@@ -1,0 +1,181 @@
+"""The simulator core: model, FR3 mapping, IK tracking, action scale, determinism, rendering."""
+
+import numpy as np
+import pytest
+
+from world4rl_sim.robot import MODEL_ARM_JOINTS, fr3_to_model, model_to_fr3
+from world4rl_sim.scene import camera_intrinsics
+from world4rl_sim.sim import FrankaSim
+from world4rl_sim.tasks import TASK_REGISTRY, TASKS, Task
+from world4rl_spec import EE_DELTA_SCALE_M, FR3_JOINT_POSITION_MAX, FR3_JOINT_POSITION_MIN, FR3_READY_POSE
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = FrankaSim("pick_place", seed=0)
+    yield s
+    s.close()
+
+
+def test_task_list_is_the_registry_in_rising_difficulty():
+    assert TASKS == ("reach", "push", "drawer", "pick_place")
+    assert set(TASKS) == set(TASK_REGISTRY)
+    for name in TASKS:
+        assert 0 < TASK_REGISTRY[name].horizon <= 50
+
+
+def test_defining_a_task_class_registers_it():
+    try:
+
+        class Hover(Task):
+            name = "hover_test_only"
+
+        assert TASK_REGISTRY["hover_test_only"] is Hover
+        with pytest.raises(ValueError, match="registered twice"):
+
+            class Hover2(Task):
+                name = "hover_test_only"
+    finally:
+        TASK_REGISTRY.pop("hover_test_only", None)
+
+
+def test_joint_limits_are_the_fr3_limits_and_joint6_is_offset(sim):
+    model = sim.model
+    for i, name in enumerate(MODEL_ARM_JOINTS):
+        lo, hi = model.joint(name).range
+        assert model_to_fr3(np.full(7, lo))[i] == pytest.approx(FR3_JOINT_POSITION_MIN[i])
+        assert model_to_fr3(np.full(7, hi))[i] == pytest.approx(FR3_JOINT_POSITION_MAX[i])
+    assert fr3_to_model(FR3_READY_POSE)[5] == pytest.approx(0.0)  # the Panda model's ready q6
+    np.testing.assert_allclose(model_to_fr3(fr3_to_model(FR3_READY_POSE)), FR3_READY_POSE)
+
+
+def test_arm_targets_in_fr3_convention_are_reached_and_clipped(sim):
+    sim.reset(seed=1)
+    target = np.array(FR3_READY_POSE)
+    np.testing.assert_allclose(sim.set_arm_targets(target), target)
+    sim.step_physics(1500)  # 3 s
+    np.testing.assert_allclose(sim.arm_positions(), target, atol=2e-3)
+    # Franka's ready pose has the gripper pointing straight down.
+    assert sim.tcp_rotation()[:, 2] @ np.array([0, 0, -1.0]) > 0.999
+    clipped = sim.set_arm_targets(np.full(7, 10.0))
+    np.testing.assert_allclose(clipped, FR3_JOINT_POSITION_MAX)
+    sim.reset(seed=1)
+
+
+def test_ik_solves_workspace_targets_to_sub_millimetre(sim):
+    rng = np.random.default_rng(0)
+    q = sim.data.qpos[sim._arm_qadr].copy()
+    for _ in range(30):
+        target = rng.uniform([0.3, -0.3, 0.01], [0.7, 0.3, 0.4])
+        q_sol, err = sim.ik.solve(q, target, sim.tcp_target_mat, iterations=50)
+        assert err < 1e-3, f"IK error {err:.4f} m at {target}"
+        assert np.all(q_sol >= sim.q_min - 1e-9)
+        assert np.all(q_sol <= sim.q_max + 1e-9)
+        _pos, mat = sim.ik.forward(q_sol)
+        assert np.trace(mat.T @ sim.tcp_target_mat) > 3 - 1e-3  # orientation kept (angle < ~2 deg)
+
+
+def test_ik_keeps_unreachable_targets_within_joint_limits(sim):
+    q0 = sim.data.qpos[sim._arm_qadr].copy()
+    q, err = sim.ik.solve(q0, np.array([1.5, 0.0, 0.2]), sim.tcp_target_mat, iterations=50)
+    assert err > 0.3
+    assert np.all(q >= sim.q_min - 1e-9)
+    assert np.all(q <= sim.q_max + 1e-9)
+
+
+def test_tracking_error_of_the_action_controller(sim):
+    """Each action moves the ee target by action * EE_DELTA_SCALE_M; the tcp follows within millimetres."""
+    sim.reset(seed=2)
+    rng = np.random.default_rng(2)
+    lags = []
+    for _ in range(40):
+        action = np.concatenate([rng.uniform(-1, 1, 3), [-1.0]])
+        before = sim.ee_target
+        sim.apply_action(action)
+        expected = np.clip(before + action[:3] * EE_DELTA_SCALE_M, sim.config.workspace_min, sim.config.workspace_max)
+        np.testing.assert_allclose(sim.ee_target, expected, atol=1e-9)
+        lags.append(np.linalg.norm(sim.tcp_position() - sim.ee_target))
+    # Moving at up to 0.35 m/s, the tcp trails its target by well under one full step (0.02-0.035 m).
+    assert np.mean(lags) < 0.008, lags
+    assert np.max(lags) < 0.015, lags
+    for _ in range(5):
+        sim.apply_action([0.0, 0.0, 0.0, -1.0])
+    assert np.linalg.norm(sim.tcp_position() - sim.ee_target) < 0.002
+    assert sim.tcp_rotation()[:, 2] @ np.array([0, 0, -1.0]) > 0.998
+
+
+def test_action_scale_in_metres_per_step(sim):
+    sim.reset(seed=3)
+    start = sim.tcp_position()
+    for _ in range(5):
+        sim.apply_action([1.0, 0.0, 0.0, -1.0])
+    for _ in range(3):
+        sim.apply_action([0.0, 0.0, 0.0, -1.0])
+    moved = sim.tcp_position() - start
+    assert moved[0] == pytest.approx(5 * EE_DELTA_SCALE_M, abs=0.003)
+    assert abs(moved[1]) < 0.003
+    assert abs(moved[2]) < 0.003
+
+
+def test_gripper_action_maps_to_finger_width(sim):
+    sim.reset(seed=4)
+    assert sim.gripper_width() == pytest.approx(0.08, abs=1e-6)
+    for _ in range(5):
+        sim.apply_action([0.0, 0.0, 0.0, 1.0])
+    assert sim.gripper_width() < 0.003
+    for _ in range(3):
+        sim.apply_action([0.0, 0.0, 0.0, 0.0])
+    assert sim.gripper_width() == pytest.approx(0.04, abs=0.003)
+    names_order_widths = sim.joint_positions()[7:]
+    assert names_order_widths.sum() == pytest.approx(sim.gripper_width())
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_same_episode_other_seed_other_episode(task):
+    actions = np.random.default_rng(0).uniform(-1, 1, (8, 4))
+    runs = []
+    for seed in (7, 7, 8):
+        s = FrankaSim(task, seed=seed)
+        for a in actions:
+            s.apply_action(a)
+        runs.append((s.data.qpos.copy(), s.data.mocap_pos.copy(), s.render(64, 64)))
+        s.close()
+    (q1, m1, i1), (q2, m2, i2), (q3, m3, _) = runs
+    np.testing.assert_array_equal(q1, q2)
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_array_equal(i1, i2)
+    assert not (np.array_equal(q1, q3) and np.array_equal(m1, m3))
+
+
+def test_reset_can_switch_task(sim):
+    assert sim.reset(seed=5, task="drawer") == 5
+    assert sim.task_name == "drawer"
+    assert "handle" in sim.task_state().objects
+    sim.reset(seed=0, task="pick_place")
+    assert sim.task_name == "pick_place"
+
+
+def test_render_sizes_and_square_view_matches_ros_centre_crop(sim):
+    sim.reset(seed=6)
+    small = sim.render(64, 64)
+    big = sim.render(640, 480)
+    assert small.shape == (64, 64, 3)
+    assert small.dtype == np.uint8
+    assert big.shape == (480, 640, 3)
+    assert small.std() > 10  # not a blank frame
+    # Centre 480x480 crop, area-averaged to 64x64 (7.5 px blocks: use 60x... via 480/64 resampling).
+    crop = big[:, 80:560].astype(np.float32)
+    idx = (np.arange(64) * 480 / 64 + 480 / 128).astype(int)
+    crop_small = crop[idx][:, idx]
+    assert np.abs(crop_small - small.astype(np.float32)).mean() < 12.0
+    wrist = sim.render(64, 64, camera="wrist")
+    assert wrist.shape == (64, 64, 3)
+    assert not np.array_equal(wrist, small)
+
+
+def test_camera_intrinsics_follow_the_vertical_fov(sim):
+    k = camera_intrinsics(sim.model, "front", 640, 480)
+    fovy = np.radians(sim.model.cam_fovy[sim.model.camera("front").id])
+    assert k[1, 1] == pytest.approx(240 / np.tan(fovy / 2))
+    assert k[0, 0] == k[1, 1]
+    assert (k[0, 2], k[1, 2]) == (319.5, 239.5)
