@@ -11,7 +11,7 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}", ["package.xml", "README.md", "NOTICE"]),
         (f"share/{PACKAGE}/config", glob("config/*")),
     ],
     package_data={PACKAGE: ["py.typed"]},
@@ -22,6 +22,8 @@ setup(
     description=Path("package.xml").read_text().split("<description>")[1].split("</description>")[0],
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "sim_robot = world4rl_sim.sim_robot_node:main",
+        ],
     },
 )
