@@ -1,0 +1,714 @@
+"""Episode bags: one rosbag2 directory (MCAP storage) per episode, written with the pure-Python
+`rosbags` library so that it opens in `ros2 bag info`, Foxglove and PlotJuggler. ROS-free: the
+recorder node feeds it serialized (CDR) messages, tests and tools use it directly.
+
+Layout in the recorder's output directory (N = episode index, 6 digits):
+
+    ep_00000N.incomplete/   being written, or left behind by a crash: MCAP without a summary
+                            (not readable by rosbags as is) + world4rl_episode.json (sidecar)
+    ep_00000N/              a cleanly stopped episode: metadata.yaml + ep_00000N.mcap, with one
+                            world4rl_msgs/msg/EpisodeInfo on /world4rl/episode_info and the same
+                            fields in metadata.yaml's custom_data (keys "world4rl.*")
+    ep_00000N.partial/      readable, but not a labelled episode: recovered from an .incomplete
+                            bag (every message up to its last flushed chunk) or stopped because the
+                            disk ran low; custom_data "world4rl.status" says which, no EpisodeInfo
+
+Crash safety: a bag is only renamed to its final name after its summary, metadata.yaml and an
+fsync, so a name without a suffix always means a complete bag. While recording, the pending MCAP
+chunk is closed and written out every `flush_period_s` (and whenever it exceeds 1 MiB), so a
+`kill -9` loses at most that period; `recover_incomplete(dir)` turns what was flushed into a
+readable `.partial` bag.
+
+Messages arrive in the caller's thread and are written by a writer thread, so a slow disk never
+blocks the ROS executor (the queue is bounded by `max_queue_bytes`; overflow is counted, not hidden).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import json
+import os
+import queue
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rosbags.interfaces import Nodetype
+from rosbags.rosbag2 import CompressionMode, StoragePlugin, Writer
+from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2.storage_mcap import McapWriter
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from world4rl_spec import topics
+
+EPISODE_INFO_TYPE = "world4rl_msgs/msg/EpisodeInfo"
+INCOMPLETE_SUFFIX = ".incomplete"
+RECOVERING_SUFFIX = ".recovering"
+PARTIAL_SUFFIX = ".partial"
+SIDECAR_NAME = "world4rl_episode.json"
+EPISODE_PREFIX = "ep_"
+CUSTOM_PREFIX = "world4rl."
+ROSBAG_VERSION = 9  # Jazzy's; rosbags also writes 8 (Humble-readable)
+
+STATUS_COMPLETE = "complete"
+STATUS_RECOVERED = "recovered"  # rebuilt from an .incomplete bag after a crash or a write error
+STATUS_DISK_FULL = "disk_full"  # stopped because free space fell below the reserve
+
+
+class BagWriteError(RuntimeError):
+    """Writing an episode bag failed; the message names the bag and the cause."""
+
+
+class DiskFullError(BagWriteError):
+    """The disk (or the file size limit) ran out while recording."""
+
+
+def episode_dir_name(index: int) -> str:
+    return f"{EPISODE_PREFIX}{index:06d}"
+
+
+def parse_episode_index(name: str) -> int | None:
+    """`ep_000012`, `ep_000012.incomplete`, `ep_000012.partial` -> 12; anything else -> None."""
+    stem = name.split(".", 1)[0]
+    if not stem.startswith(EPISODE_PREFIX):
+        return None
+    digits = stem[len(EPISODE_PREFIX) :]
+    return int(digits) if digits.isdigit() else None
+
+
+def next_episode_index(output_dir: str | os.PathLike) -> int:
+    """One past the highest index of any episode directory (complete, partial or incomplete)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return 0
+    indices = [parse_episode_index(p.name) for p in output_dir.iterdir() if p.is_dir()]
+    return 1 + max((i for i in indices if i is not None), default=-1)
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Message types
+
+
+def _ament_share_dirs(package: str) -> Iterator[Path]:
+    """share/PACKAGE directories: on AMENT_PREFIX_PATH, then above the package's Python module
+    (PREFIX/lib/pythonX/site-packages/PACKAGE -> PREFIX/share/PACKAGE), which also finds packages
+    whose prefix is not on AMENT_PREFIX_PATH."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix and (Path(prefix) / "share" / package).is_dir():
+            yield Path(prefix) / "share" / package
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            for parent in list(Path(location).resolve().parents)[:6]:
+                if (parent / "share" / package).is_dir():
+                    yield parent / "share" / package
+                    break
+
+
+def _register_package_msgs(store: Typestore, package: str) -> bool:
+    """Register every .msg of an installed ROS package (found through AMENT_PREFIX_PATH)."""
+    for share in _ament_share_dirs(package):
+        msg_dir = share / "msg"
+        if not msg_dir.is_dir():
+            continue
+        types = {}
+        for msg_file in sorted(msg_dir.glob("*.msg")):
+            types.update(get_types_from_msg(msg_file.read_text(), f"{package}/msg/{msg_file.stem}"))
+        store.register(types)
+        return True
+    return False
+
+
+def ensure_msgtype(store: Typestore, msgtype: str) -> None:
+    """Make `msgtype` (and the types it uses) known to the typestore, from the installed .msg files
+    when rosbags' built-in Jazzy store lacks it (world4rl_msgs, franka_msgs, ...)."""
+    pending = [msgtype]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in store.fielddefs:
+            package = name.split("/", 1)[0]
+            if not _register_package_msgs(store, package) or name not in store.fielddefs:
+                raise BagWriteError(
+                    f"message type {name} is unknown: neither rosbags' Jazzy typestore nor any "
+                    f"share/{package}/msg/ on AMENT_PREFIX_PATH defines it"
+                )
+        _, fields = store.fielddefs[name]
+        for _, node in fields:
+            pending.extend(_named_types(node))
+
+
+def _named_types(node) -> list[str]:
+    """The message types a field definition refers to (through arrays and sequences)."""
+    nodetype, detail = node
+    if nodetype == Nodetype.NAME:
+        return [detail]
+    if nodetype in (Nodetype.ARRAY, Nodetype.SEQUENCE):
+        return _named_types(detail[0])
+    return []
+
+
+def episode_typestore() -> Typestore:
+    """rosbags' ROS 2 Jazzy typestore plus the world4rl_msgs messages."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    ensure_msgtype(store, EPISODE_INFO_TYPE)
+    return store
+
+
+# --------------------------------------------------------------------------------------------
+# The episode's description
+
+
+@dataclass
+class EpisodeMeta:
+    """What the recorder knows about an episode; becomes EpisodeInfo and custom_data at stop."""
+
+    index: int
+    task: str
+    robot: str = ""
+    operator_note: str = ""
+    start_ns: int = 0
+    stop_ns: int = 0
+    success: bool = False
+
+    def custom_data(self, status: str) -> dict[str, str]:
+        data = {
+            "task": self.task,
+            "episode_index": str(self.index),
+            "robot": self.robot,
+            "operator_note": self.operator_note,
+            "start_ns": str(self.start_ns),
+            "status": status,
+            "format_version": "1",
+        }
+        if status == STATUS_COMPLETE:
+            data["success"] = "true" if self.success else "false"
+            data["stop_ns"] = str(self.stop_ns)
+        return {CUSTOM_PREFIX + key: value for key, value in data.items()}
+
+
+def episode_info_cdr(store: Typestore, meta: EpisodeMeta) -> bytes:
+    """Serialize the episode's world4rl_msgs/msg/EpisodeInfo (CDR, as rclpy would)."""
+    time_type = store.types["builtin_interfaces/msg/Time"]
+    info_type = store.types[EPISODE_INFO_TYPE]
+
+    def stamp(ns: int):
+        return time_type(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+    msg = info_type(
+        task=meta.task,
+        episode_index=int(meta.index),
+        success=bool(meta.success),
+        operator_note=meta.operator_note,
+        robot=meta.robot,
+        start_stamp=stamp(meta.start_ns),
+        stop_stamp=stamp(meta.stop_ns),
+    )
+    return bytes(store.serialize_cdr(msg, EPISODE_INFO_TYPE))
+
+
+@dataclass
+class CloseResult:
+    path: Path
+    status: str
+    message_count: int
+    topic_counts: dict[str, int]
+    close_seconds: float
+    dropped_queue_full: int = 0
+    max_queue_bytes_seen: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class _FlushableMcapWriter(McapWriter):
+    """rosbags' MCAP storage, plus: the file is named after the episode (not the temporary
+    directory), and the pending chunk can be flushed to the OS (and the disk) on demand."""
+
+    def __init__(self, path: Path, compression: CompressionMode) -> None:
+        stem = path.name
+        for suffix in (INCOMPLETE_SUFFIX, RECOVERING_SUFFIX):
+            stem = stem.removesuffix(suffix)
+        # rosbags' McapWriter.__init__ opens `path / f"{path.name}.mcap"`: give it the final stem.
+        super().__init__(_StemDir(path, stem), compression)  # type: ignore[arg-type]
+
+    def flush(self, fsync: bool) -> None:
+        if self.chunk.bio.tell():
+            self.close_chunk()
+        self.bio.flush()
+        if fsync:
+            os.fsync(self.bio.fileno())
+
+    def abort_quietly(self) -> None:
+        # Drop whatever the buffered file still holds: its flush would fail again on a full disk.
+        with contextlib.suppress(OSError, ValueError):
+            os.close(self.bio.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            self.bio.close()
+
+
+class _StemDir:
+    """Stands in for the bag directory in McapWriter.__init__, which only uses `path.name` and
+    `path / file`: the name is the episode's stem, the files land in the real directory."""
+
+    def __init__(self, real: Path, name: str):
+        self.real = real
+        self.name = name
+
+    def __truediv__(self, other: str) -> Path:
+        return self.real / other
+
+
+class _EpisodeWriter(Writer):
+    STORAGE_PLUGINS = {StoragePlugin.MCAP: _FlushableMcapWriter}  # noqa: RUF012 (rosbags' own mapping type)
+
+
+_CLOSE = "close"
+_DISCARD = "discard"
+_CONN = "conn"
+
+
+@dataclass
+class _Sidecar:
+    """Written at start (and when a topic is added) so that recovery needs no typestore."""
+
+    format: str = "world4rl-episode-sidecar"
+    meta: dict = field(default_factory=dict)
+    connections: list[dict] = field(default_factory=list)
+
+
+class EpisodeBagWriter:
+    """Writes one episode bag from a writer thread. Use: start(); add_topic()/write() from any
+    thread; then exactly one of close(meta) or discard(). Errors surface through `error` at once
+    and as an exception from close()."""
+
+    def __init__(
+        self,
+        final_path: str | os.PathLike,
+        meta: EpisodeMeta,
+        store: Typestore,
+        *,
+        flush_period_s: float = 1.0,
+        fsync: bool = True,
+        min_free_bytes: int = 0,
+        max_queue_bytes: int = 1 << 30,
+    ):
+        self.final_path = Path(final_path)
+        self.path = self.final_path.with_name(self.final_path.name + INCOMPLETE_SUFFIX)
+        self.meta = meta
+        self.store = store
+        self.flush_period_s = float(flush_period_s)
+        self.fsync = bool(fsync)
+        self.min_free_bytes = int(min_free_bytes)
+        self.max_queue_bytes = int(max_queue_bytes)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queued_bytes = 0
+        self._max_queued_bytes = 0
+        self._bytes_lock = threading.Lock()
+        self._dropped = 0
+        self._topics: dict[str, str] = {}  # topic -> msgtype (caller side)
+        self._connections: dict[str, object] = {}  # topic -> rosbags Connection (writer thread)
+        self._counts: dict[str, int] = {}
+        self._sidecar = _Sidecar(meta=asdict(meta))
+        self._writer: _EpisodeWriter | None = None
+        self._thread: threading.Thread | None = None
+        self._result: CloseResult | None = None
+        self.error: BagWriteError | None = None
+        self.partial_path: Path | None = None  # set when the disk reserve stopped the episode
+        self._finished = threading.Event()
+
+    # -- caller side ------------------------------------------------------------------------
+
+    def start(self) -> EpisodeBagWriter:
+        if self.final_path.exists() or self.path.exists():
+            raise BagWriteError(f"{self.final_path}: an episode bag with this name exists already")
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.min_free_bytes and free_bytes(self.final_path.parent) < self.min_free_bytes:
+            raise DiskFullError(
+                f"{self.final_path.parent}: only {free_bytes(self.final_path.parent) / 1e6:.0f} MB free, "
+                f"below the recorder's reserve of {self.min_free_bytes / 1e6:.0f} MB; free some space"
+            )
+        writer = _EpisodeWriter(self.path, version=ROSBAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        try:
+            writer.open()
+            self._write_sidecar()
+        except OSError as exc:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise self._os_error(exc, "creating the bag") from exc
+        self._writer = writer
+        self._thread = threading.Thread(target=self._run, name=f"bag-writer-{self.meta.index}", daemon=True)
+        self._thread.start()
+        return self
+
+    def add_topic(self, topic: str, msgtype: str, offered_qos_profiles: Iterable = ()) -> None:
+        """Declare a topic (idempotent). Raises BagWriteError if the type is unknown."""
+        if topic in self._topics:
+            return
+        ensure_msgtype(self.store, msgtype)
+        self._topics[topic] = msgtype
+        self._queue.put((_CONN, topic, msgtype, tuple(offered_qos_profiles)))
+
+    def write(self, topic: str, timestamp_ns: int, data: bytes) -> bool:
+        """Queue one serialized message; False if it was dropped (writer failed or queue full)."""
+        if self.error is not None or self._finished.is_set():
+            self._dropped += 1
+            return False
+        size = len(data)
+        with self._bytes_lock:
+            if self._queued_bytes + size > self.max_queue_bytes:
+                self._dropped += 1
+                return False
+            self._queued_bytes += size
+            self._max_queued_bytes = max(self._max_queued_bytes, self._queued_bytes)
+        self._queue.put((topic, timestamp_ns, data))
+        return True
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def message_count(self) -> int:
+        return sum(self._counts.values())
+
+    def close(self, meta: EpisodeMeta | None = None, timeout: float = 60.0) -> CloseResult:
+        """Write EpisodeInfo, the summary and metadata.yaml, fsync, rename to the final name."""
+        if meta is not None:
+            self.meta = meta
+        return self._finish((_CLOSE,), timeout)
+
+    def discard(self, timeout: float = 60.0) -> None:
+        """Stop and delete the bag."""
+        self._finish((_DISCARD,), timeout)
+
+    def _finish(self, op: tuple, timeout: float) -> CloseResult | None:
+        if self._thread is None:
+            raise BagWriteError(f"{self.path}: writer was never started")
+        self._queue.put(op)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise BagWriteError(f"{self.path}: the writer did not finish within {timeout:.0f} s")
+        if op[0] == _CLOSE and self.error is not None:
+            raise self.error
+        return self._result
+
+    # -- writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_period_s
+        while True:
+            timeout = max(0.0, next_flush - time.monotonic())
+            try:
+                op = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                op = None
+            if op is not None and op[0] in (_CLOSE, _DISCARD):
+                self._end(op[0])
+                self._finished.set()
+                return
+            if self.error is not None:
+                if op is not None and op[0] != _CONN:
+                    self._release(len(op[2]))
+                continue  # failed: drain until close/discard
+            try:
+                if op is not None:
+                    if op[0] == _CONN:
+                        self._add_connection(*op[1:])
+                    else:
+                        topic, stamp, data = op
+                        self._release(len(data))
+                        self._writer.write(self._connections[topic], stamp, data)
+                        self._counts[topic] += 1
+                if time.monotonic() >= next_flush:
+                    next_flush = time.monotonic() + self.flush_period_s
+                    self._writer.storage.flush(self.fsync)
+                    self._check_free_space()
+            except OSError as exc:
+                self._fail(self._os_error(exc, "writing"))
+            except BagWriteError as exc:
+                self._fail(exc)
+
+    def _release(self, size: int) -> None:
+        with self._bytes_lock:
+            self._queued_bytes -= size
+
+    def _add_connection(self, topic: str, msgtype: str, qos: tuple) -> None:
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=self.store, offered_qos_profiles=list(qos)
+        )
+        self._counts.setdefault(topic, 0)
+        self._sidecar.connections.append(
+            {"topic": topic, "msgtype": msgtype, "rihs01": self._connections[topic].digest}
+        )
+        self._write_sidecar()
+
+    def _write_sidecar(self) -> None:
+        tmp = self.path / (SIDECAR_NAME + ".tmp")
+        tmp.write_text(json.dumps(asdict(self._sidecar), indent=1))
+        tmp.replace(self.path / SIDECAR_NAME)
+
+    def _check_free_space(self) -> None:
+        if not self.min_free_bytes:
+            return
+        free = free_bytes(self.path)
+        if free < self.min_free_bytes:
+            # Stop while there is still room for the summary: the bag stays readable.
+            self._writer.custom_data.update(self.meta.custom_data(STATUS_DISK_FULL))
+            self._writer.close()
+            self._writer = None
+            partial = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
+            (self.path / SIDECAR_NAME).unlink(missing_ok=True)
+            self.path.rename(partial)
+            self.partial_path = partial
+            raise DiskFullError(
+                f"disk almost full: {free / 1e6:.1f} MB left on {self.final_path.parent}, below the reserve "
+                f"of {self.min_free_bytes / 1e6:.1f} MB; episode {self.meta.index} was stopped and kept, "
+                f"unlabelled, as {partial} ({self.message_count()} messages); earlier episodes are intact"
+            )
+
+    def _fail(self, exc: BagWriteError) -> None:
+        self.error = exc
+        if self._writer is not None and self._writer.storage is not None:
+            self._writer.storage.abort_quietly()
+            self._writer.storage = None
+
+    def _os_error(self, exc: OSError, doing: str) -> BagWriteError:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            cause = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file size limit was reached"}.get(
+                exc.errno, "the disk quota is exhausted"
+            )
+            return DiskFullError(
+                f"{self.path}: {cause} while {doing} ({exc.strerror}). Episode {self.meta.index} was stopped "
+                f"and left as {self.path.name}: its flushed chunks are recovered into a .partial bag when the "
+                f"recorder next starts (or by recover_incomplete); earlier episodes are intact"
+            )
+        return BagWriteError(f"{self.path}: {doing} failed: {exc}")
+
+    def _end(self, kind: str) -> None:
+        t0 = time.monotonic()
+        if kind == _DISCARD:
+            if self._writer is not None and self._writer.storage is not None:
+                self._writer.storage.abort_quietly()
+            shutil.rmtree(self.path, ignore_errors=True)
+            if self.partial_path is not None:
+                shutil.rmtree(self.partial_path, ignore_errors=True)
+            return
+        if self.error is not None:
+            return
+        try:
+            info_topic = topics.EPISODE_INFO
+            if info_topic not in self._connections:
+                self._add_connection(info_topic, EPISODE_INFO_TYPE, ())
+            self._writer.write(
+                self._connections[info_topic], self.meta.stop_ns, episode_info_cdr(self.store, self.meta)
+            )
+            self._counts[info_topic] += 1
+            self._writer.custom_data.update(self.meta.custom_data(STATUS_COMPLETE))
+            mcap_file = self._writer.storage.path
+            self._writer.close()
+            if self.fsync:
+                _fsync_path(mcap_file)
+                _fsync_path(self.path / "metadata.yaml")
+            (self.path / SIDECAR_NAME).unlink(missing_ok=True)
+            self.path.rename(self.final_path)
+            if self.fsync:
+                _fsync_path(self.final_path.parent)
+        except OSError as exc:
+            self._fail(self._os_error(exc, "closing"))
+            return
+        self._result = CloseResult(
+            path=self.final_path,
+            status=STATUS_COMPLETE,
+            message_count=sum(self._counts.values()),
+            topic_counts=dict(self._counts),
+            close_seconds=time.monotonic() - t0,
+            dropped_queue_full=self._dropped,
+            max_queue_bytes_seen=self._max_queued_bytes,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Recovery of .incomplete bags
+
+
+@dataclass
+class McapScan:
+    """What a linear scan of a possibly truncated MCAP file found."""
+
+    schemas: dict[int, tuple[str, str]]  # id -> (name, msgdef text)
+    channels: dict[int, tuple[str, int, bytes]]  # id -> (topic, schema id, metadata bytes)
+    messages: list[tuple[int, int, bytes]]  # (channel id, log time, data)
+    complete_chunks: int
+    truncated: bool  # the file ended inside a record
+
+
+def _read_string(buf: memoryview, pos: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from("<I", buf, pos)
+    return bytes(buf[pos + 4 : pos + 4 + length]).decode(), pos + 4 + length
+
+
+def _parse_records(buf: memoryview, scan: McapScan, *, top_level: bool) -> int:
+    """Parse MCAP records from buf; returns the offset after the last complete record."""
+    pos = 0
+    while pos + 9 <= len(buf):
+        opcode = buf[pos]
+        (length,) = struct.unpack_from("<Q", buf, pos + 1)
+        body_start, end = pos + 9, pos + 9 + length
+        if end > len(buf):
+            scan.truncated = True
+            return pos
+        body = buf[body_start:end]
+        if opcode == 0x03:  # Schema
+            (sid,) = struct.unpack_from("<H", body, 0)
+            name, p = _read_string(body, 2)
+            _, p = _read_string(body, p)  # encoding
+            data, _ = _read_string(body, p)
+            scan.schemas[sid] = (name, data)
+        elif opcode == 0x04:  # Channel
+            cid, sid = struct.unpack_from("<HH", body, 0)
+            topic, p = _read_string(body, 4)
+            _, p = _read_string(body, p)  # message encoding
+            (meta_len,) = struct.unpack_from("<I", body, p)
+            scan.channels[cid] = (topic, sid, bytes(body[p + 4 : p + 4 + meta_len]))
+        elif opcode == 0x05:  # Message
+            cid, _seq, log_time, _pub = struct.unpack_from("<HIQQ", body, 0)
+            scan.messages.append((cid, log_time, bytes(body[22:])))
+        elif opcode == 0x06 and top_level:  # Chunk (uncompressed: rosbags writes no compression here)
+            p = 8 + 8 + 8 + 4
+            compression, p = _read_string(body, p)
+            (records_len,) = struct.unpack_from("<Q", body, p)
+            if compression:
+                raise BagWriteError(f"compressed chunks ({compression}) are not supported by recovery")
+            inner = McapScan({}, {}, [], 0, False)
+            inner.schemas, inner.channels = scan.schemas, scan.channels
+            _parse_records(body[p + 8 : p + 8 + records_len], inner, top_level=False)
+            scan.messages.extend(inner.messages)
+            scan.complete_chunks += 1
+        elif opcode in (0x0F, 0x02) and top_level:  # DataEnd / Footer: the rest is the summary
+            return end
+        pos = end
+    if pos != len(buf):
+        scan.truncated = True
+    return pos
+
+
+def scan_mcap(path: str | os.PathLike) -> McapScan:
+    """Every message in the complete records of an MCAP file, tolerating a truncated tail."""
+    data = Path(path).read_bytes()
+    magic = b"\x89MCAP0\r\n"
+    if not data.startswith(magic):
+        raise BagWriteError(f"{path}: not an MCAP file (bad magic)")
+    scan = McapScan({}, {}, [], 0, False)
+    _parse_records(memoryview(data)[len(magic) :], scan, top_level=True)
+    return scan
+
+
+def _qos_from_channel_metadata(metadata: bytes) -> str:
+    buf = memoryview(metadata)
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_string(buf, pos)
+        value, pos = _read_string(buf, pos)
+        if key == "offered_qos_profiles":
+            return value
+    return ""
+
+
+def recover_incomplete(bag_dir: str | os.PathLike) -> Path:
+    """Rebuild a readable `.partial` bag from an `.incomplete` one (every message in its flushed,
+    complete chunks), then delete the `.incomplete` directory. Needs free space for a copy; on
+    failure the `.incomplete` directory is left untouched."""
+    bag_dir = Path(bag_dir)
+    if not bag_dir.name.endswith(INCOMPLETE_SUFFIX):
+        raise BagWriteError(f"{bag_dir}: not an {INCOMPLETE_SUFFIX} bag directory")
+    stem = bag_dir.name[: -len(INCOMPLETE_SUFFIX)]
+    target = bag_dir.with_name(stem + PARTIAL_SUFFIX)
+    work = bag_dir.with_name(stem + ".recovering")
+    shutil.rmtree(work, ignore_errors=True)
+    sidecar_path = bag_dir / SIDECAR_NAME
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {"meta": {}, "connections": []}
+    digests = {c["msgtype"]: c["rihs01"] for c in sidecar.get("connections", [])}
+    mcaps = sorted(bag_dir.glob("*.mcap"))
+    scan = scan_mcap(mcaps[0]) if mcaps else McapScan({}, {}, [], 0, False)
+    meta_fields = sidecar.get("meta", {})
+    meta = (
+        EpisodeMeta(**{k: v for k, v in meta_fields.items() if k in EpisodeMeta.__dataclass_fields__})
+        if (meta_fields)
+        else EpisodeMeta(index=parse_episode_index(stem) or 0, task="")
+    )
+    writer = _EpisodeWriter(work, version=ROSBAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    try:
+        connections = {}
+        for cid, (topic, sid, metadata) in sorted(scan.channels.items()):
+            msgtype, msgdef = scan.schemas[sid]
+            digest = digests.get(msgtype)
+            if digest is None:
+                store = episode_typestore()
+                ensure_msgtype(store, msgtype)
+                digest = store.hash_rihs01(msgtype)
+            qos = parse_qos(_qos_from_channel_metadata(metadata))
+            connections[cid] = writer.add_connection(
+                topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=qos
+            )
+        for cid, stamp, data in scan.messages:
+            writer.write(connections[cid], stamp, data)
+        custom = meta.custom_data(STATUS_RECOVERED)
+        custom[CUSTOM_PREFIX + "recovered_chunks"] = str(scan.complete_chunks)
+        custom[CUSTOM_PREFIX + "truncated_tail"] = "true" if scan.truncated else "false"
+        for key, value in custom.items():
+            writer.set_custom_data(key, value)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _fsync_path(work / f"{stem}.mcap")
+    work.rename(target)
+    shutil.rmtree(bag_dir)
+    return target
+
+
+def recover_all_incomplete(output_dir: str | os.PathLike) -> list[tuple[Path, Path | Exception]]:
+    """Recover every `.incomplete` bag in output_dir; returns (incomplete dir, partial dir or error)."""
+    output_dir = Path(output_dir)
+    results: list[tuple[Path, Path | Exception]] = []
+    if not output_dir.is_dir():
+        return results
+    for bag_dir in sorted(output_dir.iterdir()):
+        if bag_dir.is_dir() and bag_dir.name.endswith(INCOMPLETE_SUFFIX):
+            try:
+                results.append((bag_dir, recover_incomplete(bag_dir)))
+            except (OSError, BagWriteError, KeyError, ValueError, struct.error) as exc:
+                results.append((bag_dir, exc))
+    return results
