@@ -9,6 +9,9 @@ ARM_FORWARD_POSITION = "/forward_position_controller/commands"
 GRIPPER_MOVE = "/franka_gripper/move"
 GRIPPER_GRASP = "/franka_gripper/grasp"
 GRIPPER_HOMING = "/franka_gripper/homing"
+# sensor_msgs/JointState of the two fingers from franka_ros2's gripper node (the sim puts its
+# fingers into JOINT_STATES instead); recorded by the episode recorder when published.
+GRIPPER_JOINT_STATES = "/franka_gripper/joint_states"
 
 # The stack's own.
 # world4rl_msgs/msg/Action at the control rate: what a demonstrator (scripted expert, teleoperator)
