@@ -27,6 +27,8 @@ setup(
         "console_scripts": [
             "world4rl = world4rl_bringup.cli:main",
             "keyboard_teleop = world4rl_bringup.keyboard_teleop_node:main",
+            "camera = world4rl_bringup.camera_node:main",
+            "episode_recorder = world4rl_bringup.episode_recorder_node:main",
         ],
     },
 )

@@ -31,6 +31,7 @@ from world4rl_bringup.bag_writer import (
     recover_incomplete,
     scan_mcap,
 )
+from world4rl_bringup.node_process import wait_until
 from world4rl_spec import topics
 
 IMAGE = topics.CAMERA_IMAGE
@@ -65,14 +66,16 @@ def _record(writer: EpisodeBagWriter, msgs, steps: int, t0: int, image_hw=(48, 6
 
 def test_episode_round_trip_through_the_rosbags_reader(tmp_path, msgs, bag_reader):
     writer = _open_writer(tmp_path, 0, flush_period_s=0.05)
-    assert writer.path.name == "ep_000000" + INCOMPLETE_SUFFIX and writer.path.is_dir()
+    assert writer.path.name == "ep_000000" + INCOMPLETE_SUFFIX
+    assert writer.path.is_dir()
     t0 = time.time_ns()
     _record(writer, msgs, 20, t0)
     meta = writer.meta
     meta.success, meta.stop_ns, meta.operator_note = True, t0 + 3_000_000_000, "clean push"
     result = writer.close(meta)
 
-    assert result.path == tmp_path / "ep_000000" and result.status == STATUS_COMPLETE
+    assert result.path == tmp_path / "ep_000000"
+    assert result.status == STATUS_COMPLETE
     assert not (tmp_path / ("ep_000000" + INCOMPLETE_SUFFIX)).exists()
     assert sorted(p.name for p in result.path.iterdir()) == ["ep_000000.mcap", "metadata.yaml"]
     assert result.topic_counts == {IMAGE: 20, JOINTS: 60, ACTION: 20, topics.EPISODE_INFO: 1}
@@ -138,7 +141,8 @@ _CHILD_WRITER = textwrap.dedent(
     msgs = Msgs()
     writer = _open_writer(Path({out!r}), 3, flush_period_s=0.1)
     _record(writer, msgs, 10, 1_000_000_000)          # 10 steps, then wait for a flush
-    time.sleep(0.5)
+    while writer.flushed_messages < 50:
+        time.sleep(0.01)
     print("flushed", flush=True)
     _record(writer, msgs, 1000, 9_000_000_000)        # more, killed while writing
     time.sleep(60)
@@ -165,7 +169,8 @@ def test_sigkill_mid_episode_leaves_a_recoverable_bag(tmp_path, msgs, bag_reader
     assert child.returncode == -signal.SIGKILL
 
     incomplete = tmp_path / ("ep_000003" + INCOMPLETE_SUFFIX)
-    assert incomplete.is_dir() and not (incomplete / "metadata.yaml").exists()
+    assert incomplete.is_dir()
+    assert not (incomplete / "metadata.yaml").exists()
     scan = scan_mcap(incomplete / "ep_000003.mcap")
     assert scan.complete_chunks >= 1
 
@@ -174,10 +179,13 @@ def test_sigkill_mid_episode_leaves_a_recoverable_bag(tmp_path, msgs, bag_reader
     assert not incomplete.exists()
     bag = bag_reader(tmp_path / ("ep_000003" + PARTIAL_SUFFIX))
     # Everything flushed before the pause is there; no EpisodeInfo (the episode was never labelled).
-    assert bag["topics"][IMAGE][1] >= 10 and bag["topics"][JOINTS][1] >= 30 and bag["topics"][ACTION][1] >= 10
+    assert bag["topics"][IMAGE][1] >= 10
+    assert bag["topics"][JOINTS][1] >= 30
+    assert bag["topics"][ACTION][1] >= 10
     assert topics.EPISODE_INFO not in bag["topics"]
     assert bag["custom"]["world4rl.status"] == STATUS_RECOVERED
-    assert bag["custom"]["world4rl.task"] == "push" and bag["custom"]["world4rl.episode_index"] == "3"
+    assert bag["custom"]["world4rl.task"] == "push"
+    assert bag["custom"]["world4rl.episode_index"] == "3"
     first_images = [m for _, m in bag["messages"][IMAGE][:10]]
     for i, image in enumerate(first_images):
         np.testing.assert_array_equal(np.frombuffer(image.data, np.uint8).reshape(48, 64, 3), _frame(i))
@@ -193,12 +201,14 @@ def test_truncated_file_is_scanned_up_to_the_last_complete_chunk(tmp_path, msgs)
     writer.close()
     data = (tmp_path / "ep_000000" / "ep_000000.mcap").read_bytes()
     full = scan_mcap(tmp_path / "ep_000000" / "ep_000000.mcap")
-    assert len(full.messages) == 6 * 5 + 1 and not full.truncated  # + EpisodeInfo
+    assert len(full.messages) == 6 * 5 + 1
+    assert not full.truncated
     # Cut in the middle: fewer messages, marked truncated, the same leading messages, no exception.
     cut_path = tmp_path / "cut.mcap"
     cut_path.write_bytes(data[: len(data) // 2])
     cut = scan_mcap(cut_path)
-    assert cut.truncated and 0 < len(cut.messages) < len(full.messages)
+    assert cut.truncated
+    assert 0 < len(cut.messages) < len(full.messages)
     assert cut.messages == full.messages[: len(cut.messages)]
     cut_path.write_bytes(b"not an mcap")
     with pytest.raises(BagWriteError, match="not an MCAP file"):
@@ -217,9 +227,10 @@ def test_full_disk_gives_a_clear_error_and_keeps_earlier_episodes(tmp_path, msgs
     for i in range(6):
         writer.write(IMAGE, i, msgs.image(i, _frame(i, *frame_hw)))
         time.sleep(0.1)
-    time.sleep(0.3)
+    assert wait_until(lambda: writer.error is not None, timeout=10)
     assert isinstance(writer.error, DiskFullError)
-    assert "the disk is full" in str(writer.error) and "ep_000001.incomplete" in str(writer.error)
+    assert "the disk is full" in str(writer.error)
+    assert "ep_000001.incomplete" in str(writer.error)
     assert not writer.write(IMAGE, 99, msgs.image(99, _frame(1)))  # further messages are refused
     with pytest.raises(DiskFullError, match="earlier episodes are intact"):
         writer.close()
@@ -227,7 +238,8 @@ def test_full_disk_gives_a_clear_error_and_keeps_earlier_episodes(tmp_path, msgs
 
     # No room for the recovered copy: reported, and the raw bag is kept.
     (result,) = recover_all_incomplete(disk)
-    assert isinstance(result[1], OSError) and (disk / "ep_000001.incomplete").is_dir()
+    assert isinstance(result[1], OSError)
+    assert (disk / "ep_000001.incomplete").is_dir()
     # With room again (a grown tmpfs), the flushed frames come back.
     subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
     partial = recover_incomplete(disk / "ep_000001.incomplete")
@@ -243,8 +255,9 @@ def test_disk_reserve_stops_the_episode_readable(tmp_path, msgs, bag_reader, tin
     for i in range(5):
         writer.write(IMAGE, i, msgs.image(i, _frame(i, 480, 640)))
         time.sleep(0.1)
-    time.sleep(0.2)
-    assert isinstance(writer.error, DiskFullError) and "below the reserve" in str(writer.error)
+    assert wait_until(lambda: writer.error is not None, timeout=10)
+    assert isinstance(writer.error, DiskFullError)
+    assert "below the reserve" in str(writer.error)
     partial = disk / ("ep_000000" + PARTIAL_SUFFIX)
     bag = bag_reader(partial)
     assert bag["custom"]["world4rl.status"] == STATUS_DISK_FULL
@@ -267,7 +280,9 @@ _CHILD_FSIZE = textwrap.dedent(
     for i in range(4):
         writer.write(IMAGE, i, msgs.image(i, _frame(i, 480, 640)))
         time.sleep(0.1)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     print(type(writer.error).__name__, writer.error, flush=True)
     """
 )

@@ -60,6 +60,7 @@ ROSBAG_VERSION = 9  # Jazzy's; rosbags also writes 8 (Humble-readable)
 STATUS_COMPLETE = "complete"
 STATUS_RECOVERED = "recovered"  # rebuilt from an .incomplete bag after a crash or a write error
 STATUS_DISK_FULL = "disk_full"  # stopped because free space fell below the reserve
+STATUS_INTERRUPTED = "interrupted"  # the recorder was shut down mid-episode
 
 
 class BagWriteError(RuntimeError):
@@ -342,7 +343,9 @@ class EpisodeBagWriter:
         self._result: CloseResult | None = None
         self.error: BagWriteError | None = None
         self.partial_path: Path | None = None  # set when the disk reserve stopped the episode
+        self.flushed_messages = 0  # messages that a kill -9 can no longer lose (recoverable)
         self._finished = threading.Event()
+        self._close_log_ns = 0
 
     # -- caller side ------------------------------------------------------------------------
 
@@ -401,11 +404,16 @@ class EpisodeBagWriter:
     def message_count(self) -> int:
         return sum(self._counts.values())
 
-    def close(self, meta: EpisodeMeta | None = None, timeout: float = 60.0) -> CloseResult:
-        """Write EpisodeInfo, the summary and metadata.yaml, fsync, rename to the final name."""
+    def close(
+        self, meta: EpisodeMeta | None = None, timeout: float = 60.0, status: str = STATUS_COMPLETE
+    ) -> CloseResult:
+        """Write EpisodeInfo, the summary and metadata.yaml, fsync, rename to the final name.
+        With another status (e.g. STATUS_INTERRUPTED) the bag is closed readable but unlabelled:
+        no EpisodeInfo, renamed to NAME.partial."""
         if meta is not None:
             self.meta = meta
-        return self._finish((_CLOSE,), timeout)
+        self._close_log_ns = time.time_ns()  # EpisodeInfo's log time: the recorder's clock, like every message
+        return self._finish((_CLOSE, status), timeout)
 
     def discard(self, timeout: float = 60.0) -> None:
         """Stop and delete the bag."""
@@ -433,7 +441,7 @@ class EpisodeBagWriter:
             except queue.Empty:
                 op = None
             if op is not None and op[0] in (_CLOSE, _DISCARD):
-                self._end(op[0])
+                self._end(*op)
                 self._finished.set()
                 return
             if self.error is not None:
@@ -452,6 +460,7 @@ class EpisodeBagWriter:
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + self.flush_period_s
                     self._writer.storage.flush(self.fsync)
+                    self.flushed_messages = sum(self._counts.values())
                     self._check_free_space()
             except OSError as exc:
                 self._fail(self._os_error(exc, "writing"))
@@ -514,7 +523,7 @@ class EpisodeBagWriter:
             )
         return BagWriteError(f"{self.path}: {doing} failed: {exc}")
 
-    def _end(self, kind: str) -> None:
+    def _end(self, kind: str, status: str = STATUS_COMPLETE) -> None:
         t0 = time.monotonic()
         if kind == _DISCARD:
             if self._writer is not None and self._writer.storage is not None:
@@ -525,30 +534,33 @@ class EpisodeBagWriter:
             return
         if self.error is not None:
             return
+        target = self.final_path
+        if status != STATUS_COMPLETE:
+            target = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
         try:
-            info_topic = topics.EPISODE_INFO
-            if info_topic not in self._connections:
-                self._add_connection(info_topic, EPISODE_INFO_TYPE, ())
-            self._writer.write(
-                self._connections[info_topic], self.meta.stop_ns, episode_info_cdr(self.store, self.meta)
-            )
-            self._counts[info_topic] += 1
-            self._writer.custom_data.update(self.meta.custom_data(STATUS_COMPLETE))
+            if status == STATUS_COMPLETE:
+                info_topic = topics.EPISODE_INFO
+                if info_topic not in self._connections:
+                    self._add_connection(info_topic, EPISODE_INFO_TYPE, ())
+                info = episode_info_cdr(self.store, self.meta)
+                self._writer.write(self._connections[info_topic], self._close_log_ns, info)
+                self._counts[info_topic] += 1
+            self._writer.custom_data.update(self.meta.custom_data(status))
             mcap_file = self._writer.storage.path
             self._writer.close()
             if self.fsync:
                 _fsync_path(mcap_file)
                 _fsync_path(self.path / "metadata.yaml")
             (self.path / SIDECAR_NAME).unlink(missing_ok=True)
-            self.path.rename(self.final_path)
+            self.path.rename(target)
             if self.fsync:
-                _fsync_path(self.final_path.parent)
+                _fsync_path(target.parent)
         except OSError as exc:
             self._fail(self._os_error(exc, "closing"))
             return
         self._result = CloseResult(
-            path=self.final_path,
-            status=STATUS_COMPLETE,
+            path=target,
+            status=status,
             message_count=sum(self._counts.values()),
             topic_counts=dict(self._counts),
             close_seconds=time.monotonic() - t0,

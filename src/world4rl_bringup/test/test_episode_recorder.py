@@ -1,0 +1,288 @@
+"""The episode recorder node over real DDS: services, bag contents read back with rosbags, a real
+kill -9 mid-episode, a real full disk (tmpfs), and the one-recorder-per-directory lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from world4rl_bringup.bag_writer import PARTIAL_SUFFIX, STATUS_INTERRUPTED, STATUS_RECOVERED
+from world4rl_bringup.camera_sources import decode_frame_number
+from world4rl_bringup.node_process import NodeProcess, wait_until
+from world4rl_spec import ARM_JOINT_NAMES, topics
+
+pytestmark = pytest.mark.ros
+
+RECORDER = "world4rl_bringup.episode_recorder_node"
+CAMERA = "world4rl_bringup.camera_node"
+SMALL_CAMERA = {"source": "test_pattern", "width": 160, "height": 120}
+
+
+def call(node, srv_type, name, timeout=10.0, **fields):
+    client = node.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        request = srv_type.Request(**fields)
+        future = client.call_async(request)
+        assert wait_until(future.done, timeout=timeout), f"no answer from {name}"
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
+def start(node, **fields):
+    from world4rl_msgs.srv import StartEpisode
+
+    return call(node, StartEpisode, topics.RECORDER_START, **fields)
+
+
+def stop(node, **fields):
+    from world4rl_msgs.srv import StopEpisode
+
+    return call(node, StopEpisode, topics.RECORDER_STOP, **fields)
+
+
+def discard(node):
+    from world4rl_msgs.srv import DiscardEpisode
+
+    return call(node, DiscardEpisode, topics.RECORDER_DISCARD)
+
+
+def wait_subscribed(ros_node, wanted, nodes=(), timeout=30.0):
+    def ready():
+        return all(
+            any(i.node_name == "episode_recorder" for i in ros_node.get_subscriptions_info_by_topic(t)) for t in wanted
+        )
+
+    assert wait_until(ready, timeout=timeout, nodes=nodes), f"recorder did not subscribe to {wanted}"
+
+
+class Publishers:
+    """Joint states and actions from the test process, counted exactly."""
+
+    def __init__(self, ros_node):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import JointState
+
+        from world4rl_msgs.msg import Action
+
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.node = ros_node
+        self.joints = ros_node.create_publisher(JointState, topics.JOINT_STATES, qos)
+        self.actions = ros_node.create_publisher(Action, topics.ACTION, qos)
+        self.JointState, self.Action = JointState, Action
+
+    def burst(self, n: int, start: int = 0, period: float = 0.005) -> None:
+        for i in range(start, start + n):
+            self.joints.publish(self.JointState(name=list(ARM_JOINT_NAMES), position=[float(i)] * 7))
+            self.actions.publish(self.Action(values=[0.1, 0.0, -0.1, float(i % 2)], source="test"))
+            time.sleep(period)
+
+
+def test_start_stop_discard_and_the_bag_contents(launch_node, ros_node, tmp_path, bag_reader):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from world4rl_msgs.msg import EpisodeInfo
+
+    out = tmp_path / "bags"
+    pubs = Publishers(ros_node)
+    camera = launch_node(CAMERA, "camera", params=SMALL_CAMERA)
+    recorder = launch_node(RECORDER, "episode_recorder", params={"output_dir": str(out), "robot": "sim"})
+    infos = []
+    ros_node.create_subscription(
+        EpisodeInfo,
+        topics.EPISODE_INFO,
+        infos.append,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
+    wait_subscribed(ros_node, [topics.CAMERA_IMAGE, topics.CAMERA_INFO, topics.JOINT_STATES, topics.ACTION],
+                    nodes=[camera, recorder])  # fmt: skip
+
+    assert not stop(ros_node, success=True).ok  # nothing to stop yet
+    refused = start(ros_node, task="")
+    assert not refused.ok
+    assert "no task given" in refused.message
+
+    started = start(ros_node, task="push", operator_note="first demo")
+    assert started.ok, started.message
+    assert started.episode_index == 0
+    assert started.bag_path == str(out / "ep_000000")
+    assert "no publisher yet on /franka_gripper/joint_states" in started.message
+    again = start(ros_node, task="push")
+    assert not again.ok
+    assert "still recording" in again.message
+
+    pubs.burst(60)
+    time.sleep(0.5)  # let the last messages arrive before the stop
+    stopped = stop(ros_node, success=True, operator_note="clean")
+    assert stopped.ok, stopped.message
+    assert stopped.bag_path == str(out / "ep_000000")
+    assert "dropped: 0 (writer queue), 0 (publisher sequence gaps)" in stopped.message
+
+    bag = bag_reader(out / "ep_000000")
+    counts = {t: n for t, (_, n) in bag["topics"].items()}
+    assert counts[topics.JOINT_STATES] == 60
+    assert counts[topics.ACTION] == 60
+    assert counts[topics.EPISODE_INFO] == 1
+    assert counts[topics.CAMERA_IMAGE] >= 10
+    assert abs(counts[topics.CAMERA_INFO] - counts[topics.CAMERA_IMAGE]) <= 1
+    assert stopped.message_count == sum(counts.values())
+    assert bag["topics"][topics.CAMERA_IMAGE][0] == "sensor_msgs/msg/Image"
+    assert bag["topics"][topics.ACTION][0] == "world4rl_msgs/msg/Action"
+    assert [m.position[0] for _, m in bag["messages"][topics.JOINT_STATES]] == [float(i) for i in range(60)]
+    numbers = [
+        decode_frame_number(np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3)[0])
+        for _, m in bag["messages"][topics.CAMERA_IMAGE]
+    ]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no frame lost
+    (_, info), = bag["messages"][topics.EPISODE_INFO]  # fmt: skip
+    assert (info.task, info.episode_index, info.success, info.operator_note, info.robot) == (
+        "push", 0, True, "clean", "sim")  # fmt: skip
+    assert bag["custom"]["world4rl.success"] == "true"
+    stamps = [s for s, _ in bag["messages"][topics.JOINT_STATES]]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[0] / 1e9 - time.time()) < 60
+    assert wait_until(lambda: len(infos) == 1, timeout=5)
+    assert infos[0].task == "push"
+    assert infos[0].success
+
+    # Re-record: discard deletes the bag and the index is reused.
+    assert start(ros_node, task="push").episode_index == 1
+    pubs.burst(5)
+    discarded = discard(ros_node)
+    assert discarded.ok
+    assert not (out / "ep_000001.incomplete").exists()
+    failed = start(ros_node, task="push", operator_note="retry")
+    assert failed.ok
+    assert failed.episode_index == 1
+    pubs.burst(5)
+    time.sleep(0.3)
+    stopped = stop(ros_node, success=False)
+    assert stopped.ok
+    bag = bag_reader(out / "ep_000001")
+    assert bag["custom"]["world4rl.success"] == "false"
+    assert bag["topics"][topics.JOINT_STATES][1] == 5
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["ep_000000", "ep_000001"]
+
+
+def test_kill_minus_9_mid_episode_keeps_earlier_episodes_and_recovers_the_current(
+    ros_domain, launch_node, ros_node, tmp_path, bag_reader
+):
+    out = tmp_path / "bags"
+    pubs = Publishers(ros_node)
+    params = {"output_dir": str(out), "flush_period_s": 0.2}
+    recorder = NodeProcess(RECORDER, "episode_recorder", params=params, log_dir=tmp_path).start()
+    try:
+        wait_subscribed(ros_node, [topics.JOINT_STATES, topics.ACTION], nodes=[recorder])
+        assert start(ros_node, task="push").ok
+        pubs.burst(40)
+        time.sleep(0.3)
+        assert stop(ros_node, success=True).ok
+        before = (out / "ep_000000" / "ep_000000.mcap").read_bytes()
+
+        assert start(ros_node, task="push", operator_note="will crash").episode_index == 1
+        pubs.burst(50)
+        time.sleep(0.8)  # several flush periods: these 50 are on disk
+        pubs.burst(20, start=50, period=0.0)
+        os.kill(recorder.process.pid, signal.SIGKILL)
+        recorder.process.wait(10)
+        assert recorder.returncode == -signal.SIGKILL
+    finally:
+        recorder.stop()
+
+    assert (out / "ep_000001.incomplete").is_dir()
+    assert (out / "ep_000000" / "ep_000000.mcap").read_bytes() == before
+    assert bag_reader(out / "ep_000000")["topics"][topics.JOINT_STATES][1] == 40
+
+    # A new recorder recovers the crashed episode and continues after it.
+    restarted = launch_node(RECORDER, "episode_recorder", params=params)
+    # (The killed node's subscriptions linger in the DDS graph until their lease expires: wait for
+    # the new node's own log line, not for the graph.)
+    assert wait_until(lambda: "recording into" in restarted.stderr_tail(), timeout=30, nodes=[restarted])
+    partial = out / ("ep_000001" + PARTIAL_SUFFIX)
+    assert partial.is_dir()
+    assert not (out / "ep_000001.incomplete").exists()
+    bag = bag_reader(partial)
+    positions = [m.position[0] for _, m in bag["messages"][topics.JOINT_STATES]]
+    assert positions[:50] == [float(i) for i in range(50)]
+    assert bag["custom"]["world4rl.status"] == STATUS_RECOVERED
+    assert bag["custom"]["world4rl.operator_note"] == "will crash"
+    assert "recovered an interrupted episode: ep_000001.incomplete -> ep_000001.partial" in restarted.stderr_tail()
+    assert start(ros_node, task="push").episode_index == 2
+    assert stop(ros_node, success=True).ok
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_full_disk_is_reported_and_loses_no_earlier_episode(launch_node, ros_node, tiny_tmpfs, bag_reader):
+    disk = tiny_tmpfs(3072)
+    pubs = Publishers(ros_node)
+    recorder = launch_node(
+        RECORDER, "episode_recorder", params={"output_dir": str(disk), "min_free_mb": 0.0, "flush_period_s": 0.1}
+    )
+    wait_subscribed(ros_node, [topics.JOINT_STATES, topics.ACTION], nodes=[recorder])
+    assert start(ros_node, task="push").ok
+    pubs.burst(20)
+    time.sleep(0.3)
+    assert stop(ros_node, success=True).ok
+
+    # Full-size frames now: 3 MiB fill within a few frames.
+    camera = launch_node(CAMERA, "camera", params={"source": "test_pattern"})
+    wait_subscribed(ros_node, [topics.CAMERA_IMAGE], nodes=[recorder, camera])
+    assert start(ros_node, task="push").ok
+    assert wait_until(lambda: "recording stopped" in recorder.stderr_tail(), timeout=20, nodes=[recorder])
+    assert "the disk is full" in recorder.stderr_tail()
+    stopped = stop(ros_node, success=True)
+    assert not stopped.ok
+    assert "episode 1 was not saved as a complete bag" in stopped.message
+    assert "the disk is full" in stopped.message
+    assert "earlier episodes are intact" in stopped.message
+    assert bag_reader(disk / "ep_000000")["topics"][topics.JOINT_STATES][1] == 20
+    refused = start(ros_node, task="push")
+    assert not refused.ok
+    assert "disk is full" in refused.message or "No space left" in refused.message
+    assert recorder.is_running()
+
+
+def test_one_recorder_per_directory_and_shutdown_keeps_the_episode(ros_domain, ros_node, tmp_path, bag_reader):
+    out = tmp_path / "bags"
+    pubs = Publishers(ros_node)
+    first = NodeProcess(RECORDER, "episode_recorder", params={"output_dir": str(out)}, log_dir=tmp_path).start()
+    second = NodeProcess(RECORDER, "recorder2", params={"output_dir": str(out)}, log_dir=tmp_path).start()
+    try:
+        assert wait_until(lambda: not second.is_running(), timeout=30)
+        assert second.returncode == 1
+        assert "another episode_recorder is writing into this directory" in second.stderr_tail()
+        wait_subscribed(ros_node, [topics.JOINT_STATES], nodes=[first])
+        assert start(ros_node, task="stack").ok
+        pubs.burst(10)
+        time.sleep(0.3)
+        assert first.stop() == 0  # SIGINT mid-episode
+    finally:
+        first.stop()
+        second.stop()
+    bag = bag_reader(out / ("ep_000000" + PARTIAL_SUFFIX))
+    assert bag["custom"]["world4rl.status"] == STATUS_INTERRUPTED
+    assert bag["topics"][topics.JOINT_STATES][1] == 10
+    assert topics.EPISODE_INFO not in bag["topics"]
+
+
+def test_lock_is_released_by_a_crash(ros_domain, tmp_path):
+    # flock dies with the process: a recorder killed with -9 never blocks its successor.
+    out = tmp_path / "bags"
+    first = NodeProcess(RECORDER, "episode_recorder", params={"output_dir": str(out)}, log_dir=tmp_path).start()
+    try:
+        assert wait_until(lambda: (out / ".episode_recorder.lock").exists(), timeout=30, nodes=[first])
+        time.sleep(0.5)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+    finally:
+        first.stop()
+    second = NodeProcess(RECORDER, "episode_recorder", params={"output_dir": str(out)}, log_dir=tmp_path).start()
+    try:
+        assert wait_until(lambda: "recording into" in second.stderr_tail(), timeout=30, nodes=[second])
+    finally:
+        second.stop()
