@@ -11,6 +11,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/config", ["config/policy_runner.yaml"]),
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],
@@ -22,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": [
             "action_executor = world4rl_policy.action_executor_node:main",
+            "policy_runner = world4rl_policy.policy_runner_node:main",
             "train_bc = world4rl_policy.train_bc_cli:main",
         ],
     },

@@ -21,37 +21,27 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 
 from world4rl_msgs.msg import Action, PolicyStatus
-from world4rl_policy.command_path import CommandPath, CommandPathParams
+from world4rl_policy.command_path import CommandPath
 from world4rl_policy.ros_adapters import (
     ArmCommandPublisher,
     RefusalLogger,
     arm_joint_positions,
-    declare_safety_params,
-    describe,
+    declare_command_params,
     stamp_seconds,
     status_message,
 )
-from world4rl_spec import CONTROL_RATE_HZ, topics
+from world4rl_spec import topics
 
 
 class ActionExecutor(Node):
     def __init__(self):
         super().__init__("action_executor")
-        rate = self.declare_parameter("control_rate_hz", CONTROL_RATE_HZ, describe("command cycles per second")).value
-        mode = self.declare_parameter(
-            "command_mode", "trajectory", describe("'trajectory' (JointTrajectory) or 'forward_position'")
-        ).value
-        default_topic = topics.ARM_TRAJECTORY if mode == "trajectory" else topics.ARM_FORWARD_POSITION
-        command_topic = self.declare_parameter("command_topic", default_topic, describe("arm command topic")).value
-        threshold = self.declare_parameter(
-            "gripper_threshold", CommandPathParams.gripper_threshold, describe("|gripper action| that switches it")
-        ).value
-        speed = self.declare_parameter("gripper_speed", 0.1, describe("gripper finger speed [m/s]")).value
-        force = self.declare_parameter("grasp_force", 40.0, describe("grasp force [N]")).value
-        safety = declare_safety_params(self)
-        safety.control_period_s = 1.0 / rate
-        self.path = CommandPath(safety, params=CommandPathParams(gripper_threshold=threshold))
-        self.commands = ArmCommandPublisher(self, mode, command_topic, 1.0 / rate, speed, force)
+        params = declare_command_params(self)
+        rate, mode, command_topic = params.control_rate_hz, params.command_mode, params.command_topic
+        self.path = CommandPath(params.safety, params=params.path)
+        self.commands = ArmCommandPublisher(
+            self, mode, command_topic, 1.0 / rate, params.gripper_speed, params.grasp_force
+        )
         self.refusals = RefusalLogger(self)
         self.joints: np.ndarray | None = None
         self.joint_stamp: float | None = None

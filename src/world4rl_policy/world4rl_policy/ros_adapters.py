@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor
@@ -15,9 +17,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from world4rl_msgs.action import GripperGrasp, GripperMove
 from world4rl_msgs.msg import PolicyStatus
-from world4rl_policy.command_path import Cycle, GripperCommand
+from world4rl_policy.command_path import CommandPathParams, Cycle, GripperCommand
 from world4rl_policy.safety_filter import SafetyParams
-from world4rl_spec import ARM_JOINT_NAMES, GRIPPER_OPEN_WIDTH_M, topics
+from world4rl_spec import ARM_JOINT_NAMES, CONTROL_RATE_HZ, FINGER_JOINT_NAMES, GRIPPER_OPEN_WIDTH_M, topics
 
 # Commands: reliable and shallow; a command that cannot be delivered now is worthless later.
 COMMAND_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -40,6 +42,14 @@ def arm_joint_positions(msg: JointState) -> np.ndarray | None:
     return np.array([msg.position[index[name]] for name in ARM_JOINT_NAMES], dtype=np.float64)
 
 
+def finger_positions(msg: JointState) -> np.ndarray | None:
+    """The two finger joints (franka_gripper's halves of the width), or None if not in the message."""
+    index = {name: i for i, name in enumerate(msg.name)}
+    if not all(name in index for name in FINGER_JOINT_NAMES) or len(msg.position) < len(msg.name):
+        return None
+    return np.array([msg.position[index[name]] for name in FINGER_JOINT_NAMES], dtype=np.float64)
+
+
 def declare_safety_params(node: Node, prefix: str = "safety.") -> SafetyParams:
     """Declare every SafetyParams field as a node parameter (defaults from the dataclass)."""
     defaults = SafetyParams()
@@ -48,6 +58,52 @@ def declare_safety_params(node: Node, prefix: str = "safety.") -> SafetyParams:
         value = list(default) if isinstance(default, tuple) else default
         values[name] = node.declare_parameter(prefix + name, value, describe(f"safety filter: {name}")).value
     return SafetyParams.from_dict(values)
+
+
+@dataclass
+class CommandParams:
+    """The parameters every arm-moving node shares (declared by declare_command_params)."""
+
+    control_rate_hz: float
+    command_mode: str
+    command_topic: str
+    gripper_speed: float
+    grasp_force: float
+    path: CommandPathParams
+    safety: SafetyParams
+
+
+def declare_command_params(node: Node) -> CommandParams:
+    """Declare the control rate, command output, gripper and safety.* parameters of an arm-moving node.
+    The safety filter's control period follows the control rate."""
+    rate = float(
+        node.declare_parameter("control_rate_hz", float(CONTROL_RATE_HZ), describe("command cycles per second")).value
+    )
+    if not rate > 0:
+        raise ValueError(f"parameter control_rate_hz must be positive, got {rate}")
+    mode = node.declare_parameter(
+        "command_mode", "trajectory", describe("'trajectory' (JointTrajectory) or 'forward_position'")
+    ).value
+    default_topic = topics.ARM_TRAJECTORY if mode == "trajectory" else topics.ARM_FORWARD_POSITION
+    topic = (
+        node.declare_parameter(
+            "command_topic",
+            "",
+            describe(
+                f"arm command topic; empty: {topics.ARM_TRAJECTORY} (trajectory) or "
+                f"{topics.ARM_FORWARD_POSITION} (forward_position)"
+            ),
+        ).value
+        or default_topic
+    )
+    threshold = node.declare_parameter(
+        "gripper_threshold", CommandPathParams.gripper_threshold, describe("|gripper action| that switches it")
+    ).value
+    speed = node.declare_parameter("gripper_speed", 0.1, describe("gripper finger speed [m/s]")).value
+    force = node.declare_parameter("grasp_force", 40.0, describe("grasp force [N]")).value
+    safety = declare_safety_params(node)
+    safety.control_period_s = 1.0 / rate
+    return CommandParams(rate, mode, topic, speed, force, CommandPathParams(gripper_threshold=threshold), safety)
 
 
 class ArmCommandPublisher:
@@ -113,22 +169,36 @@ class ArmCommandPublisher:
 
 
 class RefusalLogger:
-    """One clear log line per kind of refusal (then at most one every few seconds per kind)."""
+    """One clear log line per kind of refusal (then at most one every few seconds per kind).
+
+    Lines start with the refusal's code in brackets, e.g. `[stale_image] image is 0.31 s old ...`:
+    the safety filter's Reason codes, plus the node's own (e.g. a dropped image)."""
 
     def __init__(self, node: Node, every_s: float = 5.0):
         self.logger = node.get_logger()
         self.every_s = every_s
         self.last: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
 
     def log(self, cycle: Cycle, now: float) -> None:
         for event in cycle.result.events:
             code = event.reason.value
             if code == "disarmed":
                 continue
-            if now - self.last.get(code, -1e18) >= self.every_s:
-                self.last[code] = now
-                log = self.logger.error if event.is_fault else self.logger.warn
-                log(f"[{code}] {event.message}")
+            self.note(code, event.message, now, error=event.is_fault)
+
+    def note(self, code: str, message: str, now: float, error: bool = False) -> None:
+        """Log `[code] message` unless the same code was logged less than every_s ago."""
+        self.counts[code] = self.counts.get(code, 0) + 1
+        # Compare the other way round too: a clock that jumped back must not silence a kind for good.
+        last = self.last.get(code)
+        if last is None or not (0.0 <= now - last < self.every_s):
+            self.last[code] = now
+            # Two call sites on purpose: rclpy ties a logging call site to one severity.
+            if error:
+                self.logger.error(f"[{code}] {message}")
+            else:
+                self.logger.warn(f"[{code}] {message}")
 
 
 def status_message(cycle: Cycle | None, status, latency_ms: float, policy: str, stamp) -> PolicyStatus:

@@ -1,0 +1,322 @@
+"""Node-level fuzz of policy_runner, in process: 10,000 control cycles of adversarial policy
+outputs, images, joint states and timings through the node's own handlers.
+
+What is exercised: the real PolicyRunnerNode (parameters, image checks and decoding, the
+learning-image conversion, frame history, the tiny real policy, the command path with IK and
+the safety filter, the command publisher and the refusal logger), with its inputs handed to the
+same handlers its subscriptions call (`_on_joints`, `handle_image`, `handle_tick`) and its clock
+value passed in, so input timings (stale, future, out-of-order stamps, a clock running backwards,
+gaps) can be chosen exactly and 10,000 cycles take seconds instead of the 17 minutes they take
+at 10 Hz. Adversarial policy outputs come from the node's injectable `action_source` (NaN, inf,
+huge, wrong shapes, exceptions, saturated sign flips) in a share of the cycles; the other cycles
+run the real checkpoint. What leaves the node is recorded at its publisher (the message is still
+published over DDS). The same kinds of bad inputs, sent as real messages over DDS to the node
+running as a process, are in test_policy_runner.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from sensor_msgs.msg import Image, JointState
+
+from world4rl_policy import fr3_kinematics
+from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
+from world4rl_policy.safety_filter import Reason, SafetyParams
+from world4rl_spec import (
+    ARM_JOINT_NAMES,
+    FINGER_JOINT_NAMES,
+    FR3_JOINT_POSITION_MAX,
+    FR3_JOINT_POSITION_MIN,
+    FR3_READY_POSE,
+)
+
+CYCLES = 10_000
+PERIOD = 0.1
+EPISODE_LIMIT_S = 4.0
+LO, HI = np.array(FR3_JOINT_POSITION_MIN), np.array(FR3_JOINT_POSITION_MAX)
+PARAMS = SafetyParams(episode_time_limit_s=EPISODE_LIMIT_S)
+STEP = PARAMS.step_bound()
+MARGIN = PARAMS.joint_margin_rad
+WS_LO, WS_HI = np.array(PARAMS.workspace_min), np.array(PARAMS.workspace_max)
+
+# Every kind of refusal the fuzz must provoke (and find a log line for).
+EXPECTED = {
+    Reason.NONFINITE_TARGET,
+    Reason.TARGET_JUMP,
+    Reason.BAD_CLOCK,
+    Reason.NO_IMAGE,
+    Reason.STALE_IMAGE,
+    Reason.STALE_JOINT_STATE,
+    Reason.IMAGE_FROM_FUTURE,
+    Reason.JOINT_STATE_FROM_FUTURE,
+    Reason.IMAGE_OUT_OF_ORDER,
+    Reason.JOINT_STATE_OUT_OF_ORDER,
+    Reason.BAD_JOINT_STATE,
+    Reason.JOINT_STATE_OUT_OF_LIMITS,
+    Reason.EPISODE_TIME_LIMIT,
+    Reason.WORKSPACE_EXIT,
+    Reason.STEP_CLIPPED,
+    Reason.POSITION_CLIPPED,
+}
+EXPECTED_NODE = {"image_encoding", "image_size", "image_data", "image_before_arming", "policy_error"}
+
+
+def outside(q) -> float:
+    p = fr3_kinematics.forward_kinematics(q, tcp_offset_m=PARAMS.tcp_offset_m)[:3, 3]
+    return float(np.linalg.norm(p - np.clip(p, WS_LO, WS_HI)))
+
+
+def image(width=640, height=480, encoding="rgb8", step=None, data=None, seed=0) -> Image:
+    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "16UC1": 2, "rgba8": 4}.get(encoding, 3)
+    step = width * channels if step is None else step
+    if data is None:
+        data = np.random.default_rng(seed).integers(0, 256, step * height, dtype=np.uint8).tobytes()
+    return Image(width=width, height=height, encoding=encoding, step=step, data=data)
+
+
+def stamp(msg, t: float) -> None:
+    t = max(t, 0.0)
+    msg.header.stamp.sec = int(t)
+    msg.header.stamp.nanosec = int((t - int(t)) * 1e9)
+
+
+@pytest.fixture
+def runner_node(ros_domain, tmp_path):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from world4rl_policy.policy_runner_node import PolicyRunnerNode
+
+    torch.manual_seed(0)
+    ckpt = save_policy(tmp_path / "policy", GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32)))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    overrides = [Parameter("policy", value=str(ckpt)), Parameter("safety.episode_time_limit_s", value=EPISODE_LIMIT_S)]
+    node = PolicyRunnerNode(context=context, parameter_overrides=overrides)
+    yield node
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def adversarial_actions(rng):
+    """(name, action or exception) cases a broken policy might produce."""
+
+    def boom(kind):
+        def f():
+            raise kind("policy crashed")
+
+        return f
+
+    return [
+        ("nan", lambda: np.full(4, np.nan)),
+        ("one_nan", lambda: np.array([0.1, np.nan, 0.0, 1.0])),
+        ("inf", lambda: np.array([np.inf, 0, 0, 0])),
+        ("-inf", lambda: np.array([0, 0, -np.inf, -1.0])),
+        ("nan_gripper", lambda: np.array([0, 0, 0, np.nan])),
+        ("huge", lambda: rng.choice([-1, 1], 4) * 10.0 ** rng.uniform(2, 300)),
+        ("float_max", lambda: np.array([np.finfo(np.float64).max, -np.finfo(np.float64).max, 0, 1])),
+        ("shape3", lambda: np.zeros(3)),
+        ("shape5", lambda: np.zeros(5)),
+        ("shape7", lambda: np.zeros(7)),
+        ("scalar", lambda: np.float32(0.5)),
+        ("matrix", lambda: np.zeros((2, 2))),
+        ("text", lambda: "forward"),
+        ("none", lambda: None),
+        ("runtime_error", boom(RuntimeError)),
+        ("fp_error", boom(FloatingPointError)),
+        ("key_error", boom(KeyError)),
+    ]
+
+
+@pytest.mark.slow  # ~20 s: 10,000 full cycles (IK, filter, a real policy on a share of them)
+def test_10000_adversarial_cycles_send_no_command_outside_the_limits(runner_node, capfd):
+    node = runner_node
+    rng = np.random.default_rng(1234)
+    sent: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (command, measured q, held)
+    current = {"q": None, "held": None}
+
+    real_apply = node.commands.apply
+    real_publish = node.commands.publisher.publish
+
+    def apply_spy(cycle):
+        current["held"] = cycle.result.held
+        real_apply(cycle)
+
+    def publish_spy(msg):
+        sent.append((np.array(msg.points[0].positions), current["q"].copy(), current["held"]))
+        real_publish(msg)
+
+    node.commands.apply = apply_spy
+    node.commands.publisher.publish = publish_spy
+
+    # Adversarial policy outputs in a share of cycles; the real checkpoint otherwise.
+    real_source = node.action_source
+    bad = adversarial_actions(rng)
+    choice = {"kind": "policy"}
+    drift = np.zeros(4)
+
+    def source(frames, proprio):
+        kind = choice["kind"]
+        if kind == "policy":
+            return real_source(frames, proprio)
+        if kind == "drift":  # a policy that pushes one way for a while: into limits and the box
+            return drift
+        if kind == "flip":  # saturated sign flips every cycle
+            return rng.choice([-1.0, 1.0], 4)
+        return dict(bad)[kind]()
+
+    node.action_source = source
+
+    good_images = [image(seed=s) for s in range(3)] + [image(encoding="bgr8", seed=9)]
+    bad_images = {
+        "mono8": image(encoding="mono8"),
+        "16UC1": image(encoding="16UC1"),
+        "rgba8": image(encoding="rgba8"),
+        "empty_encoding": image(encoding=""),
+        "small": image(320, 240),
+        "large": image(1280, 720),
+        "zero": image(0, 0, data=b""),
+        "truncated": image(data=bytes(640 * 480 * 3 - 1)),
+        "empty_data": image(data=b""),
+        "short_step": image(step=640 * 3 - 3, data=bytes(640 * 480 * 3)),
+    }
+
+    q_true = np.array(FR3_READY_POSE)
+    t = 1000.0
+    last_image_stamp = t
+    last_joint_stamp = t
+    armed_cycles = 0
+    kinds_seen: dict[str, int] = {}
+
+    def joint_msg(q, t_stamp, names=ARM_JOINT_NAMES):
+        order = rng.permutation(len(names) + 2)  # any order, fingers included
+        all_names = [*names, *FINGER_JOINT_NAMES]
+        all_pos = [*q, 0.02, 0.02]
+        msg = JointState(name=[all_names[i] for i in order], position=[float(all_pos[i]) for i in order])
+        stamp(msg, t_stamp)
+        return msg
+
+    for _ in range(CYCLES):
+        dt = PERIOD + rng.normal(0, 0.002)
+        scenario = rng.choice(
+            ["normal", "clock_back", "gap", "image_stale", "image_future", "image_order", "image_dup",
+             "joint_stale", "joint_future", "joint_order", "joint_nan", "joint_limits", "joint_missing",
+             "no_image", "bad_image", "old_image"],
+            p=[0.62, 0.02, 0.02, 0.03, 0.03, 0.03, 0.02, 0.03, 0.02, 0.02, 0.02, 0.02, 0.02, 0.04, 0.05, 0.01],
+        )  # fmt: skip
+        if scenario == "clock_back":
+            dt = -rng.uniform(0.01, 2.0)
+        elif scenario == "gap":
+            dt = rng.uniform(0.3, 3.0)
+        t += dt
+        roll = rng.random()
+        if roll < 0.55:
+            choice["kind"] = "policy"
+        elif roll < 0.75:
+            if rng.random() < 0.1:
+                drift = np.append(rng.choice([-1.0, 0.0, 1.0], 3), rng.choice([-1.0, 1.0]))
+            choice["kind"] = "drift"
+        elif roll < 0.8:
+            choice["kind"] = "flip"
+        else:
+            choice["kind"] = bad[rng.integers(len(bad))][0]
+        kinds_seen[choice["kind"]] = kinds_seen.get(choice["kind"], 0) + 1
+
+        # The joint state the arm reports.
+        js_t = t - rng.uniform(0.0, 0.01)
+        q_msg = q_true + rng.normal(0, 1e-4, 7)
+        if scenario == "joint_stale":
+            js_t = t - rng.uniform(0.15, 5.0)
+        elif scenario == "joint_future":
+            js_t = t + rng.uniform(0.06, 50.0)
+        elif scenario == "joint_order":
+            js_t = last_joint_stamp - rng.uniform(0.001, 1.0)
+        elif scenario == "joint_nan":
+            q_msg[rng.integers(7)] = rng.choice([np.nan, np.inf, -np.inf])
+        elif scenario == "joint_limits":
+            j = rng.integers(7)
+            q_msg[j] = (HI[j] if rng.random() < 0.5 else LO[j]) + rng.choice([-1, 1]) * rng.uniform(0.03, 1.0)
+        names = ARM_JOINT_NAMES[:-1] if scenario == "joint_missing" else ARM_JOINT_NAMES
+        node._on_joints(joint_msg(q_msg if names == ARM_JOINT_NAMES else q_msg[:-1], js_t, names))
+        last_joint_stamp = max(last_joint_stamp, js_t)
+        current["q"] = node.joints
+
+        # The image (or none), and the cycle.
+        sent_before = len(sent)
+        if scenario == "no_image":
+            node.handle_tick(t)
+        else:
+            msg = good_images[rng.integers(len(good_images))]
+            im_t = t - rng.uniform(0.005, 0.03)
+            if scenario == "bad_image":
+                msg = bad_images[list(bad_images)[rng.integers(len(bad_images))]]
+            elif scenario == "image_stale":
+                im_t = t - rng.uniform(0.3, 10.0)
+            elif scenario == "image_future":
+                im_t = t + rng.uniform(0.06, 100.0)
+            elif scenario == "image_order":
+                im_t = last_image_stamp - rng.uniform(0.001, 0.5)
+            elif scenario == "image_dup":
+                im_t = last_image_stamp
+            elif scenario == "old_image":
+                im_t = node.armed_at - rng.uniform(0.001, 1.0)
+            stamp(msg, im_t)
+            if scenario != "bad_image":
+                last_image_stamp = max(last_image_stamp, im_t)
+            node.handle_image(msg, t, 0.0)
+            if rng.random() < 0.3:
+                node.handle_tick(t + rng.uniform(0.0, 0.09))
+        armed_cycles += node.path.armed
+
+        # The arm follows a new command (a position controller), sometimes only part of the way.
+        if len(sent) > sent_before:
+            q_true = q_true + (sent[-1][0] - q_true) * (1.0 if rng.random() < 0.8 else rng.uniform(0.0, 1.0))
+        # Re-arm often (an operator restarting episodes), from wherever the arm is.
+        if not node.path.armed and rng.random() < 0.3:
+            node.arm(t)
+
+    # ------------------------------------------------------------------ invariants
+    assert len(sent) > 3000, f"only {len(sent)} commands: the fuzz did not exercise the armed path"
+    assert armed_cycles > 3000, armed_cycles
+    assert set(kinds_seen) >= {"policy", "drift", "flip", *dict(bad)}
+    margin_lo, margin_hi = LO + MARGIN, HI - MARGIN
+    moves = holds = 0
+    for command, q, held in sent:
+        assert command.shape == (7,)
+        assert np.all(np.isfinite(command)), command
+        assert q is not None, "a command was sent without a joint state"
+        assert np.all(np.isfinite(q)), "a command was sent without a valid joint state"
+        assert np.all(command >= LO), command
+        assert np.all(command <= HI), command
+        qc = np.clip(q, LO, HI)
+        # Never a jump: within one step's velocity bound of the measured position.
+        assert np.all(np.abs(command - qc) <= STEP + 1e-9), (np.abs(command - qc), STEP)
+        if held:
+            # A hold is a position the arm was measured at (latched), so only the hard limits apply.
+            holds += 1
+        else:
+            moves += 1
+            # Inside the margin, or at least not further into it than the arm already is.
+            assert np.all(command >= np.minimum(margin_lo, qc) - 1e-12), (command, q)
+            assert np.all(command <= np.maximum(margin_hi, qc) + 1e-12), (command, q)
+            # A passed command never takes the end effector further out of the workspace box.
+            assert outside(command) <= outside(qc) + 1e-9
+    assert moves > 2000, moves
+    assert holds > 100, holds
+
+    # ------------------------------------------------------------------ every kind refused, and said so
+    err = capfd.readouterr().err
+    counts = node.refusals.counts
+    missing = ({r.value for r in EXPECTED} | EXPECTED_NODE) - set(counts)
+    assert not missing, f"fuzz never provoked {sorted(missing)}; got {counts}"
+    for code in counts:
+        lines = re.findall(rf"^\[(?:WARN|ERROR)\] \[[\d.]+\] \[policy_runner\]: \[{code}\] (.+)$", err, re.MULTILINE)
+        assert lines, f"no log line for refusal kind {code}"
+        assert len(lines[0]) > 20  # says what happened, not just the code
+    # Logged once per kind and then throttled, not once per refusal.
+    assert err.count("\n") < sum(counts.values()) / 2
+    print(f"{len(sent)} commands ({moves} moves, {holds} holds), {armed_cycles} armed cycles; refusals {counts}")
