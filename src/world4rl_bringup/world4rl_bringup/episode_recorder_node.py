@@ -325,7 +325,8 @@ class EpisodeRecorderNode(Node):
         response.message = (
             f"episode {meta.index} ({meta.task}, {'success' if meta.success else 'failure'}) saved to {result.path} "
             f"in {seconds:.3f} s: {result.message_count} messages ({per_topic}); "
-            f"dropped: {result.dropped_queue_full} (writer queue), {gaps} (publisher sequence gaps)"
+            f"dropped: {result.dropped_queue_full} (writer queue), {gaps} (publisher sequence gaps); "
+            f"peak writer queue {result.max_queue_bytes_seen / 1e6:.1f} MB"
         )
         self.get_logger().info(response.message)
         self.info_pub.publish(self._episode_info_msg(meta))
