@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import threading
 
 import pytest
 
@@ -64,22 +63,12 @@ def launch_node(ros_domain, tmp_path):
 
 @pytest.fixture
 def ros_node(ros_domain, request):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from world4rl_bringup.ros_session import RosSession
 
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=ros_domain)
     safe_name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:50]
-    node = rclpy.create_node(f"test_{safe_name}", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield node
-    executor.shutdown(timeout_sec=2.0)
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-    thread.join(timeout=2.0)
+    session = RosSession(f"test_{safe_name}", domain_id=ros_domain)
+    yield session.node
+    session.close()
 
 
 def pytest_report_header(config):

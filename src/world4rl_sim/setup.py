@@ -24,6 +24,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sim_robot = world4rl_sim.sim_robot_node:main",
+            "expert_demonstrator = world4rl_sim.expert_demonstrator_node:main",
         ],
     },
 )

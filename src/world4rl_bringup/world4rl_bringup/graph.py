@@ -18,7 +18,9 @@ Format:
         module: world4rl_sim.sim_robot_node   # for the CLI (python -m); null: needs ros2 launch
         if: {robot: sim}                      # all listed arguments must match (a list: any of)
         params_files: [world4rl_sim/config/sim_robot.yaml]   # PACKAGE/path inside share/PACKAGE
-        parameters: {task: "${task}"}         # "${arg}" substitutes a launch argument
+        parameters: {task: "${task}"}         # "${arg}" substitutes a launch argument,
+                                              # "${share:PACKAGE}" the package's share directory
+        arguments: [fr3_arm_controller]       # command-line arguments before --ros-args
     includes:
       - package: franka_bringup
         launch: franka.launch.py
@@ -35,6 +37,7 @@ from pathlib import Path
 import yaml
 
 _SUBSTITUTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SHARE = re.compile(r"\$\{share:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class GraphError(ValueError):
@@ -57,6 +60,7 @@ class NodeSpec:
     module: str | None
     params_files: tuple[str, ...] = ()  # PACKAGE/relative/path, resolved with package_share()
     parameters: dict = field(default_factory=dict)
+    arguments: tuple[str, ...] = ()
 
     def params_file_paths(self) -> list[Path]:
         return [package_share(entry.split("/", 1)[0]) / entry.split("/", 1)[1] for entry in self.params_files]
@@ -152,6 +156,7 @@ def _substitute(value, args: dict[str, str], where: str):
         return [_substitute(v, args, where) for v in value]
     if not isinstance(value, str) or "${" not in value:
         return value
+    value = _SHARE.sub(lambda m: str(package_share(m.group(1))), value)
     for name in _SUBSTITUTION.findall(value):
         if name not in args:
             raise GraphError(f"{where}: ${{{name}}} names no launch argument")
@@ -187,6 +192,7 @@ def resolve(graph: Graph, args: dict[str, str] | None = None) -> ResolvedGraph:
                 module=node.get("module"),
                 params_files=tuple(node.get("params_files") or ()),
                 parameters=_substitute(dict(node.get("parameters") or {}), values, where),
+                arguments=tuple(str(a) for a in _substitute(list(node.get("arguments") or []), values, where)),
             )
         )
     includes = [

@@ -45,6 +45,7 @@ def run_graph(
                 node.name,
                 params=node.parameters,
                 params_files=files,
+                extra_args=node.arguments,
                 env=env,
                 log_dir=log_dir,
             )

@@ -38,6 +38,7 @@ def generate_graph_launch_description(graph_name: str) -> LaunchDescription:
                     executable=node.executable,
                     name=node.name,
                     parameters=parameters,
+                    arguments=list(node.arguments),
                     output="screen",
                 )
             )

@@ -13,8 +13,10 @@ It runs FrankaSim in real time and looks to the rest of the stack like the hardw
   a new trajectory replaces the running one; an empty one holds the current command;
 - offers the franka_gripper actions move / grasp / homing (world4rl_msgs/action/Gripper*, the
   same fields as franka_msgs) on /franka_gripper/{move,grasp,homing};
-- sim only, under /sim_only: the ResetSim service (task + seed) and the true success flag
-  (std_msgs/Bool), which never exist on the real robot.
+- sim only, under /sim_only: the ResetSim service (task + seed), the true success flag
+  (std_msgs/Bool), and the task's scripted-expert action for the current state
+  (world4rl_msgs/Action on /sim_only/expert_action, for expert_demonstrator), which never exist
+  on the real robot.
 
 Threads: one simulation thread owns MuJoCo and its OpenGL context. It advances physics to
 the wall clock (times real_time_factor), samples the active trajectory and the gripper ramp
@@ -54,12 +56,21 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from world4rl_msgs.action import GripperGrasp, GripperHoming, GripperMove
+from world4rl_msgs.msg import Action
 from world4rl_msgs.srv import ResetSim
 from world4rl_sim.robot import ALL_JOINT_NAMES
 from world4rl_sim.scene import FRONT_CAMERA, RenderConfig, camera_intrinsics
 from world4rl_sim.sim import FrankaSim
 from world4rl_sim.tasks import TASKS
-from world4rl_spec import ARM_JOINT_NAMES, CAMERA_FPS, CAMERA_HEIGHT, CAMERA_WIDTH, GRIPPER_OPEN_WIDTH_M, topics
+from world4rl_spec import (
+    ARM_JOINT_NAMES,
+    CAMERA_FPS,
+    CAMERA_HEIGHT,
+    CAMERA_WIDTH,
+    CONTROL_RATE_HZ,
+    GRIPPER_OPEN_WIDTH_M,
+    topics,
+)
 
 IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2)
 STATE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
@@ -83,6 +94,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_name": (FRONT_CAMERA, "MuJoCo camera to publish: 'front' (fixed) or 'wrist'"),
     "camera_frame_id": ("camera_color_optical_frame", "frame_id of image and camera_info (realsense2_camera's)"),
     "success_rate_hz": (10.0, "rate of the sim-only success flag"),
+    "expert_action_rate_hz": (
+        CONTROL_RATE_HZ,
+        "rate of the scripted expert's action on the sim-only expert topic (for expert_demonstrator); 0 disables",
+    ),
     "low_poly": (True, "draw the arm's low-poly collision meshes (~10x faster on CPU) instead of visual meshes"),
     "gripper_default_speed": (0.1, "finger speed [m/s] when a goal gives speed <= 0"),
     "gripper_width_tolerance": (0.005, "a move succeeds when the width ends within this of the goal [m]"),
@@ -190,6 +205,7 @@ class SimRobotNode(Node):
         self.image_pub = self.create_publisher(Image, topics.CAMERA_IMAGE, IMAGE_QOS)
         self.info_pub = self.create_publisher(CameraInfo, topics.CAMERA_INFO, IMAGE_QOS)
         self.success_pub = self.create_publisher(Bool, topics.SIM_SUCCESS, LATCHED_QOS)
+        self.expert_pub = self.create_publisher(Action, topics.SIM_EXPERT_ACTION, STATE_QOS)
         group = ReentrantCallbackGroup()
         self.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, STATE_QOS)
         self.create_service(ResetSim, topics.SIM_RESET, self._on_reset, callback_group=group)
@@ -323,6 +339,7 @@ class SimRobotNode(Node):
             "joints": 1.0 / float(p["joint_state_rate_hz"]) if p["joint_state_rate_hz"] > 0 else math.inf,
             "camera": 1.0 / float(p["camera_rate_hz"]) if p["camera_rate_hz"] > 0 else math.inf,
             "success": 1.0 / float(p["success_rate_hz"]) if p["success_rate_hz"] > 0 else math.inf,
+            "expert": 1.0 / float(p["expert_action_rate_hz"]) if p["expert_action_rate_hz"] > 0 else math.inf,
         }
         wall0, sim0 = time.monotonic(), sim.time
         next_pub = dict.fromkeys(periods, wall0)
@@ -349,6 +366,7 @@ class SimRobotNode(Node):
                 if "camera" in publish:
                     image = sim.render(int(p["camera_width"]), int(p["camera_height"]), p["camera_name"])
                 success = sim.success() if "success" in publish else None
+                expert = sim.expert_action() if "expert" in publish else None
             stamp = self.get_clock().now().to_msg()
             if joints is not None:
                 joints.header.stamp = stamp
@@ -357,6 +375,10 @@ class SimRobotNode(Node):
                 self._publish_image(image, stamp)
             if success is not None:
                 self.success_pub.publish(Bool(data=bool(success)))
+            if expert is not None:
+                msg = Action(values=[float(v) for v in expert], source="expert")
+                msg.header.stamp = stamp
+                self.expert_pub.publish(msg)
             for k in publish:
                 # Keep the phase; skip missed ticks rather than bursting.
                 next_pub[k] = max(next_pub[k] + periods[k], now)

@@ -1,0 +1,318 @@
+"""`world4rl collect`: record N demonstration episodes, one rosbag2 bag each, resuming a directory.
+
+On the sim (`--robot sim`) it starts the collect graph (config/graphs/collect.yaml: sim_robot,
+expert_demonstrator, action_executor, episode_recorder) and drives it: for episode i it resets the
+sim with seed SEED+i, starts the recorder, arms the executor, lets the scripted expert demonstrate
+until the sim reports success (plus a few settle steps) or the horizon passes, then labels and
+closes the bag. Keys while it runs: n = end this episode now, r = discard and re-record it,
+q = discard it and stop.
+
+On the real arm the graph is started by `ros2 launch world4rl_bringup collect.launch.py
+robot:=franka ...` on the robot PC, and `world4rl collect --robot franka --attach` gives the
+operator the episode controls: Enter = start, s = stop as success, f = stop as failure,
+r = discard and re-record, q = quit. The teleoperator drives the arm from another terminal
+(`ros2 run world4rl_bringup keyboard_teleop`).
+
+Episodes already in the output directory count: asking for 50 where 20 exist records 30 more,
+with the same seeds a single run would have used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import select
+import sys
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+from world4rl_spec import CONTROL_RATE_HZ
+
+EXECUTOR_ARM = "/action_executor/arm"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot", choices=["sim", "franka"], default="sim", help="robot profile (default: sim)")
+    parser.add_argument(
+        "--camera",
+        choices=["sim", "realsense", "realsense_apt", "usb"],
+        default=None,
+        help="camera source (default: sim for the sim robot, realsense for franka)",
+    )
+    parser.add_argument("--task", default="push", help="task to demonstrate (default: push)")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes the directory should hold (default: 20)")
+    parser.add_argument("--out", type=Path, default=None, help="bag directory (default: world4rl_data/bags/TASK)")
+    parser.add_argument("--seed", type=int, default=0, help="sim: episode i uses seed SEED+i (default: 0)")
+    parser.add_argument("--expert-noise", type=float, default=0.0, help="sim: std of noise on the expert's motion")
+    parser.add_argument("--horizon", type=int, default=None, help="sim: control steps per episode (default: task's)")
+    parser.add_argument("--settle-steps", type=int, default=3, help="sim: steps recorded after success (default: 3)")
+    parser.add_argument("--attach", action="store_true", help="drive a graph already started with ros2 launch")
+    parser.add_argument("--no-keyboard", action="store_true", help="ignore the terminal (non-interactive runs)")
+    parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: OUT/../logs)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph's services")
+
+
+def complete_episodes(output_dir: Path) -> list[Path]:
+    """Bags that were closed cleanly (not .incomplete / .partial)."""
+    from world4rl_bringup.bag_writer import episode_dir_name, parse_episode_index
+
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(output_dir.iterdir()):
+        index = parse_episode_index(path.name)
+        if path.is_dir() and index is not None and path.name == episode_dir_name(index):
+            found.append(path)
+    return found
+
+
+class Keys:
+    """Single key presses from the terminal, if there is one (cbreak mode, restored on exit)."""
+
+    def __init__(self, enabled: bool):
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.fd = sys.stdin.fileno() if enabled and sys.stdin.isatty() else None
+        self._saved = None
+        self._stop = threading.Event()
+
+    @property
+    def interactive(self) -> bool:
+        return self.fd is not None
+
+    def __enter__(self) -> Keys:
+        if self.fd is not None:
+            self._saved = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd)
+            threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            if select.select([self.fd], [], [], 0.05)[0]:
+                for char in os.read(self.fd, 32).decode(errors="ignore"):
+                    self.queue.put("enter" if char in "\r\n" else char.lower())
+
+    def poll(self) -> str | None:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def wait(self, allowed: set[str]) -> str:
+        while True:
+            key = self.queue.get()
+            if key in allowed:
+                return key
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+
+
+class Collector:
+    """Drives the recorder, the executor and (on the sim) resets, over a RosSession."""
+
+    def __init__(self, args, ros, nodes, keys: Keys):
+        from std_msgs.msg import Bool
+
+        from world4rl_spec import topics
+
+        self.args = args
+        self.ros = ros
+        self.nodes = nodes
+        self.keys = keys
+        self.success = False
+        self.success_time = 0.0
+        self._lock = threading.Lock()
+        if args.robot == "sim":
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+            qos = QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+            )
+            ros.node.create_subscription(Bool, topics.SIM_SUCCESS, self._on_success, qos)
+
+    def _on_success(self, msg) -> None:
+        with self._lock:
+            self.success, self.success_time = bool(msg.data), time.monotonic()
+
+    def check_nodes(self) -> None:
+        for node in self.nodes.values():
+            node.check_alive()
+
+    def wait_for_graph(self, timeout: float) -> None:
+        from std_srvs.srv import SetBool
+
+        from world4rl_bringup.ros_session import RosCallError
+        from world4rl_msgs.srv import ResetSim, StartEpisode
+        from world4rl_spec import topics
+
+        wanted = [(StartEpisode, topics.RECORDER_START), (SetBool, EXECUTOR_ARM)]
+        if self.args.robot == "sim":
+            wanted.append((ResetSim, topics.SIM_RESET))
+        deadline = time.monotonic() + timeout
+        for srv_type, name in wanted:
+            client = self.ros.client(srv_type, name)
+            while not client.service_is_ready():
+                self.check_nodes()
+                if time.monotonic() > deadline:
+                    raise RosCallError(f"service {name} did not appear within {timeout:.0f} s: is the graph running?")
+                time.sleep(0.1)
+
+    # ---------------------------------------------------------------- one episode
+    def _start(self, index: int, note: str) -> None:
+        from std_srvs.srv import SetBool
+
+        from world4rl_msgs.srv import StartEpisode
+        from world4rl_spec import topics
+
+        reply = self.ros.call(
+            StartEpisode, topics.RECORDER_START, StartEpisode.Request(task=self.args.task, operator_note=note)
+        )
+        if reply.episode_index != index:
+            print(f"\nnote: the recorder numbered this episode {reply.episode_index} (expected {index})")
+        self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True))
+
+    def _finish(self, outcome: str, success: bool) -> str:
+        from std_srvs.srv import SetBool
+
+        from world4rl_msgs.srv import DiscardEpisode, StopEpisode
+        from world4rl_spec import topics
+
+        self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=False), check_ok=False)
+        if outcome in ("discard", "quit"):
+            self.ros.call(DiscardEpisode, topics.RECORDER_DISCARD, DiscardEpisode.Request())
+            return outcome
+        self.ros.call(StopEpisode, topics.RECORDER_STOP, StopEpisode.Request(success=success), timeout=30.0)
+        return "success" if success else "failure"
+
+    def sim_episode(self, index: int) -> str:
+        from world4rl_msgs.srv import ResetSim
+        from world4rl_sim.tasks import TASK_REGISTRY
+        from world4rl_spec import topics
+
+        seed = self.args.seed + index
+        self.ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0)
+        reset_at = time.monotonic()
+        horizon = self.args.horizon or TASK_REGISTRY[self.args.task].horizon
+        self._start(index, f"scripted expert, seed {seed}, noise {self.args.expert_noise}")
+        start = time.monotonic()
+        deadline = start + horizon / CONTROL_RATE_HZ
+        settle = self.args.settle_steps / CONTROL_RATE_HZ
+        succeeded_at = None
+        outcome = "timeout"
+        while time.monotonic() < deadline:
+            self.check_nodes()
+            key = self.keys.poll()
+            if key in ("n", "r", "q"):
+                outcome = {"n": "next", "r": "discard", "q": "quit"}[key]
+                break
+            with self._lock:
+                # Only flags published after the reset describe this episode.
+                fresh_success = self.success and self.success_time > reset_at + 0.05
+            if fresh_success and succeeded_at is None:
+                succeeded_at = time.monotonic()
+            if succeeded_at is not None and time.monotonic() - succeeded_at >= settle:
+                outcome = "done"
+                break
+            time.sleep(0.02)
+        return self._finish(outcome, succeeded_at is not None)
+
+    def operator_episode(self, index: int) -> str:
+        print(f"\nepisode {index}: Enter = start, q = quit")
+        if self.keys.wait({"enter", "q"}) == "q":
+            return "quit"
+        self._start(index, "teleoperated")
+        print("recording: s = success, f = failure, r = discard and redo, q = discard and quit")
+        key = self.keys.wait({"s", "f", "r", "q"})
+        return self._finish({"s": "stop", "f": "stop", "r": "discard", "q": "quit"}[key], key == "s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from world4rl_bringup.graph import GraphError, load_graph, resolve
+    from world4rl_bringup.graph_runner import run_graph
+    from world4rl_bringup.node_process import NodeDiedError
+    from world4rl_bringup.ros_session import RosCallError, RosSession
+
+    camera = args.camera or ("sim" if args.robot == "sim" else "realsense")
+    out = (args.out or Path("world4rl_data") / "bags" / args.task).resolve()
+    if args.robot == "sim":
+        from world4rl_sim.tasks import TASKS
+
+        if args.task not in TASKS:
+            print(f"error: --task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}", file=sys.stderr)
+            return 2
+    if args.robot == "franka" and not args.attach:
+        print(
+            "error: the real arm's drivers need a full ROS 2 install. On the robot PC run\n"
+            f"  ros2 launch world4rl_bringup collect.launch.py robot:=franka camera:={camera} task:={args.task} "
+            f"output_dir:={out}\nthen, in another terminal: world4rl collect --robot franka --attach "
+            f"--task {args.task} --out {out} --episodes {args.episodes}",
+            file=sys.stderr,
+        )
+        return 2
+    done = len(complete_episodes(out))
+    if done >= args.episodes:
+        print(f"{out} already holds {done} complete episodes (asked for {args.episodes}): nothing to record")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    log_dir = args.log_dir or out.parent / "logs"
+    graph_args = {
+        "robot": args.robot,
+        "camera": camera,
+        "task": args.task,
+        "output_dir": str(out),
+        "seed": str(args.seed + done),
+        "expert_noise": str(args.expert_noise),
+    }
+    try:
+        resolved = resolve(load_graph("collect"), graph_args)
+    except GraphError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keys_enabled = not args.no_keyboard
+    if args.robot == "franka" and not (keys_enabled and sys.stdin.isatty()):
+        print("error: operator mode needs a terminal for its keys (s/f/r/q)", file=sys.stderr)
+        return 2
+    print(f"collecting {args.episodes - done} episode(s) of '{args.task}' on {args.robot} into {out} ({done} there)")
+    if args.robot == "sim" and keys_enabled and sys.stdin.isatty():
+        print("keys: n = end episode now, r = discard and re-record, q = discard and stop")
+    results = {"success": 0, "failure": 0, "discard": 0}
+    try:
+        graph = run_graph(resolved, log_dir) if not args.attach else contextlib.nullcontext({})
+        with graph as nodes, RosSession("world4rl_collect") as ros, Keys(keys_enabled) as keys:
+            collector = Collector(args, ros, nodes, keys)
+            collector.wait_for_graph(args.startup_timeout)
+            bar = tqdm(total=args.episodes, initial=done, unit="episode", desc=args.task)
+            index = done
+            while index < args.episodes:
+                outcome = collector.sim_episode(index) if args.robot == "sim" else collector.operator_episode(index)
+                if outcome == "quit":
+                    print("\nstopped by the operator; the unfinished episode was discarded")
+                    break
+                if outcome == "discard":
+                    results["discard"] += 1
+                    continue
+                results[outcome] += 1
+                index += 1
+                bar.update(1)
+                bar.set_postfix(success=results["success"], failure=results["failure"])
+            bar.close()
+    except (RosCallError, NodeDiedError, GraphError) as exc:
+        print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
+        return 1
+    total = len(complete_episodes(out))
+    print(
+        f"recorded {results['success'] + results['failure']} episode(s): {results['success']} successful, "
+        f"{results['failure']} failed, {results['discard']} discarded; {out} now holds {total}.\n"
+        f"next: world4rl dataset build {out} --out world4rl_data/datasets/{args.task}"
+    )
+    return 0
