@@ -74,6 +74,8 @@ class CommandPath:
         self._rotation = fr3_kinematics.forward_kinematics(q, self.ik.tcp_offset_m, self.ik.tcp_yaw_rad)[:3, :3]
         self._gripper_closed = None  # the first gripper action after arming is always sent
         self.filter.arm(now)
+        # So a fault on the very first cycle still sends its hold once.
+        self._was_armed = True
 
     def disarm(self) -> None:
         self.filter.disarm()

@@ -143,6 +143,8 @@ class PolicyRunnerNode(Node):
 
         self.image_subscription = self.create_subscription(Image, image_topic, self._on_image, LATEST_QOS)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, LATEST_QOS)
+        # franka_ros2 publishes the fingers separately (the sim puts them into /joint_states).
+        self.create_subscription(JointState, topics.GRIPPER_JOINT_STATES, self._on_gripper_joints, LATEST_QOS)
         self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
         self.create_service(SetBool, "~/arm", self._on_arm)
         self.create_timer(self.period_s, self._on_timer)
@@ -161,7 +163,14 @@ class PolicyRunnerNode(Node):
         q = arm_joint_positions(msg)
         if q is not None:
             self.joints, self.joint_stamp = q, stamp_seconds(msg.header.stamp)
-            self.fingers = finger_positions(msg)
+            fingers = finger_positions(msg)
+            if fingers is not None:
+                self.fingers = fingers
+
+    def _on_gripper_joints(self, msg: JointState) -> None:
+        fingers = finger_positions(msg)
+        if fingers is not None:
+            self.fingers = fingers
 
     def _on_image(self, msg: Image) -> None:
         self.handle_image(msg, self._now(), time.perf_counter())

@@ -1,0 +1,383 @@
+"""policy_runner as a process over real DDS: images and joint states in, checked commands out.
+
+The test process plays the robot: it publishes camera frames (640x480 rgb8 at 30 Hz) and
+/joint_states (100 Hz), and, as a perfect position-controlled arm, reports the last commanded
+joint positions as its state. It serves franka_gripper-style move/grasp actions and calls
+~/arm. The policies are real checkpoints whose weights are set to produce a known action, NaN,
+or huge image-dependent (sign-flipping) outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from rclpy.action import ActionServer
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
+from world4rl_bringup.node_process import wait_until
+from world4rl_msgs.action import GripperGrasp, GripperMove
+from world4rl_msgs.msg import PolicyStatus
+from world4rl_policy import fr3_kinematics
+from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
+from world4rl_policy.safety_filter import SafetyParams
+from world4rl_spec import (
+    ARM_JOINT_NAMES,
+    EE_DELTA_SCALE_M,
+    FINGER_JOINT_NAMES,
+    FR3_JOINT_POSITION_MAX,
+    FR3_JOINT_POSITION_MIN,
+    FR3_READY_POSE,
+    topics,
+)
+
+pytestmark = pytest.mark.ros
+
+MODULE = "world4rl_policy.policy_runner_node"
+STEP = SafetyParams().step_bound()
+LO, HI = np.array(FR3_JOINT_POSITION_MIN), np.array(FR3_JOINT_POSITION_MAX)
+
+
+def write_policy(directory, bias=(0.0, 0.0, 0.0, 0.0), weight_scale=0.0, nan=False, seed=0):
+    """A tiny real checkpoint whose mean action is `bias` (+ weight_scale x image features)."""
+    torch.manual_seed(seed)
+    policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
+    with torch.no_grad():
+        policy.mean_head.weight.normal_(0.0, 1.0).mul_(weight_scale)
+        policy.mean_head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+        if nan:
+            policy.mean_head.bias[0] = math.nan
+    return save_policy(directory, policy)
+
+
+def write_flipping_policy(directory, frames: list[bytes], scale: float = 1e6):
+    """A checkpoint with huge outputs of opposite sign for the camera's two alternating frames:
+    every action entry saturates and flips sign from one control cycle to the next."""
+    from world4rl_model.images import to_learning_image
+
+    torch.manual_seed(0)
+    policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
+    a, b = (to_learning_image(np.frombuffer(f, np.uint8).reshape(480, 640, 3)) for f in frames)
+    histories = torch.from_numpy(np.stack([np.stack([a, b, a, b]), np.stack([b, a, b, a])]))
+    with torch.no_grad():
+        policy.mean_head.weight.normal_(0.0, 1.0).mul_(scale)
+        policy.mean_head.bias.zero_()
+        out = policy(histories)[0]
+        policy.mean_head.bias.copy_(-(out[0] + out[1]) / 2)
+        out = policy(histories)[0]
+    assert torch.all(torch.sign(out[0]) == -torch.sign(out[1])), out
+    assert torch.all(out.abs() > 100), out
+    return save_policy(directory, policy)
+
+
+def stamp_now(msg, offset_s: float = 0.0) -> None:
+    t = time.time() + offset_s
+    msg.header.stamp.sec = int(t)
+    msg.header.stamp.nanosec = int((t - int(t)) * 1e9)
+
+
+class Robot:
+    """The robot side of the node, in the test process: camera, joint states, arm, gripper."""
+
+    def __init__(self, node, mode: str = "trajectory"):
+        self.node = node
+        self.lock = threading.Lock()
+        self.q = np.array(FR3_READY_POSE)
+        self.published_q = self.q.copy()  # the last joint state sent to the node
+        self.images_on = True
+        self.joints_on = True
+        self.track = True  # the arm moves to each command at once
+        self.image_offset_s = 0.0  # added to the camera stamp: negative = stale, positive = future
+        self.frames = [
+            np.random.default_rng(s).integers(0, 256, 640 * 480 * 3, dtype=np.uint8).tobytes() for s in (1, 2)
+        ]
+        self.image = dict(width=640, height=480, encoding="rgb8", step=640 * 3)
+        self.image_data: bytes | None = None  # None: alternate the two good frames
+        self.frame_count = 0
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.statuses: list[PolicyStatus] = []
+        self.grasps: list[GripperGrasp.Goal] = []
+        self.moves: list[GripperMove.Goal] = []
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        if mode == "trajectory":
+            node.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, reliable)
+        else:
+            node.create_subscription(Float64MultiArray, topics.ARM_FORWARD_POSITION, self._on_forward, reliable)
+        self.trajectories: list[JointTrajectory] = []
+        node.create_subscription(PolicyStatus, topics.POLICY_STATUS, self._on_status, reliable)
+        self.image_pub = node.create_publisher(Image, topics.CAMERA_IMAGE, 2)
+        self.joint_pub = node.create_publisher(JointState, topics.JOINT_STATES, 10)
+        self.arm_client = node.create_client(SetBool, topics.POLICY_ARM)
+        self.servers = [
+            ActionServer(node, GripperGrasp, topics.GRIPPER_GRASP, self._on_grasp),
+            ActionServer(node, GripperMove, topics.GRIPPER_MOVE, self._on_move),
+        ]
+        node.create_timer(0.01, self._publish_joints)
+        node.create_timer(1.0 / 30.0, self._publish_image)
+
+    # ------------------------------------------------------------------ robot side
+    def _publish_joints(self) -> None:
+        if not self.joints_on:
+            return
+        with self.lock:
+            q = self.q.copy()
+            self.published_q = q
+        # Fingers first: the node must pick the arm joints by name.
+        msg = JointState(name=[*FINGER_JOINT_NAMES, *ARM_JOINT_NAMES], position=[0.04, 0.04, *map(float, q)])
+        stamp_now(msg)
+        self.joint_pub.publish(msg)
+
+    def _publish_image(self) -> None:
+        if not self.images_on:
+            return
+        self.frame_count += 1
+        data = self.image_data if self.image_data is not None else self.frames[self.frame_count % 2]
+        msg = Image(**self.image, data=data)
+        stamp_now(msg, self.image_offset_s)
+        self.image_pub.publish(msg)
+
+    def _command(self, positions) -> None:
+        q = np.array(positions)
+        with self.lock:
+            self.commands.append((time.monotonic(), q))
+            if self.track:
+                self.q = q.copy()
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        self.trajectories.append(msg)
+        self._command(msg.points[0].positions)
+
+    def _on_forward(self, msg: Float64MultiArray) -> None:
+        self._command(msg.data)
+
+    def _on_status(self, msg: PolicyStatus) -> None:
+        self.statuses.append(msg)
+
+    def _on_grasp(self, handle):
+        self.grasps.append(handle.request)
+        handle.succeed()
+        return GripperGrasp.Result(success=True)
+
+    def _on_move(self, handle):
+        self.moves.append(handle.request)
+        handle.succeed()
+        return GripperMove.Result(success=True)
+
+    # ------------------------------------------------------------------ operator side
+    def arm(self, on: bool, runner) -> SetBool.Response:
+        assert wait_until(self.arm_client.service_is_ready, timeout=20.0, nodes=[runner])
+        future = self.arm_client.call_async(SetBool.Request(data=on))
+        assert wait_until(future.done, timeout=10.0, nodes=[runner])
+        return future.result()
+
+    def status(self) -> PolicyStatus | None:
+        return self.statuses[-1] if self.statuses else None
+
+    def command_count(self) -> int:
+        with self.lock:
+            return len(self.commands)
+
+
+def start(launch_node, ckpt, **params):
+    return launch_node(MODULE, "policy_runner", params={"policy": str(ckpt), **params})
+
+
+def wait_status(robot, runner, predicate, timeout=10.0) -> PolicyStatus:
+    assert wait_until(lambda: robot.status() is not None and predicate(robot.status()), timeout, nodes=[runner]), (
+        robot.status()
+    )
+    return robot.status()
+
+
+def arm_and_run(robot, runner, commands=5) -> None:
+    response = robot.arm(True, runner)
+    assert response.success, response.message
+    start_count = robot.command_count()
+    assert wait_until(lambda: robot.command_count() >= start_count + commands, 20.0, nodes=[runner]), (
+        runner.stderr_tail()
+    )
+
+
+# ---------------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.parametrize("mode", ["trajectory", "forward_position"])
+def test_policy_moves_the_arm_only_when_armed(mode, launch_node, ros_node, tmp_path):
+    ckpt = write_policy(tmp_path / "policy", bias=(0.5, 0.0, 0.0, 1.0))  # +x at half speed, close the gripper
+    robot = Robot(ros_node, mode)
+    runner = start(launch_node, ckpt, command_mode=mode)
+
+    # Disarmed at start: images and joint states flow, status says disarmed, no command is sent.
+    status = wait_status(robot, runner, lambda s: True, timeout=20.0)
+    assert not status.armed
+    assert status.policy == str(ckpt.resolve())
+    time.sleep(1.0)
+    assert robot.command_count() == 0
+
+    start_ee = fr3_kinematics.forward_kinematics(robot.q)[:3, 3]
+    arm_and_run(robot, runner, commands=10)
+    with robot.lock:
+        commands = list(robot.commands)
+    times = np.array([c[0] for c in commands])
+    # Image-driven at the control rate: ~10 Hz, commands from frames one period apart.
+    assert 0.08 < np.median(np.diff(times)) < 0.12, np.diff(times)
+    ee = fr3_kinematics.forward_kinematics(commands[-1][1])[:3, 3]
+    moved = ee - start_ee
+    # Every command moves the end effector 0.5 x 2 cm along +x (the arm tracks perfectly).
+    np.testing.assert_allclose(moved[0] / len(commands), 0.5 * EE_DELTA_SCALE_M, rtol=0.1)
+    assert abs(moved[1]) < 2e-3
+    assert abs(moved[2]) < 2e-3
+    if mode == "trajectory":
+        msg = robot.trajectories[-1]
+        assert list(msg.joint_names) == list(ARM_JOINT_NAMES)
+        assert msg.points[0].time_from_start.nanosec == 100_000_000
+    # The gripper: one grasp goal when the policy first says close, none repeated.
+    assert wait_until(lambda: len(robot.grasps) == 1, 5.0)
+    assert robot.moves == []
+    status = wait_status(robot, runner, lambda s: s.armed and s.step >= 10)
+    assert status.fault == ""
+    assert 0.0 < status.latency_ms < 100.0
+
+    assert robot.arm(False, runner).success
+    wait_status(robot, runner, lambda s: not s.armed)
+    count = robot.command_count()
+    time.sleep(0.5)
+    assert robot.command_count() == count
+
+
+def test_arming_needs_a_joint_state_and_a_policy_is_required(launch_node, ros_node, tmp_path):
+    robot = Robot(ros_node)
+    robot.joints_on = False
+    runner = start(launch_node, write_policy(tmp_path / "policy"))
+    response = robot.arm(True, runner)
+    assert not response.success
+    assert "no joint state on /joint_states" in response.message
+    missing = subprocess.run([sys.executable, "-m", MODULE], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2
+    assert "parameter 'policy' is required" in missing.stderr
+    broken = subprocess.run(
+        [sys.executable, "-m", MODULE, "--ros-args", "-p", f"policy:={tmp_path / 'nowhere'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert broken.returncode == 2
+    assert "nowhere" in broken.stderr
+
+
+# ---------------------------------------------------------------------------------- watchdogs
+
+
+def expect_hold_and_disarm(robot, runner, code: str, timeout: float = 5.0) -> PolicyStatus:
+    """The fault `code` is reported, the last command holds position, and no command follows."""
+    status = wait_status(robot, runner, lambda s: not s.armed and s.fault.startswith(code), timeout)
+    time.sleep(0.5)
+    with robot.lock:
+        commands = list(robot.commands)
+        measured = robot.published_q.copy()
+    count = len(commands)
+    # The hold: the last command is the last measured position (no step away from it).
+    np.testing.assert_allclose(commands[-1][1], measured, atol=1e-9)
+    time.sleep(0.5)
+    assert robot.command_count() == count, "commands kept coming after the fault"
+    assert wait_until(lambda: f"[{code}]" in runner.stderr_tail(20000), 5.0), runner.stderr_tail()
+    return status
+
+
+def test_stale_image_holds_and_disarms(launch_node, ros_node, tmp_path):
+    robot = Robot(ros_node)
+    runner = start(launch_node, write_policy(tmp_path / "policy", bias=(0.3, 0.0, 0.0, 0.0)))
+    wait_status(robot, runner, lambda s: True, timeout=20.0)
+    arm_and_run(robot, runner)
+    stopped = time.monotonic()
+    robot.images_on = False
+    status = expect_hold_and_disarm(robot, runner, "stale_image")
+    assert "image is" in status.fault
+    # Within the timeout (0.25 s) plus one control period, plus DDS and the 0.5 s of checks above.
+    assert robot.commands[-1][0] - stopped < 0.25 + 0.1 + 0.15
+
+
+def test_stale_joint_state_holds_and_disarms(launch_node, ros_node, tmp_path):
+    robot = Robot(ros_node)
+    runner = start(launch_node, write_policy(tmp_path / "policy", bias=(0.3, 0.0, 0.0, 0.0)))
+    wait_status(robot, runner, lambda s: True, timeout=20.0)
+    arm_and_run(robot, runner)
+    robot.joints_on = False
+    expect_hold_and_disarm(robot, runner, "stale_joint_state")
+
+
+def test_camera_that_stops_being_usable_trips_the_image_watchdog(launch_node, ros_node, tmp_path):
+    """Message-level bad input over DDS, one node: each is dropped with its own log line, the
+    image watchdog holds and disarms, and re-arming with a good camera works again."""
+    robot = Robot(ros_node)
+    runner = start(launch_node, write_policy(tmp_path / "policy", bias=(0.3, 0.0, 0.0, 0.0)))
+    wait_status(robot, runner, lambda s: True, timeout=20.0)
+    good_image = dict(robot.image)
+    cases = [
+        ("image_encoding", dict(encoding="mono8", step=640), bytes(640 * 480)),
+        ("image_size", dict(width=320, height=240, step=960), bytes(320 * 240 * 3)),
+        ("image_data", {}, bytes(640 * 480 * 3 - 7)),
+    ]
+    for log_code, fields, data in cases:
+        robot.image, robot.image_data, robot.image_offset_s = good_image, None, 0.0
+        arm_and_run(robot, runner)
+        robot.image, robot.image_data = {**good_image, **fields}, data
+        expect_hold_and_disarm(robot, runner, "stale_image")
+        assert f"[{log_code}] image on /camera/camera/color/image_raw dropped" in runner.stderr_tail(20000)
+    # Stamps: from the future, stale, and going back by more than a control period (out of order).
+    for offset, fault in ((5.0, "image_from_future"), (-2.0, "stale_image"), (-0.2, "image_out_of_order")):
+        robot.image, robot.image_data, robot.image_offset_s = good_image, None, 0.0
+        arm_and_run(robot, runner)
+        robot.image_offset_s = offset
+        expect_hold_and_disarm(robot, runner, fault)
+
+
+def test_nan_policy_holds_and_disarms_at_once(launch_node, ros_node, tmp_path):
+    robot = Robot(ros_node)
+    runner = start(launch_node, write_policy(tmp_path / "policy", nan=True))
+    wait_status(robot, runner, lambda s: True, timeout=20.0)
+    assert robot.arm(True, runner).success
+    expect_hold_and_disarm(robot, runner, "nonfinite_target")
+    assert "[policy_error] policy gave no usable action (FloatingPointError" in runner.stderr_tail(20000)
+    assert robot.command_count() == 1  # only the hold
+
+
+def test_wild_policy_never_jumps_or_leaves_the_limits(launch_node, ros_node, tmp_path):
+    """Huge image-dependent outputs (saturating, flipping sign each cycle) for several seconds,
+    the arm following every command: all commands stay finite, in the limits, one step apart."""
+    robot = Robot(ros_node)
+    runner = start(
+        launch_node,
+        write_flipping_policy(tmp_path / "policy", robot.frames),
+        **{"safety.episode_time_limit_s": 60.0},
+    )
+    wait_status(robot, runner, lambda s: True, timeout=20.0)
+    armings = 0
+    deadline = time.monotonic() + 6.0
+    while time.monotonic() < deadline:
+        if not robot.status().armed:
+            assert robot.arm(True, runner).success
+            armings += 1
+        time.sleep(0.2)
+    with robot.lock:
+        commands = np.array([c[1] for c in robot.commands])
+    assert len(commands) > 30
+    assert np.all(np.isfinite(commands))
+    assert np.all(commands >= LO)
+    assert np.all(commands <= HI)
+    # The arm tracks each command, so each command is measured from the previous one.
+    assert np.all(np.abs(np.diff(commands, axis=0)) <= STEP + 1e-9)
+    # The gripper was switched back and forth: the flips reach it too, one goal per change.
+    assert len(robot.grasps) >= 3
+    assert len(robot.moves) >= 3
+    print(f"{len(commands)} commands, {armings} armings, status {robot.status()}")
