@@ -14,6 +14,7 @@ from world4rl_bringup import __version__
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("world4rl_bringup.doctor", "check that ROS 2, the messages, DDS, MuJoCo and torch work here"),
+    "dataset": ("world4rl_bringup.bag_to_dataset", "episode bags -> training dataset; dataset summary; episode as mp4"),
     "collect": ("world4rl_bringup.collect_cli", "record demonstration episodes into rosbag2 bags (sim or real arm)"),
 }
 

@@ -1,0 +1,520 @@
+"""`world4rl dataset`: episode bags -> the training dataset (world4rl_model.dataset), a summary of a
+dataset, and an episode as mp4. ROS-free: bags are read with the pure-Python rosbags library.
+
+Conversion of one episode bag (one dataset episode):
+- Control steps are the messages on the action topic (world4rl_msgs/Action, published at the
+  control rate by every demonstration source). For each action, the observation o_t is the latest
+  image whose receive time (the bag's log time, one clock for every topic) is at or before the
+  action's: the image the demonstrator or policy saw when it decided a_t. Actions before the
+  first image are dropped. The action rate must be within 25 % of the dataset's control rate.
+- Images (rgb8 or bgr8) are centre-cropped to a square and area-resized to the image size with
+  world4rl_model.images, the same conversion the runtime policy node uses.
+- joint_positions (fr3_joint1..7 + the 2 fingers): the latest joint states at or before each
+  action, merged from the joint and gripper joint-state topics; stored only if all 9 are known
+  at every step.
+- Success labels: the episode's label is EpisodeInfo.success. Per frame: if the bag has the
+  sim's true success topic (/sim_only/success, std_msgs/Bool), frame t is labelled with its latest
+  value at or before o_t; otherwise (real robot) a successful episode labels its last
+  `success_tail_s` seconds of frames (at least the last frame) as success and the rest not, since
+  the operator stops an episode shortly after the task is done; a failed episode labels none.
+- Episode kind from Action.source (expert -> expert, teleop -> human, policy -> policy,
+  random -> random; anything else -> human), unless --kind is given.
+- A bag already converted (same sha256 over its metadata.yaml and storage files) is skipped.
+- A bad bag (not a bag, truncated, a topic missing or of the wrong type, an unsupported image
+  encoding, malformed actions, no EpisodeInfo) is reported with the bag and the topic, and the
+  other bags are still converted; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from world4rl_spec import (
+    ACTION_DIM,
+    ACTION_HIGH,
+    ACTION_LOW,
+    ARM_JOINT_NAMES,
+    CONTROL_RATE_HZ,
+    FINGER_JOINT_NAMES,
+    LEARNING_IMAGE_SIZE,
+    topics,
+)
+
+KIND_BY_SOURCE = {"expert": "expert", "teleop": "human", "policy": "policy", "random": "random"}
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+ACTION_TYPE = "world4rl_msgs/msg/Action"
+JOINT_TYPE = "sensor_msgs/msg/JointState"
+SUCCESS_TYPE = "std_msgs/msg/Bool"
+EPISODE_INFO_TYPE = "world4rl_msgs/msg/EpisodeInfo"
+RATE_TOLERANCE = 0.25
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class BagError(ValueError):
+    """A bag cannot be converted; the message starts with the bag and names the topic."""
+
+
+@dataclass
+class BuildConfig:
+    image_topic: str = topics.CAMERA_IMAGE
+    action_topic: str = topics.ACTION
+    joint_topic: str = topics.JOINT_STATES
+    gripper_topic: str = topics.GRIPPER_JOINT_STATES
+    success_topic: str = topics.SIM_SUCCESS
+    image_size: int = LEARNING_IMAGE_SIZE
+    control_rate_hz: float = CONTROL_RATE_HZ
+    success_tail_s: float = 0.5
+    kind: str = "auto"  # or one of world4rl_model.dataset.EPISODE_KINDS
+    min_steps: int = 2
+
+
+@dataclass
+class ConvertedEpisode:
+    frames: np.ndarray
+    actions: np.ndarray
+    success_per_frame: np.ndarray
+    joint_positions: np.ndarray | None
+    task: str
+    success: bool
+    kind: str
+    robot: str
+    action_rate_hz: float
+    success_source: str  # "sim_success_topic" or "episode_label_tail"
+    dropped_leading_actions: int = 0
+
+
+@dataclass
+class BuildReport:
+    converted: list[tuple[Path, int]] = field(default_factory=list)  # (bag, dataset episode index)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def bag_sha256(bag_dir: str | Path) -> str:
+    """sha256 over metadata.yaml and the storage files (names and contents, sorted by name)."""
+    bag_dir = Path(bag_dir)
+    digest = hashlib.sha256()
+    files = sorted(p for p in bag_dir.iterdir() if p.is_file() and (p.name == "metadata.yaml" or p.suffix == ".mcap"))
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_bags(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Bag directories among `paths`: a bag itself, or a directory of bags (e.g. the recorder's
+    output directory, whose .partial and .incomplete bags are skipped with a reason)."""
+    from world4rl_bringup.bag_writer import INCOMPLETE_SUFFIX, PARTIAL_SUFFIX
+
+    bags: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw).resolve()
+        if (path / "metadata.yaml").is_file() or path.name.endswith(INCOMPLETE_SUFFIX):
+            bags.append(path)  # given explicitly: converted, or reported
+            continue
+        if not path.is_dir():
+            skipped.append((path, "not a directory"))
+            continue
+        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        before = (len(bags), len(skipped))
+        for child in children:
+            if child.name.endswith(INCOMPLETE_SUFFIX):
+                skipped.append((child, "left by a crash (recover it first: bag_writer.recover_incomplete)"))
+            elif child.name.endswith(PARTIAL_SUFFIX):
+                skipped.append((child, "partial recording, without a success label"))
+            elif (child / "metadata.yaml").is_file():
+                bags.append(child)
+        if (len(bags), len(skipped)) == before:
+            skipped.append((path, "no bags in this directory"))
+    return bags, skipped
+
+
+def _typestore():
+    from world4rl_bringup.bag_writer import ensure_msgtype, episode_typestore
+
+    store = episode_typestore()
+    ensure_msgtype(store, ACTION_TYPE)
+    return store
+
+
+def _describe_truncation(bag: Path) -> str:
+    """What a linear scan finds in a bag's MCAP files that rosbags cannot open."""
+    from world4rl_bringup.bag_writer import BagWriteError, scan_mcap
+
+    notes = []
+    for mcap in sorted(bag.glob("*.mcap")):
+        try:
+            scan = scan_mcap(mcap)
+        except (BagWriteError, OSError) as exc:
+            notes.append(f"{mcap.name}: {exc}")
+            continue
+        if scan.truncated:
+            counts = Counter(scan.channels[cid][0] for cid, _, _ in scan.messages if cid in scan.channels)
+            per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items())) or "no messages"
+            notes.append(f"{mcap.name} is truncated: {scan.complete_chunks} complete chunks survive ({per_topic})")
+    return "; ".join(notes)
+
+
+def read_episode(bag: str | Path, config: BuildConfig | None = None, store=None) -> ConvertedEpisode:
+    """Convert one episode bag; BagError names the bag and the topic when something is wrong."""
+    import numpy as np
+    from rosbags.rosbag2 import Reader
+
+    from world4rl_bringup.bag_writer import INCOMPLETE_SUFFIX
+    from world4rl_model.images import decode_image, to_learning_image
+
+    config = config or BuildConfig()
+    store = store or _typestore()
+    bag = Path(bag)
+    if bag.name.endswith(INCOMPLETE_SUFFIX):
+        raise BagError(f"{bag}: left by a crash and never closed; recover it first (bag_writer.recover_incomplete)")
+    if not (bag / "metadata.yaml").is_file():
+        raise BagError(f"{bag}: not a rosbag2 bag directory (no metadata.yaml)")
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except Exception as exc:
+        truncation = _describe_truncation(bag)
+        raise BagError(f"{bag}: cannot open the bag ({exc}){'; ' + truncation if truncation else ''}") from exc
+    try:
+        by_topic = {}
+        for conn in reader.connections:
+            by_topic.setdefault(conn.topic, []).append(conn)
+        available = ", ".join(sorted(by_topic)) or "none"
+
+        def require(topic: str, msgtype: str, why: str):
+            conns = by_topic.get(topic)
+            if not conns:
+                raise BagError(f"{bag}: topic {topic} is missing ({why}); the bag has: {available}")
+            wrong = [c.msgtype for c in conns if c.msgtype != msgtype]
+            if wrong:
+                raise BagError(f"{bag}: topic {topic} has type {wrong[0]}, expected {msgtype}")
+            if sum(c.msgcount for c in conns) == 0:
+                raise BagError(f"{bag}: topic {topic} has no messages ({why})")
+            return conns
+
+        image_conns = require(config.image_topic, IMAGE_TYPE, "the camera images")
+        action_conns = require(config.action_topic, ACTION_TYPE, "the actions")
+        info_conns = require(
+            topics.EPISODE_INFO, EPISODE_INFO_TYPE, "the episode's task and success label: a partial recording?"
+        )
+        optional = []
+        for topic, msgtype in (
+            (config.joint_topic, JOINT_TYPE),
+            (config.gripper_topic, JOINT_TYPE),
+            (config.success_topic, SUCCESS_TYPE),
+        ):
+            optional += [c for c in by_topic.get(topic, []) if c.msgtype == msgtype]
+        joint_topics = {config.joint_topic, config.gripper_topic}
+        joint_names = [*ARM_JOINT_NAMES, *FINGER_JOINT_NAMES]
+
+        frames: list[np.ndarray] = []
+        actions: list[np.ndarray] = []
+        action_stamps: list[int] = []
+        sources: Counter = Counter()
+        joints_now: dict[str, float] = {}
+        joint_rows: list[list[float] | None] = []
+        success_now: bool | None = None
+        success_rows: list[bool | None] = []
+        info = None
+        latest_image = None  # (index, raw) of the latest image so far
+        decoded: tuple[int, np.ndarray] | None = None
+        image_count = action_count = dropped_leading = 0
+        current_topic = ""
+        try:
+            for conn, stamp, raw in reader.messages(connections=image_conns + action_conns + info_conns + optional):
+                current_topic = conn.topic
+                if conn.topic == config.image_topic:
+                    latest_image = (image_count, raw)
+                    image_count += 1
+                elif conn.topic == config.action_topic:
+                    msg = store.deserialize_cdr(raw, ACTION_TYPE)
+                    values = np.asarray(msg.values, dtype=np.float64)
+                    where = f"{bag}: topic {config.action_topic}: message {action_count}"
+                    action_count += 1
+                    if values.shape != (ACTION_DIM,):
+                        raise BagError(f"{where} has {values.size} values, expected {ACTION_DIM} (dx, dy, dz, gripper)")
+                    if not np.all(np.isfinite(values)):
+                        raise BagError(f"{where} contains NaN or inf")
+                    if values.min() < ACTION_LOW - 1e-4 or values.max() > ACTION_HIGH + 1e-4:
+                        raise BagError(f"{where} is outside [{ACTION_LOW}, {ACTION_HIGH}]: {values.tolist()}")
+                    if latest_image is None:
+                        dropped_leading += 1
+                        continue
+                    if decoded is None or decoded[0] != latest_image[0]:
+                        image = store.deserialize_cdr(latest_image[1], IMAGE_TYPE)
+                        try:
+                            pixels = decode_image(
+                                bytes(image.data), image.width, image.height, image.encoding, image.step
+                            )
+                        except ValueError as exc:
+                            raise BagError(
+                                f"{bag}: topic {config.image_topic}: image {latest_image[0]}: {exc}"
+                            ) from exc
+                        decoded = (latest_image[0], to_learning_image(pixels, config.image_size))
+                    frames.append(decoded[1])
+                    actions.append(np.clip(values, ACTION_LOW, ACTION_HIGH).astype(np.float32))
+                    action_stamps.append(stamp)
+                    sources[msg.source] += 1
+                    joint_rows.append(
+                        [joints_now[n] for n in joint_names] if all(n in joints_now for n in joint_names) else None
+                    )
+                    success_rows.append(success_now)
+                elif conn.topic == topics.EPISODE_INFO:
+                    info = store.deserialize_cdr(raw, EPISODE_INFO_TYPE)
+                elif conn.topic in joint_topics:
+                    msg = store.deserialize_cdr(raw, JOINT_TYPE)
+                    joints_now.update(zip(msg.name, (float(p) for p in msg.position), strict=False))
+                elif conn.topic == config.success_topic:
+                    success_now = bool(store.deserialize_cdr(raw, SUCCESS_TYPE).data)
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(
+                f"{bag}: topic {current_topic}: cannot read a message ({type(exc).__name__}: {exc})"
+            ) from exc
+    finally:
+        reader.close()
+
+    if info is None:  # pragma: no cover - required above; kept for clarity
+        raise BagError(f"{bag}: topic {topics.EPISODE_INFO}: no EpisodeInfo message")
+    steps = len(frames)
+    if steps < config.min_steps:
+        raise BagError(
+            f"{bag}: topic {config.action_topic}: only {steps} actions after the first image on "
+            f"{config.image_topic}; an episode needs at least {config.min_steps}"
+        )
+    span = (action_stamps[-1] - action_stamps[0]) / 1e9
+    rate = (steps - 1) / span if span > 0 else math.inf
+    if abs(rate - config.control_rate_hz) > RATE_TOLERANCE * config.control_rate_hz:
+        raise BagError(
+            f"{bag}: topic {config.action_topic}: actions arrive at {rate:.1f} Hz, but the dataset's control rate "
+            f"is {config.control_rate_hz:g} Hz (allowed: +-{RATE_TOLERANCE:.0%})"
+        )
+
+    success = bool(info.success)
+    if any(v is not None for v in success_rows):
+        success_per_frame = np.array([bool(v) for v in success_rows], dtype=bool)
+        success_source = "sim_success_topic"
+    else:
+        success_per_frame = np.zeros(steps, dtype=bool)
+        if success:
+            tail = max(1, math.ceil(config.success_tail_s * config.control_rate_hz))
+            success_per_frame[-tail:] = True
+        success_source = "episode_label_tail"
+    joint_positions = None
+    if all(row is not None for row in joint_rows):
+        joint_positions = np.asarray(joint_rows, dtype=np.float32)
+    kind = config.kind if config.kind != "auto" else KIND_BY_SOURCE.get(sources.most_common(1)[0][0], "human")
+    return ConvertedEpisode(
+        frames=np.stack(frames),
+        actions=np.stack(actions),
+        success_per_frame=success_per_frame,
+        joint_positions=joint_positions,
+        task=info.task,
+        success=success,
+        kind=kind,
+        robot=info.robot,
+        action_rate_hz=rate,
+        success_source=success_source,
+        dropped_leading_actions=dropped_leading,
+    )
+
+
+def build(bags: list[str | Path], out: str | Path, config: BuildConfig | None = None, log=None) -> BuildReport:
+    """Convert every bag (skipping those already in the dataset) into the dataset at `out`."""
+    from tqdm import tqdm
+
+    log = log or tqdm.write  # keeps the progress bar intact
+    from world4rl_model.dataset import DatasetWriter
+
+    config = config or BuildConfig()
+    report = BuildReport()
+    found, skipped = find_bags(list(bags))
+    report.skipped.extend(skipped)
+    writer = DatasetWriter(out, image_size=config.image_size, control_rate_hz=config.control_rate_hz)
+    store = _typestore()
+    for bag in tqdm(found, desc="bags", unit="bag", disable=len(found) < 2):
+        try:
+            sha = bag_sha256(bag) if (bag / "metadata.yaml").is_file() else None
+            if sha is not None and writer.has_source(sha):
+                report.skipped.append((bag, "already in the dataset (same sha256)"))
+                continue
+            episode = read_episode(bag, config, store)
+            index = writer.add_episode(
+                episode.frames,
+                episode.actions,
+                task=episode.task,
+                success=episode.success,
+                kind=episode.kind,
+                success_per_frame=episode.success_per_frame,
+                joint_positions=episode.joint_positions,
+                source_bag=str(bag),
+                source_sha256=sha,
+            )
+        except (BagError, ValueError, OSError) as exc:
+            report.failed.append((bag, str(exc)))
+            log(f"error: {exc}")
+            continue
+        report.converted.append((bag, index))
+        log(
+            f"{bag.name} -> episode {index}: {episode.task}, {'success' if episode.success else 'failure'}, "
+            f"{len(episode.frames)} steps at {episode.action_rate_hz:.1f} Hz, kind {episode.kind}"
+        )
+    return report
+
+
+def summary(root: str | Path) -> str:
+    """A human-readable summary of a dataset."""
+    import numpy as np
+
+    from world4rl_model.dataset import MANIFEST, Dataset
+
+    ds = Dataset(root)
+    m = ds.manifest
+    space = m["action_space"]
+    lines = [
+        f"{Path(root).resolve()}: {m['format']} v{m['version']}, {len(ds)} episodes, {ds.num_transitions} transitions",
+        f"images {ds.image_size}x{ds.image_size} RGB, control rate {ds.control_rate_hz:g} Hz",
+        f"actions: ({', '.join(space['names'])}) in [{space['low']}, {space['high']}], "
+        f"end-effector delta {space.get('ee_delta_scale_m')} m per unit and step",
+        "",
+        f"{'task':<20} {'episodes':>8} {'success':>8} {'steps min/mean/max':>20}  kinds",
+    ]
+    for task in ds.tasks:
+        eps = [e for e in ds.episodes if e["task"] == task]
+        lengths = [e["length"] for e in eps]
+        kinds = Counter(e["kind"] for e in eps)
+        rate = 100.0 * sum(e["success"] for e in eps) / len(eps)
+        lines.append(
+            f"{task:<20} {len(eps):>8} {rate:>7.1f}% {min(lengths):>6}/{np.mean(lengths):>6.1f}/{max(lengths):<6}  "
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        )
+    sources = [e.get("source") or {} for e in ds.episodes]
+    with_bag = sum(1 for s in sources if s.get("bag"))
+    size = sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+    lines += [
+        "",
+        f"sources: {with_bag} from bags, {len(ds) - with_bag} generated; {size / 1e6:.1f} MB on disk",
+        f"manifest: {Path(root) / MANIFEST} (created {m.get('created')}, updated {m.get('updated')})",
+    ]
+    return "\n".join(lines)
+
+
+def export_video(root: str | Path, episode: int, out: str | Path, fps: float | None = None, scale: int = 4) -> int:
+    """Write episode `episode` as an mp4 (frames scaled up, a caption with step, action and
+    success under each); returns the number of frames."""
+    import cv2
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from world4rl_model.dataset import Dataset
+
+    ds = Dataset(root)
+    arrays = ds.episode(episode)
+    meta = ds.episodes[episode]
+    frames, actions, success = arrays["frames"], arrays["actions"], arrays["success"]
+    size = ds.image_size * scale
+    width = max(16, (size + 15) // 16 * 16)  # libx264 wants multiples of 16
+    caption_h = 48
+    writer = imageio.get_writer(str(out), fps=fps or ds.control_rate_hz, codec="libx264", macro_block_size=16)
+    try:
+        for t in range(len(frames)):
+            canvas = np.zeros((size + caption_h, width, 3), np.uint8)
+            canvas[:size, :size] = cv2.resize(np.asarray(frames[t]), (size, size), interpolation=cv2.INTER_NEAREST)
+            text1 = f"{meta['task']} ep {episode} t={t}/{len(frames) - 1}" + ("  SUCCESS" if success[t] else "")
+            text2 = "a=[" + " ".join(f"{v:+.2f}" for v in actions[t]) + "]"
+            colour = (80, 255, 80) if success[t] else (255, 255, 255)
+            cv2.putText(canvas, text1, (4, size + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+            cv2.putText(canvas, text2, (4, size + 38), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            writer.append_data(canvas)
+    finally:
+        writer.close()
+    return len(frames)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    b = sub.add_parser(
+        "build",
+        help="convert episode bags into a dataset (appends; skips bags already converted)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("bags", nargs="+", help="bag directories, or directories of bags (e.g. the recorder's output)")
+    b.add_argument("--out", required=True, help="dataset directory (created, or appended to)")
+    b.add_argument("--image-size", type=int, default=LEARNING_IMAGE_SIZE, help="square frame size [px]")
+    b.add_argument("--image-topic", default=topics.CAMERA_IMAGE, help="camera topic in the bags")
+    b.add_argument("--action-topic", default=topics.ACTION, help="action topic in the bags")
+    b.add_argument(
+        "--success-tail-s",
+        type=float,
+        default=0.5,
+        help="without the sim's success topic: label the last this-many seconds of a successful episode as success",
+    )
+    b.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "expert", "policy", "random", "human"],
+        help="episode kind; auto: from the actions' source field",
+    )
+    i = sub.add_parser("info", help="print a summary of a dataset", description="Print a summary of a dataset.")
+    i.add_argument("dataset", help="dataset directory")
+    v = sub.add_parser("video", help="export one episode as mp4", description="Export one episode as an mp4 video.")
+    v.add_argument("dataset", help="dataset directory")
+    v.add_argument("--episode", type=int, required=True, help="episode index")
+    v.add_argument("--out", required=True, help="output .mp4 path")
+    v.add_argument("--fps", type=float, default=None, help="frames per second (default: the control rate)")
+    v.add_argument("--scale", type=int, default=4, help="integer upscaling of the frames")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, IndexError) as exc:  # DatasetError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.dataset_command == "build":
+        config = BuildConfig(
+            image_topic=args.image_topic,
+            action_topic=args.action_topic,
+            image_size=args.image_size,
+            success_tail_s=args.success_tail_s,
+            kind=args.kind,
+        )
+        report = build(args.bags, args.out, config)
+        for bag, reason in report.skipped:
+            print(f"skipped {bag}: {reason}")
+        print(
+            f"{len(report.converted)} converted, {len(report.skipped)} skipped, {len(report.failed)} failed "
+            f"-> {Path(args.out).resolve()}"
+        )
+        for bag, error in report.failed:
+            print(f"FAILED {bag}: {error}", file=sys.stderr)
+        return 1 if report.failed else 0
+    if args.dataset_command == "info":
+        print(summary(args.dataset))
+        return 0
+    if args.dataset_command == "video":
+        n = export_video(args.dataset, args.episode, args.out, fps=args.fps, scale=args.scale)
+        print(f"wrote {n} frames to {args.out}")
+        return 0
+    raise AssertionError(args.dataset_command)
