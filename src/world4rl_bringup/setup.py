@@ -15,6 +15,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", [p for p in glob("config/*") if Path(p).is_file()]),
         (f"share/{PACKAGE}/config/graphs", glob("config/graphs/*.yaml")),
+        (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],

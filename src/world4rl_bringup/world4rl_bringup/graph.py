@@ -190,7 +190,7 @@ def resolve(graph: Graph, args: dict[str, str] | None = None) -> ResolvedGraph:
                 package=node["package"],
                 executable=node["executable"],
                 module=node.get("module"),
-                params_files=tuple(node.get("params_files") or ()),
+                params_files=tuple(str(f) for f in _substitute(list(node.get("params_files") or []), values, where)),
                 parameters=_substitute(dict(node.get("parameters") or {}), values, where),
                 arguments=tuple(str(a) for a in _substitute(list(node.get("arguments") or []), values, where)),
             )

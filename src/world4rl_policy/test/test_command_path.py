@@ -101,3 +101,28 @@ def test_missing_action_holds_then_the_watchdog_faults():
 def test_cannot_arm_without_a_valid_joint_state():
     with pytest.raises(ValueError, match="valid joint state"):
         CommandPath().arm(0.0, [np.nan] * 7)
+
+
+def test_target_stops_at_the_workspace_floor():
+    from world4rl_policy.safety_filter import SafetyParams
+
+    floor = 0.40
+    path = CommandPath(SafetyParams(workspace_min=(0.15, -0.5, floor)))
+    path.arm(0.0, READY)
+    q = READY.copy()
+    for k in range(1, 15):
+        cycle = run(path, q, [0.0, 0.0, -1.0, -1.0], k * DT)
+        if cycle.send_arm_command:
+            q = cycle.result.command
+        assert Reason.WORKSPACE_EXIT not in cycle.result.reasons
+    assert ee(q)[2] == pytest.approx(floor + path.params.workspace_margin_m, abs=2e-3)
+
+
+def test_target_leads_a_stuck_arm_by_at_most_the_lead_bound():
+    path = CommandPath()
+    path.arm(0.0, READY)
+    lead = path.params.max_target_lead_m
+    for k in range(1, 10):  # the arm never moves (blocked): commands must not run away
+        cycle = run(path, READY, [1.0, 0.0, 0.0, -1.0], k * DT)
+        assert cycle.send_arm_command
+        assert np.linalg.norm(ee(cycle.result.command) - ee(READY)) <= lead + EE_DELTA_SCALE_M + 1e-3

@@ -5,6 +5,10 @@ sim's scripted expert (both through the action_executor node) or a policy (the p
 node). Each control cycle:
 
     action (dx, dy, dz, gripper) in [-1, 1]
+      -> the end-effector (TCP) target moves by (dx, dy, dz) * EE_DELTA_SCALE_M, inside the
+         workspace box and at most `max_target_lead_m` ahead of the measured TCP: the same
+         integrating target the simulator's direct API moves, so a policy acts alike through
+         ROS and in the sim, and servo lag does not shrink its steps
       -> joint target by damped least squares (fr3_kinematics), keeping the end-effector
          orientation latched when the path was armed, so small IK errors cannot make it drift
       -> SafetyFilter: limits, step bound, workspace box, watchdog, arm state
@@ -18,13 +22,14 @@ to the open width); in between keeps the last command (hysteresis against chatte
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from world4rl_policy import fr3_kinematics
 from world4rl_policy.safety_filter import FilterResult, SafetyFilter, SafetyParams
-from world4rl_spec import GRIPPER_CLOSED_WIDTH_M, GRIPPER_OPEN_WIDTH_M
+from world4rl_spec import ACTION_HIGH, ACTION_LOW, EE_DELTA_SCALE_M, GRIPPER_CLOSED_WIDTH_M, GRIPPER_OPEN_WIDTH_M
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,11 @@ class GripperCommand:
 @dataclass
 class CommandPathParams:
     gripper_threshold: float = 0.2  # |gripper action| beyond which the open/closed state changes
+    # The TCP target may lead the measured TCP by at most this much [m] (no wind-up against
+    # an obstacle: pushing on the table does not store up a jump for later).
+    max_target_lead_m: float = 0.03
+    # The TCP target stays this far inside the safety filter's workspace box [m].
+    workspace_margin_m: float = 0.001
 
 
 @dataclass
@@ -56,9 +66,14 @@ class CommandPath:
         params: CommandPathParams | None = None,
     ):
         self.filter = SafetyFilter(safety)
-        self.ik = ik or fr3_kinematics.IKConfig()
+        # One tool point for the IK and the filter's workspace check: the safety parameters'.
+        self.ik = dataclasses.replace(ik or fr3_kinematics.IKConfig(), tcp_offset_m=self.filter.params.tcp_offset_m)
         self.params = params or CommandPathParams()
+        margin = self.params.workspace_margin_m
+        self._target_min = np.asarray(self.filter.params.workspace_min) + margin
+        self._target_max = np.asarray(self.filter.params.workspace_max) - margin
         self._rotation: np.ndarray | None = None
+        self._tcp_target: np.ndarray | None = None
         self._gripper_closed: bool | None = None
         self._was_armed = False
 
@@ -71,7 +86,9 @@ class CommandPath:
         q = np.asarray(joint_positions, dtype=np.float64)
         if q.shape != (7,) or not np.all(np.isfinite(q)):
             raise ValueError(f"cannot arm without a valid joint state, got {q.tolist()}")
-        self._rotation = fr3_kinematics.forward_kinematics(q, self.ik.tcp_offset_m, self.ik.tcp_yaw_rad)[:3, :3]
+        pose = fr3_kinematics.forward_kinematics(q, self.ik.tcp_offset_m, self.ik.tcp_yaw_rad)
+        self._rotation = pose[:3, :3]
+        self._tcp_target = pose[:3, 3].copy()
         self._gripper_closed = None  # the first gripper action after arming is always sent
         self.filter.arm(now)
         # So a fault on the very first cycle still sends its hold once.
@@ -103,7 +120,7 @@ class CommandPath:
             gripper = float(a[3]) if a.shape[0] > 3 else None
             q = np.asarray(joint_positions, dtype=np.float64)
             if a.shape[0] >= 3 and np.all(np.isfinite(a[:3])) and q.shape == (7,) and np.all(np.isfinite(q)):
-                solution = fr3_kinematics.action_to_joint_target(q, a, self._rotation, self.ik)
+                solution = fr3_kinematics.solve_pose_step(q, self._advance_target(q, a[:3]), self._rotation, self.ik)
                 target, ik_error = solution.q_target, solution.position_error_m
             else:
                 # Let the filter refuse it (and say why): a malformed or non-finite action.
@@ -121,6 +138,17 @@ class CommandPath:
         send = result.command is not None and (result.armed or self._was_armed)
         self._was_armed = result.armed
         return Cycle(result, send, self._gripper_command(result), ik_error)
+
+    def _advance_target(self, q: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Move the TCP target by the action's delta, bounded by the lead and the workspace box."""
+        tcp = fr3_kinematics.forward_kinematics(q, self.ik.tcp_offset_m, self.ik.tcp_yaw_rad)[:3, 3]
+        lead = self._tcp_target - tcp
+        distance = float(np.linalg.norm(lead))
+        if distance > self.params.max_target_lead_m:
+            self._tcp_target = tcp + lead * (self.params.max_target_lead_m / distance)
+        step = np.clip(delta, ACTION_LOW, ACTION_HIGH) * EE_DELTA_SCALE_M
+        self._tcp_target = np.clip(self._tcp_target + step, self._target_min, self._target_max)
+        return self._tcp_target
 
     def _gripper_command(self, result: FilterResult) -> GripperCommand | None:
         if result.gripper is None:

@@ -366,7 +366,13 @@ class SimRobotNode(Node):
                 if "camera" in publish:
                     image = sim.render(int(p["camera_width"]), int(p["camera_height"]), p["camera_name"])
                 success = sim.success() if "success" in publish else None
-                expert = sim.expert_action() if "expert" in publish else None
+                expert = None
+                if "expert" in publish:
+                    # The arm is driven through joint trajectories here: the expert steers from the
+                    # end-effector position the last trajectory is heading for.
+                    goal = self._trajectory.positions[-1] if self._trajectory is not None else sim.arm_targets()
+                    sim.aim_ee_target_at(goal)
+                    expert = sim.expert_action()
             stamp = self.get_clock().now().to_msg()
             if joints is not None:
                 joints.header.stamp = stamp
