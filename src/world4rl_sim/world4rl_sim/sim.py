@@ -163,6 +163,15 @@ class FrankaSim:
     def arm_targets(self) -> np.ndarray:
         return model_to_fr3(self.data.ctrl[self._arm_act])
 
+    def aim_ee_target_at(self, q_fr3) -> None:
+        """Set the end-effector target to the tcp at joint target q_fr3 (FR3 convention).
+
+        For an external controller that commands joints (the ROS trajectory interface, whose
+        commands come from an end-effector target of their own): the experts steer the target
+        the arm is heading for, as they do when apply_action moves it."""
+        q = np.clip(fr3_to_model(q_fr3), self.q_min, self.q_max)
+        self._ee_target = self.ik.forward(q)[0]
+
     def set_gripper_width(self, width: float) -> float:
         """Target distance between the fingers [m], clipped to [0, 0.08]; returns it."""
         width = float(np.clip(width, 0.0, 2 * FINGER_MAX_M))
@@ -211,7 +220,8 @@ class FrankaSim:
                 raise RuntimeError(
                     "MuJoCo could not create an OpenGL context. For headless rendering set MUJOCO_GL=osmesa "
                     "(or egl) in the environment before anything imports mujoco (importing world4rl_sim first "
-                    f"sets osmesa as the default); MUJOCO_GL is {os.environ.get('MUJOCO_GL')!r} now. ({err})"
+                    f"sets osmesa as the default). MUJOCO_GL is {os.environ.get('MUJOCO_GL')!r} now; if that is "
+                    f"set, mujoco was imported before it was. ({err})"
                 ) from err
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.render_config.shadows)
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.render_config.reflections)
