@@ -17,6 +17,7 @@ running as a process, are in test_policy_runner.py.
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -267,7 +268,7 @@ def test_10000_adversarial_cycles_send_no_command_outside_the_limits(runner_node
             stamp(msg, im_t)
             if scenario != "bad_image":
                 last_image_stamp = max(last_image_stamp, im_t)
-            node.handle_image(msg, t, 0.0)
+            node.handle_image(msg, t, time.time())
             if rng.random() < 0.3:
                 node.handle_tick(t + rng.uniform(0.0, 0.09))
         armed_cycles += node.path.armed

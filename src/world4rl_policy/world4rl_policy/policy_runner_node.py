@@ -172,8 +172,11 @@ class PolicyRunnerNode(Node):
         if fingers is not None:
             self.fingers = fingers
 
-    def _on_image(self, msg: Image) -> None:
-        self.handle_image(msg, self._now(), time.perf_counter())
+    def _on_image(self, msg: Image, info) -> None:
+        # Arrival = when DDS received the frame (rmw's received_timestamp, system clock), so the
+        # latency includes rclpy's take and deserialisation and any wait for the executor.
+        received_ns = info.get("received_timestamp") if info else None
+        self.handle_image(msg, self._now(), received_ns * 1e-9 if received_ns else time.time())
 
     def _on_timer(self) -> None:
         self.handle_tick(self._now())
@@ -201,7 +204,7 @@ class PolicyRunnerNode(Node):
         return None
 
     def handle_image(self, msg: Image, now: float, arrival: float) -> None:
-        """One camera frame; runs the control cycle if one is due. `arrival` is perf_counter() at receipt."""
+        """One camera frame; runs the control cycle if one is due. `arrival`: time.time() at receipt."""
         self.images_received += 1
         rgb = self.check_image(msg, now)
         if rgb is None:
@@ -265,9 +268,9 @@ class PolicyRunnerNode(Node):
                 self._publish_status(None, 0.0)
                 return  # armed, the first image of the episode is not here yet: send nothing
             # No image-driven cycle lately: hold, and let the filter's watchdog judge the last image's age.
-            self._run_cycle(now, time.perf_counter(), None, self.episode_image_stamp)
+            self._run_cycle(now, time.time(), None, self.episode_image_stamp)
         else:
-            self._run_cycle(now, time.perf_counter(), None, self.image_stamp)
+            self._run_cycle(now, time.time(), None, self.image_stamp)
 
     # ------------------------------------------------------------------ the cycle
     def _run_cycle(self, now: float, arrival: float, action, image_stamp: float | None) -> Cycle:
@@ -280,7 +283,7 @@ class PolicyRunnerNode(Node):
             joint_state_stamp=self.joint_stamp,
         )
         self.commands.apply(cycle)
-        latency_ms = (time.perf_counter() - arrival) * 1e3
+        latency_ms = (time.time() - arrival) * 1e3
         self.refusals.log(cycle, now)
         self._publish_status(cycle, latency_ms)
         return cycle

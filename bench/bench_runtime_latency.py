@@ -1,0 +1,315 @@
+"""Runtime latency of the deployed policy: camera image arrival -> joint command publish.
+
+The policy_runner node runs as its own process, as on the robot, with the default policy
+architecture (64x64, 4 frames, ~PolicyConfig() defaults; random weights: latency does not depend
+on what the weights learned), on CPU with one torch thread. This process plays the camera and the
+arm: 640x480 rgb8 frames at 30 Hz and /joint_states at 100 Hz over DDS (the workspace's
+shared-memory Fast DDS profile), and it receives the commands.
+
+Figures:
+- node latency (the issue's figure): from the image's arrival (DDS's received timestamp, so
+  rclpy's take, deserialisation and executor wait are included) to the command's publish,
+  measured inside the node and reported in PolicyStatus.latency_ms every cycle;
+- end to end: from the camera publish (image stamp) to the command arriving here, so DDS both
+  ways is included (each command is paired with the newest frame published before it);
+- missed cycles: camera frames that were due a control cycle but produced no command (with the
+  default --control-rate 30, every frame is due one) plus cycles whose node latency exceeded a
+  camera period;
+- baseline, measured in this run before the node starts: the bare policy.act() on the same
+  policy, and the node's cycle core in process (decode, learning-image conversion, act, IK,
+  safety filter) without ROS; the ratio node/act shows what ROS and the node add.
+
+Goal: node latency p99 < 10 ms. Writes bench/results/runtime_latency.{json,md}.
+
+    .venv/bin/python bench/bench_runtime_latency.py            # 5 minutes
+    .venv/bin/python bench/bench_runtime_latency.py --quick    # 20 seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_P99_MS = 10.0
+CAMERA_HZ = 30.0
+
+
+def percentiles(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "n": int(a.size),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+    }
+
+
+def baseline(ckpt: Path, n: int) -> dict:
+    """policy.act() alone, and the node's cycle core without ROS, in this process."""
+    import torch
+
+    from world4rl_model.images import decode_image, to_learning_image
+    from world4rl_policy.command_path import CommandPath
+    from world4rl_policy.policy import load_policy
+    from world4rl_policy.safety_filter import SafetyParams
+    from world4rl_spec import FR3_READY_POSE
+
+    runner = load_policy(ckpt, num_threads=1)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, 640 * 480 * 3, dtype=np.uint8).tobytes()
+    history = runner.new_history()
+    for _ in range(runner.frame_history):
+        history.push(to_learning_image(decode_image(raw, 640, 480, "rgb8"), runner.image_size))
+    frames = history.array()
+    q = np.array(FR3_READY_POSE)
+    path = CommandPath(SafetyParams(episode_time_limit_s=1e9))
+    path.arm(0.0, q)
+    clock = [0.0]
+
+    def act():
+        runner.act(frames)
+
+    def core():
+        clock[0] += 0.1
+        history.push(to_learning_image(decode_image(raw, 640, 480, "rgb8"), runner.image_size))
+        a = runner.act(history.array())
+        cycle = path.step(joint_positions=q, action=a, now=clock[0], input_stamp=clock[0], joint_state_stamp=clock[0])
+        assert cycle.send_arm_command, cycle.result.events
+
+    out = {}
+    for name, fn in (("policy.act", act), ("cycle core in process", core)):
+        for _ in range(30):
+            fn()
+        ms = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - t) * 1e3)
+        out[name] = percentiles(ms)
+    out["params"] = sum(p.numel() for p in runner.module.parameters())
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def run_node(ckpt: Path, seconds: float, control_rate: float, log_dir: Path) -> dict:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image, JointState
+    from std_srvs.srv import SetBool
+    from trajectory_msgs.msg import JointTrajectory
+
+    from world4rl_bringup.node_process import NodeProcess, wait_until
+    from world4rl_msgs.msg import PolicyStatus
+    from world4rl_spec import ARM_JOINT_NAMES, FR3_READY_POSE, topics
+
+    domain = 1 + (os.getpid() * 11) % 230
+    env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    os.environ.update(env)
+    node_proc = NodeProcess(
+        "world4rl_policy.policy_runner_node",
+        "policy_runner",
+        params={
+            "policy": str(ckpt),
+            "control_rate_hz": float(control_rate),
+            "safety.episode_time_limit_s": float(seconds + 600.0),
+        },
+        env=env,
+        log_dir=log_dir,
+    ).start()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("bench_runtime_latency", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+
+    lock = threading.Lock()
+    published: list[float] = []  # image stamps (wall clock), in order
+    received: list[float] = []  # command arrival (wall clock)
+    statuses: list[tuple[float, int]] = []  # (latency_ms, step)
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+    def on_command(_msg: JointTrajectory) -> None:
+        t = time.time()
+        with lock:
+            received.append(t)
+
+    def on_status(msg: PolicyStatus) -> None:
+        if msg.armed and msg.step > 0:
+            with lock:
+                statuses.append((msg.latency_ms, msg.step))
+
+    node.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, on_command, reliable)
+    node.create_subscription(PolicyStatus, topics.POLICY_STATUS, on_status, reliable)
+    image_pub = node.create_publisher(Image, topics.CAMERA_IMAGE, 2)
+    joint_pub = node.create_publisher(JointState, topics.JOINT_STATES, 10)
+    arm = node.create_client(SetBool, topics.POLICY_ARM)
+    stop = threading.Event()
+    q = [float(v) for v in FR3_READY_POSE]
+
+    def joints() -> None:
+        while not stop.is_set():
+            msg = JointState(name=list(ARM_JOINT_NAMES), position=q)
+            t = time.time()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int((t - int(t)) * 1e9)
+            joint_pub.publish(msg)
+            time.sleep(0.01)
+
+    frames = [np.random.default_rng(s).integers(0, 256, 640 * 480 * 3, dtype=np.uint8).tobytes() for s in range(4)]
+
+    def camera(record: threading.Event) -> None:
+        # Absolute schedule, as a camera's frame clock: no drift from the publish cost.
+        period = 1.0 / CAMERA_HZ
+        next_t = time.monotonic()
+        k = 0
+        while not stop.is_set():
+            msg = Image(width=640, height=480, encoding="rgb8", step=640 * 3, data=frames[k % len(frames)])
+            t = time.time()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int((t - int(t)) * 1e9)
+            image_pub.publish(msg)
+            if record.is_set():
+                with lock:
+                    published.append(t)
+            k += 1
+            next_t += period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    record = threading.Event()
+    threads = [
+        threading.Thread(target=joints, daemon=True),
+        threading.Thread(target=camera, args=(record,), daemon=True),
+    ]
+    for th in threads:
+        th.start()
+    try:
+        if not wait_until(arm.service_is_ready, 60.0, nodes=[node_proc]):
+            raise RuntimeError(f"policy_runner did not come up:\n{node_proc.stderr_tail()}")
+        time.sleep(1.0)  # let DDS match and the first frames flow
+        future = arm.call_async(SetBool.Request(data=True))
+        wait_until(future.done, 10.0, nodes=[node_proc])
+        if not future.result().success:
+            raise RuntimeError(f"arming failed: {future.result().message}")
+        time.sleep(2.0)  # warm-up: torch's first calls
+        with lock:
+            received.clear()
+            statuses.clear()
+        record.set()
+        from tqdm import tqdm
+
+        for _ in tqdm(range(int(seconds)), desc="measuring", unit="s", leave=False):
+            time.sleep(1.0)
+            node_proc.check_alive()
+        record.clear()
+        time.sleep(0.5)  # the last frames' commands
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=2.0)
+        node_proc.stop()
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        spin.join(timeout=2.0)
+
+    pub = np.array(published)
+    rec = np.array(received)
+    rec = rec[(rec >= pub[0]) & (rec <= pub[-1] + 0.5)] if pub.size else rec
+    # Pair each command with the newest frame published before it.
+    idx = np.searchsorted(pub, rec, side="right") - 1
+    valid = idx >= 0
+    end_to_end = (rec[valid] - pub[idx[valid]]) * 1e3
+    node_ms = [s[0] for s in statuses]
+    frames_per_cycle = max(1, round(CAMERA_HZ / control_rate))
+    due = len(pub) // frames_per_cycle
+    period_ms = 1e3 / CAMERA_HZ
+    slow = sum(1 for v in node_ms if v > period_ms)
+    return {
+        "seconds": seconds,
+        "camera_hz": CAMERA_HZ,
+        "control_rate_hz": control_rate,
+        "frames_published": len(pub),
+        "cycles_due": due,
+        "commands_received": int(rec.size),
+        "missed_cycles": max(0, due - int(rec.size)) + slow,
+        "cycles_over_camera_period": slow,
+        "cycles_over_goal": int(sum(1 for v in node_ms if v > GOAL_P99_MS)),
+        "node_latency": percentiles(node_ms),
+        "end_to_end_latency": percentiles(end_to_end),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=300.0, help="measuring time (default 5 minutes)")
+    parser.add_argument("--quick", action="store_true", help="20 s instead of --seconds")
+    parser.add_argument(
+        "--control-rate", type=float, default=CAMERA_HZ, help="node control rate [Hz]; 30 = a cycle on every frame"
+    )
+    args = parser.parse_args()
+    seconds = 20.0 if args.quick else args.seconds
+
+    import torch
+
+    from world4rl_policy.policy import GaussianPolicy, save_policy
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_policy(Path(tmp) / "policy", GaussianPolicy())
+        base = baseline(ckpt, 300 if args.quick else 2000)
+        run = run_node(ckpt, seconds, args.control_rate, Path(tmp) / "logs")
+
+    act_p50 = base["policy.act"]["p50_ms"]
+    node = run["node_latency"]
+    result = {
+        "goal_p99_ms": GOAL_P99_MS,
+        "meets_goal": node["p99_ms"] is not None and node["p99_ms"] < GOAL_P99_MS,
+        "baseline": base,
+        "node_p50_over_act_p50": node["p50_ms"] / act_p50 if node["p50_ms"] else None,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        **run,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "runtime_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    def row(name, p):
+        return f"| {name} | {p['n']} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['max_ms']:.2f} |"
+
+    lines = [
+        f"Runtime latency, policy_runner as a process: 640x480 rgb8 at {CAMERA_HZ:g} Hz, control at "
+        f"{args.control_rate:g} Hz, {seconds:g} s, default policy ({base['params']:,} parameters, 1 torch thread), "
+        f"CPU ({os.cpu_count()} cores, load {result['load_average_1min']:.1f}).",
+        "",
+        "| measure | n | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|",
+        row("baseline: policy.act() in process", base["policy.act"]),
+        row("baseline: cycle core in process (decode, resize, act, IK, filter)", base["cycle core in process"]),
+        row("**node: image arrival -> command publish**", node),
+        row("end to end: camera publish -> command received (DDS both ways)", run["end_to_end_latency"]),
+        "",
+        f"Node p99 {node['p99_ms']:.2f} ms: goal p99 < {GOAL_P99_MS:g} ms "
+        f"{'met' if result['meets_goal'] else 'NOT met'}. "
+        f"Node p50 / act() p50 = {result['node_p50_over_act_p50']:.2f}.",
+        f"Missed cycles: {run['missed_cycles']} of {run['cycles_due']} due ({run['frames_published']} frames, "
+        f"{run['commands_received']} commands; {run['cycles_over_camera_period']} cycles slower than a camera period, "
+        f"{run['cycles_over_goal']} over {GOAL_P99_MS:g} ms).",
+    ]
+    (RESULTS / "runtime_latency.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
