@@ -8,10 +8,11 @@ Publishes: topics.EPISODE_INFO (world4rl_msgs/EpisodeInfo, reliable, transient l
 once per stopped episode; the same message is the last one in the episode's bag.
 
 What is recorded: the topics in parameter `topics` (default: camera image and camera_info, joint
-states, the action, the gripper's joint states, and the sim's success flag where a sim publishes it). A topic is subscribed once a publisher appears
-(polled every `discovery_period_s`), with that publisher's type, so the recorder can start before
-or after the drivers. Messages are taken serialized (raw CDR, never deserialized) and stamped
-with their receive time (rmw's received_timestamp, system clock), as `ros2 bag record` does.
+states, the action, the gripper's joint states, and the sim's success flag where a sim publishes
+it). A topic is subscribed once a publisher appears (polled every `discovery_period_s`), with that
+publisher's type, so the recorder can start before or after the drivers. Messages are taken
+serialized (raw CDR, never deserialized) and stamped with their receive time (rmw's
+received_timestamp, system clock), as `ros2 bag record` does.
 
 QoS (parameter `reliability`, default "auto"): reliable when every publisher of the topic offers
 reliable (the camera node, sim and the stack's nodes do), else best effort, since a reliable
