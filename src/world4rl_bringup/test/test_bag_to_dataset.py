@@ -12,7 +12,7 @@ import pytest
 from world4rl_bringup.bag_to_dataset import BagError, BuildConfig, bag_sha256, build, read_episode
 from world4rl_bringup.bag_writer import STATUS_INTERRUPTED, EpisodeBagWriter, EpisodeMeta, episode_dir_name
 from world4rl_model.dataset import Dataset
-from world4rl_spec import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, topics
+from world4rl_spec import topics
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -119,8 +119,6 @@ def test_sim_success_topic_labels_each_frame(tmp_path, msgs):
 
 
 def test_actions_before_the_first_image_are_dropped(tmp_path, msgs):
-    from world4rl_bringup.bag_writer import episode_typestore  # noqa: F401 (store shared via msgs)
-
     bag = make_bag(tmp_path, 0, msgs, steps=12)
     # Same bag, but with the images starting late: rebuild it with a 250 ms image gap.
     meta = EpisodeMeta(index=1, task="push", robot="sim", start_ns=T0)
@@ -243,8 +241,3 @@ def test_cli_build_info_video(tmp_path, msgs, capsys):
     assert main(["dataset", "video", str(dataset), "--episode", "7", "--out", str(video)]) == 2
     assert "episode 7 out of range" in capsys.readouterr().err
     assert main(["dataset", "info", str(tmp_path / "nothing")]) == 2
-
-
-def test_joint_names_cover_arm_and_fingers():
-    # The dataset's joint_positions columns: the 7 arm joints then the 2 fingers, as world4rl_spec orders them.
-    assert len(ARM_JOINT_NAMES) + len(FINGER_JOINT_NAMES) == 9
