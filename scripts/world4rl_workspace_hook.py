@@ -22,15 +22,21 @@ def _prepend(var: str, value: str) -> None:
         sys.path.insert(1, value)
 
 
+_applied: set[str] = set()
+
+
 def _apply_dsv(prefix: str, dsv_path: str) -> None:
     """Apply one colcon .dsv environment hook (the format install/setup.bash applies)."""
     with open(dsv_path) as dsv:
         for line in dsv:
             kind, _, rest = line.strip().partition(";")
             if kind == "source":
-                if rest.endswith(".dsv"):
-                    path = os.path.normpath(os.path.join(prefix, rest))
-                    if os.path.isfile(path):
+                # As colcon does: a shell script stands for the .dsv file beside it, if there is one.
+                stem, ext = os.path.splitext(rest)
+                if ext in (".dsv", ".sh"):
+                    path = os.path.normpath(os.path.join(prefix, stem + ".dsv"))
+                    if os.path.isfile(path) and path not in _applied:
+                        _applied.add(path)
                         _apply_dsv(prefix, path)
             elif kind.startswith("prepend-non-duplicate"):
                 var, _, values = rest.partition(";")

@@ -51,7 +51,11 @@ def test_messages_import_after_sourcing_setup_bash():
 
 
 def test_venv_python_sees_the_workspace_without_sourcing():
-    code = "import world4rl_msgs.msg, world4rl_spec, world4rl_bringup, world4rl_model, world4rl_policy, world4rl_sim"
+    code = (
+        "import world4rl_msgs.msg, world4rl_spec, world4rl_bringup, world4rl_model, world4rl_policy, world4rl_sim\n"
+        "from ament_index_python.packages import get_package_share_directory as share\n"
+        f"assert [share(p) for p in {PACKAGES!r}]"
+    )
     out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", code], env=_clean_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

@@ -130,6 +130,14 @@ class Collector:
         self.success = False
         self.success_time = 0.0
         self._lock = threading.Lock()
+        self.recording = False
+        self.joint_state_seen = threading.Event()
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
+
+        ros.node.create_subscription(
+            JointState, topics.JOINT_STATES, lambda _msg: self.joint_state_seen.set(), qos_profile_sensor_data
+        )
         if args.robot == "sim":
             from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -164,6 +172,13 @@ class Collector:
                 if time.monotonic() > deadline:
                     raise RosCallError(f"service {name} did not appear within {timeout:.0f} s: is the graph running?")
                 time.sleep(0.1)
+        # The executor can only be armed once it has heard the arm: wait for the robot's joint states.
+        while not self.joint_state_seen.is_set():
+            self.check_nodes()
+            if time.monotonic() > deadline:
+                raise RosCallError(f"no joint state on {topics.JOINT_STATES} within {timeout:.0f} s: is the robot up?")
+            time.sleep(0.1)
+        time.sleep(0.5)  # the executor subscribes to the same topic: give it a few messages too
 
     # ---------------------------------------------------------------- one episode
     def _start(self, index: int, note: str) -> None:
@@ -175,6 +190,7 @@ class Collector:
         reply = self.ros.call(
             StartEpisode, topics.RECORDER_START, StartEpisode.Request(task=self.args.task, operator_note=note)
         )
+        self.recording = True
         if reply.episode_index != index:
             print(f"\nnote: the recorder numbered this episode {reply.episode_index} (expected {index})")
         self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True))
@@ -182,15 +198,25 @@ class Collector:
     def _finish(self, outcome: str, success: bool) -> str:
         from std_srvs.srv import SetBool
 
-        from world4rl_msgs.srv import DiscardEpisode, StopEpisode
+        from world4rl_msgs.srv import StopEpisode
         from world4rl_spec import topics
 
         self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=False), check_ok=False)
         if outcome in ("discard", "quit"):
-            self.ros.call(DiscardEpisode, topics.RECORDER_DISCARD, DiscardEpisode.Request())
+            self.discard()
             return outcome
         self.ros.call(StopEpisode, topics.RECORDER_STOP, StopEpisode.Request(success=success), timeout=30.0)
+        self.recording = False
         return "success" if success else "failure"
+
+    def discard(self) -> None:
+        """Throw the running episode away (also after an error, so no half episode is left)."""
+        from world4rl_msgs.srv import DiscardEpisode
+        from world4rl_spec import topics
+
+        if self.recording:
+            self.ros.call(DiscardEpisode, topics.RECORDER_DISCARD, DiscardEpisode.Request(), check_ok=False)
+            self.recording = False
 
     def sim_episode(self, index: int) -> str:
         from world4rl_msgs.srv import ResetSim
@@ -235,7 +261,6 @@ class Collector:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from world4rl_bringup.graph import GraphError, load_graph, resolve
     from world4rl_bringup.graph_runner import run_graph
@@ -291,28 +316,40 @@ def run(args: argparse.Namespace) -> int:
         with graph as nodes, RosSession("world4rl_collect") as ros, Keys(keys_enabled) as keys:
             collector = Collector(args, ros, nodes, keys)
             collector.wait_for_graph(args.startup_timeout)
-            bar = tqdm(total=args.episodes, initial=done, unit="episode", desc=args.task)
-            index = done
-            while index < args.episodes:
-                outcome = collector.sim_episode(index) if args.robot == "sim" else collector.operator_episode(index)
-                if outcome == "quit":
-                    print("\nstopped by the operator; the unfinished episode was discarded")
-                    break
-                if outcome == "discard":
-                    results["discard"] += 1
-                    continue
-                results[outcome] += 1
-                index += 1
-                bar.update(1)
-                bar.set_postfix(success=results["success"], failure=results["failure"])
-            bar.close()
+            try:
+                recorded = _record(args, collector, done, results)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    collector.discard()
+                raise
     except (RosCallError, NodeDiedError, GraphError) as exc:
         print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
         return 1
     total = len(complete_episodes(out))
     print(
-        f"recorded {results['success'] + results['failure']} episode(s): {results['success']} successful, "
+        f"recorded {recorded} episode(s): {results['success']} successful, "
         f"{results['failure']} failed, {results['discard']} discarded; {out} now holds {total}.\n"
         f"next: world4rl dataset build {out} --out world4rl_data/datasets/{args.task}"
     )
     return 0
+
+
+def _record(args, collector: Collector, done: int, results: dict) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.episodes, initial=done, unit="episode", desc=args.task)
+    index = done
+    while index < args.episodes:
+        outcome = collector.sim_episode(index) if args.robot == "sim" else collector.operator_episode(index)
+        if outcome == "quit":
+            print("\nstopped by the operator; the unfinished episode was discarded")
+            break
+        if outcome == "discard":
+            results["discard"] += 1
+            continue
+        results[outcome] += 1
+        index += 1
+        bar.update(1)
+        bar.set_postfix(success=results["success"], failure=results["failure"])
+    bar.close()
+    return results["success"] + results["failure"]
