@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
@@ -57,6 +58,29 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
     done = _collect(out, 3)
     assert done.returncode == 0
     assert "nothing to record" in done.stdout
+
+    # The three episodes become a dataset the learning core reads.
+    dataset_dir = tmp_path / "dataset"
+    build = subprocess.run(
+        [sys.executable, "-m", "world4rl_bringup.cli", "dataset", "build", str(out), "--out", str(dataset_dir)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    from world4rl_model.dataset import Dataset
+
+    dataset = Dataset(dataset_dir)
+    assert len(dataset) == 3
+    assert dataset.tasks == ["push"]
+    for index in range(3):
+        episode = dataset.episode(index)
+        assert episode["frames"].shape[1:] == (64, 64, 3)
+        assert episode["frames"].shape[0] == episode["actions"].shape[0] >= 15
+        assert np.all(np.abs(episode["actions"]) <= 1.0)
+        assert episode["success"][-1], "the final frames of a successful expert episode are labelled successes"
+        assert not episode["success"][0]
+    assert all(e["kind"] == "expert" and e["success"] for e in dataset.episodes)
 
 
 def test_real_arm_without_ros_install_explains_the_robot_pc_path(tmp_path):
