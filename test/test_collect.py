@@ -103,3 +103,29 @@ def test_unknown_sim_task_is_named(tmp_path):
     )
     assert out.returncode == 2
     assert "--task 'fly' is not a sim task" in out.stderr
+
+
+def test_operator_keys_rerecord_and_quit(ros_domain, tmp_path):
+    import os
+    import pty
+
+    out = tmp_path / "bags"
+    primary, secondary = pty.openpty()
+    cmd = [sys.executable, "-m", "world4rl_bringup.cli", "collect", "--task", "reach", "--episodes", "3"]
+    process = subprocess.Popen(
+        [*cmd, "--out", str(out)], stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    os.close(secondary)
+    try:
+        # Keys queue up until the episode loop reads them: r discards episode 0, q discards its redo and stops.
+        os.write(primary, b"rq")
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(primary)
+    assert process.returncode == 0, stdout + stderr
+    assert "keys: n = end episode now, r = discard and re-record, q = discard and stop" in stdout
+    assert "stopped by the operator" in stdout
+    assert "recorded 0 episode(s): 0 successful, 0 failed, 1 discarded" in stdout
+    assert [p.name for p in out.iterdir() if p.is_dir()] == []

@@ -87,7 +87,7 @@ class Keys:
     def __enter__(self) -> Keys:
         if self.fd is not None:
             self._saved = termios.tcgetattr(self.fd)
-            tty.setcbreak(self.fd)
+            tty.setcbreak(self.fd, termios.TCSANOW)  # keep keys typed while the graph started
             threading.Thread(target=self._read, daemon=True).start()
         return self
 
