@@ -57,7 +57,16 @@ from world4rl_policy.ros_adapters import (
     stamp_seconds,
     status_message,
 )
-from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, CAMERA_HEIGHT, CAMERA_WIDTH, topics
+from world4rl_spec import (
+    ACTION_DIM,
+    ACTION_HIGH,
+    ACTION_LOW,
+    CAMERA_HEIGHT,
+    CAMERA_WIDTH,
+    FR3_JOINT_POSITION_MAX,
+    FR3_JOINT_POSITION_MIN,
+    topics,
+)
 
 # Only the newest image and joint state matter: keep one, best effort (matches reliable
 # publishers such as realsense2_camera and the sim as well as best-effort ones).
@@ -298,6 +307,19 @@ class PolicyRunnerNode(Node):
     def arm(self, now: float) -> tuple[bool, str]:
         if self.joints is None:
             return False, f"no joint state on {topics.JOINT_STATES} yet"
+        # Arming latches the end-effector orientation and target from this state: it must be current
+        # and inside the limits, or the first commands would steer towards a pose the arm is not in.
+        params = self.path.filter.params
+        age = now - self.joint_stamp
+        if not abs(age) <= max(params.joint_state_timeout_s, params.future_tolerance_s):
+            return False, f"the joint state is {age:.3f} s old (limit {params.joint_state_timeout_s} s)"
+        tol = params.joint_state_limit_tolerance_rad
+        beyond = (self.joints < np.asarray(FR3_JOINT_POSITION_MIN) - tol) | (
+            self.joints > np.asarray(FR3_JOINT_POSITION_MAX) + tol
+        )
+        if np.any(beyond):
+            joints = ", ".join(f"joint{i + 1}={self.joints[i]:.3f}" for i in np.flatnonzero(beyond))
+            return False, f"the joint state is beyond the FR3 limits: {joints}"
         try:
             self.path.arm(now, self.joints)
         except ValueError as e:
