@@ -1,0 +1,12 @@
+"""ros2 launch world4rl_bringup deploy.launch.py robot:=sim|franka policy:=CHECKPOINT camera:=... task:=...
+
+The graph itself is config/graphs/deploy.yaml, which `world4rl deploy` runs too. The policy
+runner starts disarmed: arm it with `ros2 service call /policy_runner/arm std_srvs/srv/SetBool
+"{data: true}"`, disarm with data: false; its status is on /world4rl/policy_status.
+"""
+
+from world4rl_bringup.launch_support import generate_graph_launch_description
+
+
+def generate_launch_description():
+    return generate_graph_launch_description("deploy")

@@ -1,0 +1,260 @@
+"""`world4rl deploy`: run a policy checkpoint on the robot through ROS and measure its success rate.
+
+On the sim (`--robot sim`) it starts the deploy graph (config/graphs/deploy.yaml: sim_robot and
+policy_runner, as `ros2 launch world4rl_bringup deploy.launch.py` would) and runs N episodes.
+Episode i:
+
+1. resets the sim (/sim_only/reset) with seed SEED+i;
+2. arms the policy runner (/policy_runner/arm): arming starts a new frame history, so the policy
+   sees only this episode's frames, taken after the reset;
+3. waits for the sim-only success flag (/sim_only/success), the horizon (the task's, in policy
+   steps as PolicyStatus counts them), or a fault of the runner;
+4. disarms.
+
+It prints and writes (JSON) the success rate with a 95 % Wilson confidence interval, and each
+episode's seed, outcome, steps, duration and fault. The success flag exists only in the sim, so
+on the real arm an operator judges the episodes: there the graph is started with `ros2 launch`
+on the robot PC, and this command explains how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RUNNER_ARM = "/policy_runner/arm"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot", choices=["sim", "franka"], default="sim", help="robot (default: sim)")
+    parser.add_argument("--policy", type=Path, required=True, help="policy checkpoint directory (or training run)")
+    parser.add_argument("--task", default="push", help="sim task (default: push)")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes to run (default: 20)")
+    parser.add_argument(
+        "--seed", type=int, default=1000, help="episode i uses seed SEED+i (default: 1000, away from collection's 0..)"
+    )
+    parser.add_argument("--horizon", type=int, default=None, help="policy steps per episode (default: the task's)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results (default: world4rl_data/deploy/TASK.json)")
+    parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: next to --out)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (sensible at 0 and n successes too)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EpisodeResult:
+    episode: int
+    seed: int
+    success: bool
+    steps: int  # policy commands passed by the safety filter
+    seconds: float
+    fault: str  # the runner's fault if it disarmed itself, else ""
+    outcome: str  # success | horizon | fault | timeout
+
+
+class Deployer:
+    """Drives the sim and the policy runner over a RosSession."""
+
+    def __init__(self, ros, nodes: dict, args):
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import Bool
+
+        from world4rl_msgs.msg import PolicyStatus
+        from world4rl_spec import topics
+
+        self.ros = ros
+        self.nodes = nodes
+        self.args = args
+        self.lock = threading.Lock()
+        self.success = (False, 0.0)  # (flag, monotonic time received)
+        self.status = None
+        self.status_time = 0.0
+        self.joint_state_seen = threading.Event()
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        ros.node.create_subscription(Bool, topics.SIM_SUCCESS, self._on_success, latched)
+        ros.node.create_subscription(PolicyStatus, topics.POLICY_STATUS, self._on_status, 10)
+        from sensor_msgs.msg import JointState
+
+        ros.node.create_subscription(JointState, topics.JOINT_STATES, lambda _m: self.joint_state_seen.set(), 10)
+
+    def _on_success(self, msg) -> None:
+        with self.lock:
+            self.success = (bool(msg.data), time.monotonic())
+
+    def _on_status(self, msg) -> None:
+        with self.lock:
+            self.status, self.status_time = msg, time.monotonic()
+
+    def check_nodes(self) -> None:
+        for node in self.nodes.values():
+            node.check_alive()
+
+    def wait_for_graph(self, timeout: float) -> None:
+        from std_srvs.srv import SetBool
+
+        from world4rl_bringup.ros_session import RosCallError
+        from world4rl_msgs.srv import ResetSim
+        from world4rl_spec import topics
+
+        deadline = time.monotonic() + timeout
+        for srv_type, name in ((ResetSim, topics.SIM_RESET), (SetBool, RUNNER_ARM)):
+            client = self.ros.client(srv_type, name)
+            while not client.service_is_ready():
+                self.check_nodes()
+                if time.monotonic() > deadline:
+                    raise RosCallError(f"service {name} did not appear within {timeout:.0f} s: is the graph running?")
+                time.sleep(0.1)
+        while not self.joint_state_seen.is_set() or self.status is None:
+            self.check_nodes()
+            if time.monotonic() > deadline:
+                raise RosCallError(f"no joint state / policy status within {timeout:.0f} s: is the graph running?")
+            time.sleep(0.1)
+
+    def _arm(self, on: bool, timeout: float = 5.0):
+        from std_srvs.srv import SetBool
+
+        from world4rl_bringup.ros_session import RosCallError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.ros.call(SetBool, RUNNER_ARM, SetBool.Request(data=on), check_ok=False)
+            if reply.success or not on:
+                return reply
+            if time.monotonic() > deadline:  # e.g. the joint state stayed stale after the reset
+                raise RosCallError(f"the policy runner refused to arm: {reply.message}")
+            time.sleep(0.1)
+
+    def episode(self, index: int, horizon: int) -> EpisodeResult:
+        from world4rl_msgs.srv import ResetSim
+        from world4rl_spec import CONTROL_RATE_HZ, topics
+
+        seed = self.args.seed + index
+        self.ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0)
+        reset_at = time.monotonic()
+        self._arm(True)
+        armed_at = time.monotonic()
+        # A generous wall-clock guard: the horizon counts policy steps, which a loaded machine slows.
+        deadline = armed_at + 3.0 * horizon / CONTROL_RATE_HZ + 10.0
+        outcome, fault, steps = "timeout", "", 0
+        while time.monotonic() < deadline:
+            self.check_nodes()
+            with self.lock:
+                flag, flag_time = self.success
+                status, status_time = self.status, self.status_time
+            fresh = status is not None and status_time > armed_at
+            if fresh:
+                steps = int(status.step)
+            # Only flags published after the reset describe this episode.
+            if flag and flag_time > reset_at + 0.05:
+                outcome = "success"
+                break
+            if fresh and status.armed and steps >= horizon:
+                outcome = "horizon"
+                break
+            if fresh and not status.armed and status.fault:
+                outcome, fault = "fault", status.fault
+                break
+            time.sleep(0.01)
+        seconds = time.monotonic() - armed_at
+        self._arm(False)
+        return EpisodeResult(index, seed, outcome == "success", steps, round(seconds, 3), fault, outcome)
+
+
+def run(args: argparse.Namespace) -> int:
+    from world4rl_bringup.graph import GraphError, load_graph, resolve
+    from world4rl_bringup.graph_runner import check_runnable_here, run_graph
+    from world4rl_bringup.node_process import NodeDiedError
+    from world4rl_bringup.ros_session import RosCallError, RosSession
+
+    policy = args.policy.expanduser().resolve()
+    if args.episodes < 1:
+        print("error: --episodes must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        from world4rl_model.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(policy)
+    except Exception as exc:  # a missing or half-written checkpoint: say so before starting anything
+        print(f"error: --policy {policy}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        resolved = resolve(load_graph("deploy"), {"robot": args.robot, "policy": str(policy), "task": args.task})
+        if args.robot == "franka":
+            check_runnable_here(resolved)
+    except GraphError as exc:
+        print(
+            f"error: {exc}\nThe success flag is sim-only: on the real arm arm/disarm the runner per episode with\n"
+            f'  ros2 service call {RUNNER_ARM} std_srvs/srv/SetBool "{{data: true}}"\nand judge the episodes.',
+            file=sys.stderr,
+        )
+        return 2
+    from world4rl_sim.tasks import TASK_REGISTRY, TASKS
+
+    if args.task not in TASKS:
+        print(f"error: --task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}", file=sys.stderr)
+        return 2
+    horizon = args.horizon or TASK_REGISTRY[args.task].horizon
+    out = (args.out or Path("world4rl_data") / "deploy" / f"{args.task}.json").resolve()
+    log_dir = args.log_dir or out.parent / "logs"
+    print(f"deploying {policy} on the sim: task {args.task}, {args.episodes} episode(s) of <= {horizon} steps")
+    results: list[EpisodeResult] = []
+    from tqdm import tqdm
+
+    try:
+        with run_graph(resolved, log_dir) as nodes, RosSession("world4rl_deploy") as ros:
+            deployer = Deployer(ros, nodes, args)
+            deployer.wait_for_graph(args.startup_timeout)
+            bar = tqdm(range(args.episodes), unit="episode", desc=args.task)
+            for index in bar:
+                results.append(deployer.episode(index, horizon))
+                bar.set_postfix(success=sum(r.success for r in results))
+            bar.close()
+    except (RosCallError, NodeDiedError, GraphError) as exc:
+        print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
+        return 1
+
+    successes = sum(r.success for r in results)
+    n = len(results)
+    low, high = wilson_interval(successes, n)
+    summary = {
+        "policy": str(policy),
+        "robot": args.robot,
+        "task": args.task,
+        "episodes": n,
+        "horizon_steps": horizon,
+        "seeds": [r.seed for r in results],
+        "successes": successes,
+        "success_rate": successes / n,
+        "ci95_wilson": [low, high],
+        "faults": sum(r.outcome == "fault" for r in results),
+        "results": [asdict(r) for r in results],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(out)
+    for r in results:
+        extra = f" ({r.fault})" if r.fault else ""
+        print(f"  episode {r.episode:3d} seed {r.seed}: {r.outcome:8s} {r.steps:3d} steps {r.seconds:6.2f} s{extra}")
+    print(
+        f"success rate {successes}/{n} = {successes / n:.1%} (95 % Wilson CI {low:.1%}..{high:.1%}); "
+        f"{summary['faults']} episode(s) ended by a safety fault. Results: {out}"
+    )
+    return 0
