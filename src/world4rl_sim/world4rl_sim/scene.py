@@ -54,7 +54,9 @@ ROBOT_BODY_PREFIX = "panda0_"
 ARM_COLOR = (0.92, 0.92, 0.90, 1.0)
 HAND_COLOR = (0.22, 0.22, 0.24, 1.0)
 
-PHYSICS_TIMESTEP = 0.002
+# 4 ms: 25 substeps per 0.1 s control step. Half the cost of the kitchen model's 2 ms, with the same
+# servo tracking and expert success rates (measured on 100 seeds per task).
+PHYSICS_TIMESTEP = 0.004
 
 
 @dataclasses.dataclass
@@ -153,21 +155,23 @@ def build_model(task_xml: str = "", task_assets_xml: str = "", render: RenderCon
 
     link7 = spec.body("panda0_link7")
     link7.add_site(name="tcp", pos=[0, 0, TCP_OFFSET_FROM_LINK7], size=[0.005, 0, 0], group=5)
-    # Looks along the hand's axis from beside the flange, tilted towards the fingertips (like a
-    # D405 on the Franka Hand). euler (pi, 0, 0) turns the camera's -z onto link7's +z.
-    link7.add_camera(name=WRIST_CAMERA, pos=[0.0, 0.075, 0.11], euler=[math.pi + 0.4, 0, 0], fovy=70.0)
+    # Looks along the hand's axis from 9 cm beside it (like a camera clamped to the Franka Hand);
+    # euler (pi, 0, 0) turns the camera's viewing direction (-z) onto link7's +z.
+    link7.add_camera(name=WRIST_CAMERA, pos=[0.0, 0.09, 0.13], euler=[math.pi, 0, 0], fovy=70.0)
 
     for body in spec.bodies:
         if _is_robot_body(body):
             body.gravcomp = 1.0
             for geom in body.geoms:
                 is_visual = geom.contype == 0 and geom.conaffinity == 0
-                is_hand = "finger" in body.name or body.name == "panda0_link7"
-                # Group 2 is drawn, group 4 is not (MuJoCo draws groups 0-2 by default).
-                if is_visual:
-                    geom.group = 4 if render.low_poly else 2
-                else:
-                    geom.group = 2 if render.low_poly else 4
+                is_finger = "finger" in body.name
+                is_hand = is_finger or body.name == "panda0_link7"
+                # Group 2 is drawn, group 4 is not (MuJoCo draws groups 0-2 by default). Low-poly
+                # draws the collision meshes (~200-300 faces a link), except on the fingers: their
+                # 13 collision primitives cost more to draw than their 32-face visual mesh.
+                drawn = (is_visual if is_finger else not is_visual) if render.low_poly else is_visual
+                geom.group = 2 if drawn else 4
+                if drawn and render.low_poly:
                     geom.rgba = list(HAND_COLOR if is_hand else ARM_COLOR)
 
     spec.visual.quality.offsamples = render.offsamples

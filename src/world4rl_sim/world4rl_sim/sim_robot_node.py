@@ -86,7 +86,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "task": (TASKS[0], f"task loaded at start, one of {', '.join(TASKS)}"),
     "seed": (0, "seed of the first episode's randomisation; negative draws a fresh one"),
     "real_time_factor": (1.0, "simulated seconds per wall-clock second"),
-    "physics_chunk_s": (0.01, "physics is advanced in chunks of this length; commands are sampled per chunk"),
+    "physics_chunk_s": (
+        0.008,
+        "physics advances in chunks of this length (rounded to whole 4 ms steps); commands are sampled per chunk",
+    ),
     "joint_state_rate_hz": (100.0, "rate of /joint_states"),
     "camera_rate_hz": (CAMERA_FPS, "rate of the camera image and camera_info; 0 disables the camera"),
     "camera_width": (CAMERA_WIDTH, "camera image width [px]"),
