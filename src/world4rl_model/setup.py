@@ -20,6 +20,8 @@ setup(
     description=Path("package.xml").read_text().split("<description>")[1].split("</description>")[0],
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "train = world4rl_model.train_cli:main",
+        ],
     },
 )

@@ -1,0 +1,225 @@
+"""Denoising U-Nets conditioned on a vector (noise level + actions) through adaptive group norm.
+
+Two backbones share one interface, `net(x [B, C_in, H, W], cond [B, cond_dim]) -> [B, C_out, H, W]`:
+
+- `AdaGNUNet` (default): DIAMOND's design, a small U-Net whose residual blocks normalise with
+  GroupNorm and then scale/shift by a linear map of the condition vector. Optional space-to-depth
+  (pixel unshuffle) in front runs the whole U-Net at half resolution with 4x the channels in, which
+  is the main lever for CPU speed at 64x64 (see bench/bench_world_model.py).
+- `DiffusersUNet`: diffusers' UNet2DModel with class_embed_type="identity", so the condition is
+  added to its time embedding (time embedding = the noise level, given as c_noise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class UNetConfig:
+    backbone: str = "adagn"  # "adagn" | "diffusers"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # per resolution level
+    blocks_per_level: int = 1
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, False])
+    space_to_depth: int = 2  # pixel-unshuffle factor before the U-Net (1 = off)
+    cond_dim: int = 128  # width of the conditioning vector (noise + actions)
+    groups: int = 8  # GroupNorm groups (clipped to divide every width)
+    upsample_conv: bool = False  # a 3x3 conv after each nearest upsample (the next block's conv mixes anyway)
+
+    def __post_init__(self) -> None:
+        self.channels = [int(c) for c in self.channels]
+        if len(self.attention_levels) != len(self.channels):
+            self.attention_levels = (list(self.attention_levels) + [False] * len(self.channels))[: len(self.channels)]
+        if self.backbone not in ("adagn", "diffusers"):
+            raise ValueError(f"unknown U-Net backbone {self.backbone!r} (adagn | diffusers)")
+        if self.space_to_depth < 1:
+            raise ValueError("space_to_depth must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _groups(channels: int, wanted: int) -> int:
+    g = min(wanted, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features of a scalar (EDM/DIAMOND's noise embedding)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        assert dim % 2 == 0
+        self.register_buffer("weight", torch.randn(1, dim // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = 2 * math.pi * x.unsqueeze(1) @ self.weight
+        return torch.cat([f.cos(), f.sin()], dim=-1)
+
+
+class AdaGroupNorm(nn.Module):
+    def __init__(self, channels: int, cond_dim: int, groups: int):
+        super().__init__()
+        self.groups = _groups(channels, groups)
+        self.linear = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.linear.weight)  # starts as plain GroupNorm
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = F.group_norm(x, self.groups)
+        scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + scale) + shift
+
+
+class SelfAttention2d(nn.Module):
+    def __init__(self, channels: int, cond_dim: int, groups: int, head_dim: int = 32):
+        super().__init__()
+        self.norm = AdaGroupNorm(channels, cond_dim, groups)
+        self.heads = max(1, channels // head_dim)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = (
+            self.qkv(self.norm(x, cond)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        )
+        y = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, h, w)
+        return x + self.out(y)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, groups: int, attention: bool):
+        super().__init__()
+        self.norm1 = AdaGroupNorm(in_ch, cond_dim, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = AdaGroupNorm(out_ch, cond_dim, groups)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # residual branch starts at zero: stable early training
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.attn = SelfAttention2d(out_ch, cond_dim, groups) if attention else None
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        r = self.conv1(F.silu(self.norm1(x, cond)))
+        r = self.conv2(F.silu(self.norm2(r, cond)))
+        x = self.skip(x) + r
+        return self.attn(x, cond) if self.attn is not None else x
+
+
+class Upsample2x(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+class AdaGNUNet(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig):
+        super().__init__()
+        cfg = config
+        self.s2d = cfg.space_to_depth
+        ch, g, cd = cfg.channels, cfg.groups, cfg.cond_dim
+        self.stem = nn.Conv2d(in_channels * self.s2d**2, ch[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skips = []
+        prev = ch[0]
+        for level, c in enumerate(ch):
+            blocks = nn.ModuleList()
+            for _ in range(cfg.blocks_per_level):
+                blocks.append(ResBlock(prev, c, cd, g, cfg.attention_levels[level]))
+                prev = c
+                skips.append(c)
+            self.down.append(blocks)
+            last = level == len(ch) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.mid = ResBlock(prev, prev, cd, g, cfg.attention_levels[-1])
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level in reversed(range(len(ch))):
+            c = ch[level]
+            blocks = nn.ModuleList()
+            for _ in range(cfg.blocks_per_level):
+                blocks.append(ResBlock(prev + skips.pop(), c, cd, g, cfg.attention_levels[level]))
+                prev = c
+            self.up.append(blocks)
+            if level == 0:
+                self.upsample.append(nn.Identity())
+            else:
+                self.upsample.append(nn.Conv2d(c, c, 3, padding=1) if cfg.upsample_conv else Upsample2x())
+        self.out_norm = nn.GroupNorm(_groups(prev, g), prev)
+        self.out = nn.Conv2d(prev, out_channels * self.s2d**2, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self.s2d > 1:
+            x = F.pixel_unshuffle(x, self.s2d)
+        h = self.stem(x)
+        skips = []
+        for blocks, down in zip(self.down, self.downsample, strict=True):
+            for block in blocks:
+                h = block(h, cond)
+                skips.append(h)
+            h = down(h)
+        h = self.mid(h, cond)
+        for blocks, up in zip(self.up, self.upsample, strict=True):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), cond)
+            # Upsample2x / Identity act on h directly; an upsample conv needs the nearest upsample first.
+            h = up(F.interpolate(h, scale_factor=2.0, mode="nearest")) if isinstance(up, nn.Conv2d) else up(h)
+        h = self.out(F.silu(self.out_norm(h)))
+        if self.s2d > 1:
+            h = F.pixel_shuffle(h, self.s2d)
+        return h
+
+
+class DiffusersUNet(nn.Module):
+    """diffusers' UNet2DModel; the condition vector is projected and added to its time embedding."""
+
+    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig, image_size: int):
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        cfg = config
+        self.s2d = cfg.space_to_depth
+        levels = len(cfg.channels)
+        down = ["AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels]
+        up = ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels)]
+        self.unet = UNet2DModel(
+            sample_size=image_size // self.s2d,
+            in_channels=in_channels * self.s2d**2,
+            out_channels=out_channels * self.s2d**2,
+            block_out_channels=tuple(cfg.channels),
+            layers_per_block=cfg.blocks_per_level,
+            down_block_types=tuple(down[:levels]),
+            up_block_types=tuple(up[:levels]),
+            norm_num_groups=min(_groups(c, cfg.groups) for c in cfg.channels),
+            class_embed_type="identity",
+            time_embedding_type="positional",
+        )
+        time_dim = self.unet.config.block_out_channels[0] * 4
+        self.cond_proj = nn.Linear(cfg.cond_dim, time_dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, c_noise: torch.Tensor | None = None) -> torch.Tensor:
+        if self.s2d > 1:
+            x = F.pixel_unshuffle(x, self.s2d)
+        t = c_noise if c_noise is not None else torch.zeros(x.shape[0], device=x.device)
+        y = self.unet(x, t, class_labels=self.cond_proj(cond)).sample
+        if self.s2d > 1:
+            y = F.pixel_shuffle(y, self.s2d)
+        return y
+
+
+def build_unet(in_channels: int, out_channels: int, config: UNetConfig, image_size: int) -> nn.Module:
+    if config.backbone == "diffusers":
+        return DiffusersUNet(in_channels, out_channels, config, image_size)
+    return AdaGNUNet(in_channels, out_channels, config)

@@ -1,0 +1,331 @@
+"""The action-conditioned diffusion transition model (World4RL / DIAMOND): EDM-preconditioned U-Net.
+
+The next frame o_{t+1} is denoised conditioned on the last T frames o_{t-T+1..t} (stacked on
+channels) and the last T actions a_{t-T+1..t} (two-hot encoded, then embedded and added to the
+noise-level embedding, which drives adaptive group norm in every residual block).
+
+EDM preconditioning (Karras et al. 2022), with sigma_data = 0.5:
+    D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, cond)
+    c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2),
+    c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4.
+Training draws ln(sigma) ~ N(loc, scale) (DIAMOND: -0.4, 1.2) and regresses F onto
+(x0 - c_skip x) / c_out, which is EDM's weighted denoising loss. Sampling: Euler on Karras
+sigmas (sigma_max -> sigma_min -> 0), 3 steps by default; the last step returns the denoiser's
+estimate, which is quantised to 8 bits like a camera frame (DIAMOND).
+
+Frames inside the model are float in [-1, 1] (uint8 / 127.5 - 1), [B, 3, H, W].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from world4rl_model.two_hot import DEFAULT_NUM_BINS, TwoHot
+from world4rl_model.unet import FourierFeatures, UNetConfig, build_unet
+from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
+
+KIND = "world-model"
+FRAME_NORMALISATION = {"frames": "x = uint8 / 127.5 - 1 (RGB, [B, 3, H, W])", "actions": "[-1, 1], two-hot"}
+
+
+@dataclass
+class WorldModelConfig:
+    image_size: int = LEARNING_IMAGE_SIZE
+    context_frames: int = 4  # T: frames (and actions) of history the next frame is conditioned on
+    action_dim: int = ACTION_DIM
+    num_bins: int = DEFAULT_NUM_BINS  # two-hot bins per action dimension
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    sigma_data: float = 0.5
+    train_sigma_loc: float = -0.4  # ln(sigma) ~ N(loc, scale) during training (DIAMOND)
+    train_sigma_scale: float = 1.2
+    sigma_offset_noise: float = 0.3  # DIAMOND's per-channel offset noise in training
+    sigma_min: float = 2e-3
+    sigma_max: float = 5.0
+    rho: float = 7.0
+    sampling_steps: int = 3
+    quantize: bool = True  # round sampled frames to 8 bits, as a camera would (DIAMOND)
+    action_planes: bool = True  # also feed the last T actions as constant input planes (see WorldModel)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.unet, dict):
+            self.unet = UNetConfig(**self.unet)
+        if self.context_frames < 1:
+            raise ValueError("context_frames must be >= 1")
+        if self.image_size % (self.unet.space_to_depth * 2 ** (len(self.unet.channels) - 1)):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by space_to_depth * 2^(levels-1) = "
+                f"{self.unet.space_to_depth * 2 ** (len(self.unet.channels) - 1)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorldModelConfig:
+        return cls(**d)
+
+
+# Named sizes. "default" is what the CPU budget allows at 64x64 (see bench/bench_world_model.py);
+# "diamond" is DIAMOND's Atari denoiser; "tiny" is for tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"unet": {"channels": [8, 16], "cond_dim": 32, "space_to_depth": 1, "groups": 4}},
+    "small": {"unet": {"channels": [48, 64], "cond_dim": 128, "space_to_depth": 4}},
+    "default": {"unet": {"channels": [32, 64, 64], "cond_dim": 128, "space_to_depth": 2}},
+    "diamond": {
+        "unet": {
+            "channels": [64, 64, 64, 64],
+            "blocks_per_level": 2,
+            "attention_levels": [False, False, False, False],
+            "cond_dim": 256,
+            "space_to_depth": 1,
+            "groups": 32,
+            "upsample_conv": True,
+        }
+    },
+}
+
+
+def preset_config(name: str, **overrides: Any) -> WorldModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown world-model size {name!r}; choose from {sorted(PRESETS)}")
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
+    unet_over = overrides.pop("unet", {}) or {}
+    d["unet"] = UNetConfig(**{**d.get("unet", {}), **unet_over})
+    return WorldModelConfig(**{**d, **overrides})
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float [-1, 1]; float input is returned as is."""
+    if frames.dtype == torch.uint8:
+        return frames.float().div_(127.5).sub_(1.0)
+    return frames
+
+
+def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (rounded, clipped)."""
+    return frames.float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def quantize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Round float frames in [-1, 1] to the 256 levels a uint8 frame can hold (stays float)."""
+    return frames.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)
+
+
+class WorldModel(nn.Module):
+    """D(x; sigma, frames, actions). Inputs: context frames [B, T, 3, H, W] (uint8 or float in [-1, 1]),
+    context actions [B, T, A] in [-1, 1]; x and the output are float frames [B, 3, H, W]."""
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.two_hot = TwoHot(c.num_bins, ACTION_LOW, ACTION_HIGH)
+        cond_dim = c.unet.cond_dim
+        self.noise_emb = FourierFeatures(cond_dim)
+        self.action_emb = nn.Linear(c.context_frames * c.action_dim * c.num_bins, cond_dim)
+        self.cond_mlp = nn.Sequential(nn.Linear(cond_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        extra = c.context_frames * c.action_dim if c.action_planes else 0
+        self.net = build_unet(3 * (c.context_frames + 1) + extra, 3, c.unet, c.image_size)
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> WorldModel:
+        """NHWC activations: oneDNN's faster convolution layout on CPU (see bench/bench_world_model.py)."""
+        self.channels_last = enabled
+        self.net.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
+
+    # ---- EDM preconditioning ---------------------------------------------------------------
+    def preconditioning(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sd = self.config.sigma_data
+        s2 = sigma**2 + sd**2
+        c_skip = sd**2 / s2
+        c_out = sigma * sd / s2.sqrt()
+        c_in = 1.0 / s2.sqrt()
+        c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def condition(self, c_noise: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        a = self.two_hot.encode(actions.float()).flatten(1)  # [B, T * A * K]
+        return self.cond_mlp(self.noise_emb(c_noise) + self.action_emb(a))
+
+    def _check(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
+        c = self.config
+        b = frames.shape[0]
+        if frames.shape[1:] != (c.context_frames, 3, c.image_size, c.image_size):
+            raise ValueError(
+                f"context frames must be [B, {c.context_frames}, 3, {c.image_size}, {c.image_size}], "
+                f"got {list(frames.shape)}"
+            )
+        if actions.shape != (b, c.context_frames, c.action_dim):
+            raise ValueError(
+                f"context actions must be [B, {c.context_frames}, {c.action_dim}], got {list(actions.shape)}"
+            )
+
+    def model_output(
+        self, x_noisy: torch.Tensor, sigma: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """F(c_in x, c_noise, cond) and the preconditioning coefficients (broadcastable to frames)."""
+        self._check(frames, actions)
+        coeffs = self.preconditioning(sigma)
+        c_skip, c_out, c_in, c_noise = (v.view(-1, 1, 1, 1) for v in coeffs)
+        ctx = frames_to_float(frames).flatten(1, 2)  # [B, 3T, H, W]
+        parts = [c_in * x_noisy, ctx.to(x_noisy.dtype)]
+        if self.config.action_planes:
+            # Constant planes: the first conv sees the actions at every pixel, which small U-Nets learn
+            # to use much faster than the global adaptive-norm path alone.
+            h, w = x_noisy.shape[-2:]
+            parts.append(actions.flatten(1).to(x_noisy.dtype)[:, :, None, None].expand(-1, -1, h, w))
+        inp = torch.cat(parts, dim=1)
+        if self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        out = self.net(inp, self.condition(coeffs[3], actions))
+        return out.float(), (c_skip, c_out, c_in, c_noise)
+
+    def forward(
+        self, x_noisy: torch.Tensor, sigma: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """The denoised estimate D(x_noisy; sigma) of the next frame (float, [-1, 1] scale)."""
+        out, (c_skip, c_out, _, _) = self.model_output(x_noisy, sigma, frames, actions)
+        return c_skip * x_noisy + c_out * out
+
+    # ---- training ------------------------------------------------------------------------------
+    def sample_sigma(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        c = self.config
+        z = torch.randn(n, device=device, generator=generator)
+        return (c.train_sigma_loc + c.train_sigma_scale * z).exp()
+
+    def loss(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        target: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_denoised: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """EDM denoising loss for next frame `target` [B, 3, H, W] (uint8 or float)."""
+        x0 = frames_to_float(target)
+        b, device = x0.shape[0], x0.device
+        sigma = self.sample_sigma(b, device, generator)
+        noise = torch.randn(x0.shape, device=device, generator=generator)
+        if self.config.sigma_offset_noise:
+            noise = noise + self.config.sigma_offset_noise * torch.randn(
+                (b, x0.shape[1], 1, 1), device=device, generator=generator
+            )
+        x_noisy = x0 + sigma.view(-1, 1, 1, 1) * noise
+        out, (c_skip, c_out, _, _) = self.model_output(x_noisy, sigma, frames, actions)
+        target_f = (x0 - c_skip * x_noisy) / c_out
+        loss = F.mse_loss(out, target_f)
+        if return_denoised:
+            return loss, (c_skip * x_noisy + c_out * out).detach()
+        return loss
+
+    # ---- sampling ------------------------------------------------------------------------------
+    def sampling_sigmas(self, steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Karras et al. schedule sigma_max -> sigma_min in `steps` values, then a final 0."""
+        c = self.config
+        if steps < 1:
+            raise ValueError("need at least one sampling step")
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+        lo, hi = c.sigma_min ** (1 / c.rho), c.sigma_max ** (1 / c.rho)
+        sigmas = (hi + ramp * (lo - hi)) ** c.rho
+        return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float().to(device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        quantize: bool | None = None,
+    ) -> torch.Tensor:
+        """Sample o_{t+1} given context frames [B, T, 3, H, W] and actions [B, T, A]: float [B, 3, H, W] in [-1, 1]."""
+        c = self.config
+        steps = c.sampling_steps if steps is None else steps
+        quantize = c.quantize if quantize is None else quantize
+        b = frames.shape[0]
+        device = frames.device
+        sigmas = self.sampling_sigmas(steps, device)
+        x = torch.randn((b, 3, c.image_size, c.image_size), device=device, generator=generator) * sigmas[0]
+        for i in range(steps):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            denoised = self(x, s.expand(b), frames, actions)
+            # Euler step of dx/dsigma = (x - D) / sigma; the step to sigma = 0 lands on D itself.
+            x = denoised if s_next == 0 else x + (x - denoised) / s * (s_next - s)
+        x = x.clamp(-1, 1)
+        return quantize_frames(x) if quantize else x
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def checkpoint_config(self, **extra: Any) -> dict[str, Any]:
+        """config.json content: enough to rebuild this model and to interpret its inputs."""
+        return {
+            "kind": KIND,
+            "model": self.config.to_dict(),
+            "action_space": {
+                "names": list(ACTION_NAMES),
+                "low": float(ACTION_LOW),
+                "high": float(ACTION_HIGH),
+                "dim": int(self.config.action_dim),
+                "ee_delta_scale_m": float(EE_DELTA_SCALE_M),
+                "encoding": f"two-hot, {self.config.num_bins} bins",
+            },
+            "normalisation": FRAME_NORMALISATION,
+            "image_size": self.config.image_size,
+            "num_parameters": sum(p.numel() for p in self.parameters()),
+            **extra,
+        }
+
+    def save(self, directory: str | Path, **extra: Any) -> Path:
+        from world4rl_model.checkpoint import save_checkpoint
+
+        return save_checkpoint(directory, self.state_dict(), self.checkpoint_config(**extra))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict[str, Any]]:
+        from world4rl_model.checkpoint import load_checkpoint
+
+        state, config = load_checkpoint(path, map_location=device, kind=KIND)
+        model = cls(WorldModelConfig.from_dict(config["model"])).to(device)
+        model.load_state_dict(state)
+        return model.eval(), config
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# MSE of uniform 8-bit quantisation noise on the [-1, 1] scale: PSNR saturates there (~58.9 dB)
+# instead of going to infinity for identical frames, which would swamp averages.
+_MSE_FLOOR = (2.0 / 255.0) ** 2 / 12.0
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR [dB] of float frames in [-1, 1] (peak-to-peak 2), capped at the 8-bit noise floor."""
+    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1).clamp_min(_MSE_FLOOR)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Per-image mean SSIM of float frames in [-1, 1] (uniform window, as skimage's default)."""
+    x = (pred.float() + 1) / 2
+    y = (target.float() + 1) / 2
+    c1, c2 = 0.01**2, 0.03**2
+    k = torch.ones(x.shape[1], 1, window, window, device=x.device) / window**2
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, k, groups=x.shape[1])
+
+    n = window * window
+    cov_norm = n / (n - 1)
+    mx, my = blur(x), blur(y)
+    sxx = cov_norm * (blur(x * x) - mx * mx)
+    syy = cov_norm * (blur(y * y) - my * my)
+    sxy = cov_norm * (blur(x * y) - mx * my)
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
