@@ -220,3 +220,66 @@ def test_reset_service_and_true_success_flag(launch_node, ros_node):
     send_trajectory(ros_node, ARM_JOINT_NAMES, [(1.5, model_to_fr3(q))])
     assert wait_until(lambda: rec.last("success").data is True, 10, nodes=[node])
     local.close()
+
+
+def test_yaml_defaults_equal_the_declared_parameters():
+    import yaml
+
+    from world4rl_sim.sim_robot_node import PARAMETERS
+
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    assert set(values) == set(PARAMETERS)
+    for name, (default, description) in PARAMETERS.items():
+        assert values[name] == default, name
+        assert description
+
+
+def _trajectory_msg(names, points, velocities=None):
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    msg = JointTrajectory(joint_names=list(names))
+    for k, (t, positions) in enumerate(points):
+        point = JointTrajectoryPoint(positions=[float(x) for x in positions])
+        point.time_from_start = Duration(sec=int(t), nanosec=round(t % 1 * 1e9))
+        if velocities is not None:
+            point.velocities = [float(v) for v in velocities[k]]
+        msg.points.append(point)
+    return msg
+
+
+def test_trajectory_parsing_reorders_and_interpolates():
+    from world4rl_sim.sim_robot_node import parse_trajectory
+
+    current = np.zeros(7)
+    names = list(reversed(ARM_JOINT_NAMES))
+    target = np.arange(1, 8) * 0.1  # in ARM_JOINT_NAMES order
+    traj = parse_trajectory(_trajectory_msg(names, [(2.0, target[::-1])]), current, start=10.0)
+    np.testing.assert_allclose(traj.sample(9.0)[0], current)
+    np.testing.assert_allclose(traj.sample(11.0)[0], target / 2)  # linear without velocities
+    q, finished = traj.sample(12.5)
+    np.testing.assert_allclose(q, target)
+    assert finished
+
+    # With velocities (all zero here): cubic Hermite, which eases in and out.
+    hermite = parse_trajectory(
+        _trajectory_msg(ARM_JOINT_NAMES, [(2.0, target)], velocities=[np.zeros(7)]), current, start=0.0
+    )
+    np.testing.assert_allclose(hermite.sample(1.0)[0], target / 2)
+    assert np.all(hermite.sample(0.5)[0] < target / 4)
+
+
+@pytest.mark.parametrize(
+    ("names", "points", "error"),
+    [
+        (ARM_JOINT_NAMES[:6], [(1.0, np.zeros(6))], "lacks"),
+        ((*ARM_JOINT_NAMES, "fr3_joint8"), [(1.0, np.zeros(8))], "unknown joints"),
+        (ARM_JOINT_NAMES, [(1.0, np.zeros(6))], "positions for"),
+        (ARM_JOINT_NAMES, [(1.0, np.zeros(7)), (1.0, np.ones(7))], "not after"),
+        (ARM_JOINT_NAMES, [(1.0, np.full(7, np.nan))], "non-finite"),
+    ],
+)
+def test_bad_trajectories_are_rejected_with_the_reason(names, points, error):
+    from world4rl_sim.sim_robot_node import parse_trajectory
+
+    with pytest.raises(ValueError, match=error):
+        parse_trajectory(_trajectory_msg(names, points), np.zeros(7), start=0.0)
