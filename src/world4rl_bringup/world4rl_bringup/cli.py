@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats help strings (not descriptions): "95 % CI" must not break --help.
+        sub_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module)
     return parser
