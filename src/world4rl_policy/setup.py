@@ -24,6 +24,7 @@ setup(
         "console_scripts": [
             "action_executor = world4rl_policy.action_executor_node:main",
             "policy_runner = world4rl_policy.policy_runner_node:main",
+            "refine = world4rl_policy.refine_cli:main",
             "train_bc = world4rl_policy.train_bc_cli:main",
         ],
     },

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("world4rl_bringup.collect_cli", "record demonstration episodes into rosbag2 bags (sim or real arm)"),
     "deploy": ("world4rl_bringup.deploy_cli", "run a policy on the sim through ROS: success rate with a 95 % CI"),
     "train": ("world4rl_model.train_cli", "train the diffusion world model or the success reward classifier"),
+    "refine": ("world4rl_policy.refine_cli", "refine a BC policy with PPO inside the frozen world model"),
 }
 
 

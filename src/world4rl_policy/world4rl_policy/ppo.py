@@ -1,0 +1,625 @@
+"""PPO in imagination: refine a behaviour-cloned policy inside the frozen world model (World4RL).
+
+One file, CleanRL style (ppo_continuous_action.py), read top to bottom:
+
+1. `PPOConfig`: every setting, with defaults for the CPU budget of this project.
+2. `compute_gae`, `ppo_losses`, `gaussian_kl`: the update's math as pure functions (unit-tested
+   against hand-computed values).
+3. `refine`: the loop. Load the BC policy (and a frozen copy of it as the reference); build a
+   `WorldModelEnv` (world4rl_model.env) whose episodes start from real dataset frames, whose
+   next frames the diffusion model dreams and whose reward is the success classifier's; then
+   repeat: collect `num_steps` imagined steps in each of `num_envs` envs, compute GAE advantages,
+   and take `update_epochs` passes of clipped-objective mini-batch updates.
+
+Details that matter here:
+
+- Actions: the policy is a *clipped* Gaussian (policy.py). PPO's ratio uses the log-density of the
+  raw sample; the env clips it to [-1, 1] (CleanRL's continuous PPO).
+- Truncation is not termination: when an imagined episode hits the horizon H, its last reward is
+  bootstrapped with gamma * V(final frames) (from the env's info["final_obs"]); only success
+  (the classifier firing) terminates with no bootstrap.
+- Critic: BC never trained the value head, so the first `value_warmup_updates` updates train the
+  critic alone, and by default the value loss does not flow into the shared image encoder
+  (`critic_detach`), so a noisy value regression cannot erase the features BC learned.
+- Conservative exploration: log-std is clamped to <= `log_std_max` (0: std <= 1, the paper's
+  choice; 2 is the usual bound, for comparison). The clamp is part of the policy's config, so the
+  refined checkpoint keeps it.
+- Staying near the data: `kl_bc_coef` adds KL(pi || pi_BC) on the visited (imagined) states;
+  `bc_coef` adds the Gaussian NLL of the demonstrations (a BC regulariser on real frames).
+
+Run directory (`out`)::
+
+    OUT/
+      latest, step_000000010/ ...   policy checkpoints (safetensors + config.json) with training state;
+                                    `policy.load_policy(OUT)` runs the latest. The step is the update.
+      tb/                           TensorBoard: imagined success rate/return/length, losses, KL, std
+      imagined.mp4                  a few imagined episodes of the final policy (if imageio is present)
+      summary.json                  written when the run ends
+
+Resume: run the same command again; it continues from OUT/latest (weights, optimizer, update
+counter, reference policy). Imagined episodes in flight are not saved: a resumed run starts new
+episodes from real frames, seeded by (seed, update).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from world4rl_policy.policy import GaussianPolicy, PolicyConfig, load_policy_module, save_policy, soft_clamp
+
+TRAINER = "ppo-imagination"
+
+
+@dataclass
+class PPOConfig:
+    """Settings of a refinement run (`world4rl refine --help` explains each)."""
+
+    policy: str  # BC checkpoint (or run directory) to start from
+    world_model: str  # world-model checkpoint (or run directory)
+    reward: str  # reward-classifier checkpoint (or run directory)
+    dataset: str  # dataset whose real frames start the imagined episodes
+    out: str
+    task: str | None = None  # default: the BC policy's task if it has exactly one
+    # --- imagined rollouts
+    num_envs: int = 32
+    num_steps: int = 16  # imagined steps per env per update (rollout length)
+    horizon: int = 50  # imagined episode length H (truncation)
+    total_steps: int = 50_000  # imagined transitions in total
+    start: str = "first"  # start frames: an episode's first frame ("first") or any frame ("any")
+    start_kinds: list[str] | None = None  # episode kinds to start from (None: all)
+    sampling_steps: int | None = None  # Euler steps of the world model (None: its own default)
+    reward_mode: str = "binary"  # "binary" (World4RL) or "probability"
+    reward_threshold: float | None = None  # None: the classifier's own threshold
+    # --- PPO
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    lr: float = 3e-5  # actor (and encoder) learning rate: a fine-tune of BC, so small
+    critic_lr: float = 3e-4  # the critic starts from scratch
+    anneal_lr: bool = False
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    clip_coef: float = 0.2
+    clip_vloss: bool = False
+    norm_adv: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = 0.05  # stop an update's epochs early past this approx. KL (None: never)
+    value_warmup_updates: int = 3  # first updates train the critic only
+    critic_detach: bool = True  # value loss does not train the shared encoder
+    # --- staying close to the demonstrations
+    kl_bc_coef: float = 0.0  # weight of KL(pi || pi_BC) on imagined states
+    bc_coef: float = 0.0  # weight of the demonstrations' Gaussian NLL
+    bc_batch_size: int = 64
+    bc_kinds: list[str] = field(default_factory=lambda: ["expert", "human"])
+    # --- exploration bounds (override the BC policy's; None keeps them)
+    log_std_max: float | None = 0.0  # 0: std <= 1 (World4RL's conservative exploration); 2: the usual
+    log_std_min: float | None = None
+    # --- run
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    checkpoint_every: int = 10  # updates
+    keep: int = 3
+    video_episodes: int = 4  # imagined episodes of the final policy written to OUT/imagined.mp4 (0: none)
+    resume: bool = True
+    progress: bool = True
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_steps // self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------- the math
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    next_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over a rollout of T steps of B envs.
+
+    rewards, values, dones: [T, B]; dones[t] = the episode ended with step t (no bootstrap past it:
+    truncated steps must already carry gamma * V(final) in their reward); next_value [B] = V of the
+    observation after the last step. Returns (advantages, returns = advantages + values), [T, B].
+    """
+    steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(steps)):
+        following = next_value if t == steps - 1 else values[t + 1]
+        nonterminal = 1.0 - dones[t].float()
+        delta = rewards[t] + gamma * following * nonterminal - values[t]
+        last = delta + gamma * gae_lambda * nonterminal * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def ppo_losses(
+    new_logprob: torch.Tensor,
+    old_logprob: torch.Tensor,
+    advantages: torch.Tensor,
+    new_value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float,
+    clip_vloss: bool = False,
+    norm_adv: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The clipped surrogate (to minimise), the value loss and diagnostics for one mini-batch.
+
+    pg_loss = mean(max(-A r, -A clip(r, 1 - eps, 1 + eps))), r = exp(new - old);
+    v_loss = 0.5 mean((V - R)^2) (or the clipped variant of CleanRL with clip_vloss);
+    approx_kl = mean((r - 1) - log r) (Schulman's low-variance estimator).
+    """
+    log_ratio = new_logprob - old_logprob
+    ratio = log_ratio.exp()
+    if norm_adv and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+    if clip_vloss:
+        v_clipped = old_value + (new_value - old_value).clamp(-clip_coef, clip_coef)
+        v_loss = 0.5 * torch.max((new_value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((new_value - returns) ** 2).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    return {"pg_loss": pg_loss, "v_loss": v_loss, "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> torch.Tensor:
+    """KL(N_p || N_q) of diagonal Gaussians, summed over the last dimension."""
+    var_p, var_q = (2 * log_std_p).exp(), (2 * log_std_q).exp()
+    return (log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5).sum(-1)
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    var = target.var()
+    return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
+
+
+def policy_heads(
+    policy: GaussianPolicy, frames: torch.Tensor, critic_detach: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GaussianPolicy.forward (mean, log_std, value), optionally with the critic on detached features."""
+    cfg = policy.config
+    h = policy.features(frames)
+    a = policy.actor(h)
+    mean = policy.mean_head(a)
+    log_std = soft_clamp(policy.log_std_head(a), cfg.log_std_min, cfg.log_std_max)
+    value = policy.critic(h.detach() if critic_detach else h).squeeze(-1)
+    return mean, log_std, value
+
+
+# ---------------------------------------------------------------------------------- the loop
+
+
+def _load_start_policy(cfg: PPOConfig, device: torch.device) -> tuple[GaussianPolicy, dict[str, Any]]:
+    """The BC policy with the requested log-std bounds (the bounds are config, not weights)."""
+    policy, config = load_policy_module(cfg.policy)
+    pcfg = policy.config
+    overrides = {}
+    if cfg.log_std_max is not None:
+        overrides["log_std_max"] = float(cfg.log_std_max)
+    if cfg.log_std_min is not None:
+        overrides["log_std_min"] = float(cfg.log_std_min)
+    if overrides:
+        new = GaussianPolicy(PolicyConfig.from_dict({**pcfg.to_dict(), **overrides}))
+        new.load_state_dict(policy.state_dict())
+        policy = new
+    return policy.to(device), config
+
+
+def _resolve_task(cfg: PPOConfig, bc_config: dict[str, Any], dataset_tasks: list[str]) -> str | None:
+    if cfg.task:
+        return cfg.task
+    tasks = bc_config.get("tasks") or []
+    if len(tasks) == 1:
+        return tasks[0]
+    if len(dataset_tasks) == 1:
+        return dataset_tasks[0]
+    raise ValueError(
+        f"{cfg.policy}: the policy was trained on tasks {tasks} and the dataset holds {dataset_tasks}: "
+        "choose the task to refine with --task"
+    )
+
+
+def _model_frames(policy: GaussianPolicy, frames: torch.Tensor) -> torch.Tensor:
+    """The env's last T frames -> the policy's frame history length (its newest frames)."""
+    t = policy.config.frame_history
+    if frames.shape[1] < t:
+        raise ValueError(f"the world model keeps {frames.shape[1]} frames of history, the policy needs {t}")
+    return frames[:, -t:]
+
+
+def make_env(cfg: PPOConfig, task: str | None, device: torch.device, num_envs: int | None = None, seed: int = 0):
+    from world4rl_model.dataset import Dataset
+    from world4rl_model.env import WorldModelEnv
+    from world4rl_model.reward import RewardClassifier
+    from world4rl_model.world_model import WorldModel
+
+    wm, _ = WorldModel.from_checkpoint(cfg.world_model, device)
+    rm, _ = RewardClassifier.from_checkpoint(cfg.reward, device)
+    ds = Dataset(cfg.dataset)
+    episodes = ds.select(tasks=[task] if task else None, kinds=cfg.start_kinds) if cfg.start_kinds else None
+    return WorldModelEnv(
+        wm,
+        rm,
+        ds,
+        num_envs=num_envs or cfg.num_envs,
+        horizon=cfg.horizon,
+        task=task,
+        episodes=episodes,
+        start=cfg.start,
+        device=device,
+        sampling_steps=cfg.sampling_steps,
+        reward_mode=cfg.reward_mode,
+        threshold=cfg.reward_threshold,
+        seed=seed,
+    )
+
+
+class _EpisodeStats:
+    """Returns, lengths and successes of imagined episodes that finished since the last `pop`."""
+
+    def __init__(self, num_envs: int, device: torch.device) -> None:
+        self.ret = torch.zeros(num_envs, device=device)
+        self.finished: list[tuple[float, int, bool]] = []
+
+    def step(self, reward: torch.Tensor, terminated: torch.Tensor, done: torch.Tensor, length: torch.Tensor) -> None:
+        self.ret += reward
+        for i in done.nonzero().flatten().tolist():
+            self.finished.append((float(self.ret[i]), int(length[i]), bool(terminated[i])))
+            self.ret[i] = 0.0
+
+    def pop(self) -> dict[str, float]:
+        done, self.finished = self.finished, []
+        if not done:
+            return {}
+        r, n, s = zip(*done, strict=True)
+        mean = {"return": float(np.mean(r)), "length": float(np.mean(n)), "success": float(np.mean(s))}
+        return {"episodes": len(done), **mean}
+
+
+@dataclass
+class RolloutBuffer:
+    """One update's imagined experience, [num_steps, num_envs, ...] (CleanRL's storage tensors)."""
+
+    frames: torch.Tensor  # uint8 [N, B, T, H, W, 3], the policy's input at each step
+    actions: torch.Tensor  # raw (unclipped) Gaussian samples [N, B, A]
+    logprobs: torch.Tensor  # log pi_old(a | s) [N, B]
+    values: torch.Tensor  # V_old(s) [N, B]
+    rewards: torch.Tensor  # the classifier's reward (+ gamma V(final) on truncated steps) [N, B]
+    raw_rewards: torch.Tensor  # the classifier's reward alone [N, B]
+    dones: torch.Tensor  # 1.0 where the episode ended with this step [N, B]
+
+    @classmethod
+    def allocate(cls, num_steps: int, num_envs: int, pcfg: PolicyConfig, device) -> RolloutBuffer:
+        n, b, t, s = num_steps, num_envs, pcfg.frame_history, pcfg.image_size
+
+        def zeros(*shape, dtype=torch.float32):
+            return torch.zeros((n, b, *shape), dtype=dtype, device=device)
+
+        return cls(
+            zeros(t, s, s, 3, dtype=torch.uint8), zeros(pcfg.action_dim), zeros(), zeros(), zeros(), zeros(), zeros()
+        )
+
+
+@torch.no_grad()
+def collect_rollout(
+    policy: GaussianPolicy,
+    env,
+    obs: dict[str, torch.Tensor],
+    buf: RolloutBuffer,
+    gamma: float,
+    critic_detach: bool = True,
+    stats: _EpisodeStats | None = None,
+) -> dict[str, torch.Tensor]:
+    """Fill `buf` with len(buf.frames) steps of every env from `obs`; returns the observation after them."""
+    policy.eval()
+    for step in range(buf.frames.shape[0]):
+        frames = _model_frames(policy, obs["frames"])
+        mean, log_std, value = policy_heads(policy, frames, critic_detach)
+        dist = torch.distributions.Normal(mean, log_std.exp())
+        action = dist.sample()
+        buf.frames[step], buf.actions[step], buf.values[step] = frames, action, value
+        buf.logprobs[step] = dist.log_prob(action).sum(-1)
+        obs, reward, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0))
+        reward = reward.float()
+        buf.raw_rewards[step] = reward
+        if stats is not None:
+            stats.step(reward, terminated, terminated | truncated, info["elapsed_steps"])
+        if truncated.any():
+            # A time limit, not a failure: bootstrap with the value of the frames the episode ended on.
+            rows = truncated.nonzero().flatten()
+            final = _model_frames(policy, info["final_obs"]["frames"][rows])
+            reward[rows] += gamma * policy_heads(policy, final, critic_detach)[2]
+        buf.rewards[step] = reward
+        buf.dones[step] = (terminated | truncated).float()
+    policy.train()
+    return obs
+
+
+def refine(cfg: PPOConfig) -> dict[str, Any]:
+    """Run (or resume) PPO in the world model; returns a summary. The policy is saved in cfg.out."""
+    from world4rl_model import checkpoint
+    from world4rl_model.dataset import manifest_hash
+    from world4rl_model.runtime import derive_seed
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+
+    policy, bc_config = _load_start_policy(cfg, device)
+    resumed_from = None
+    update = 0
+    if cfg.resume and checkpoint.latest_checkpoint(out) is not None:
+        state = checkpoint.load_training_state(out)
+        if state is not None:
+            resumed_from = str(checkpoint.latest_checkpoint(out))
+            loaded, saved = load_policy_module(out)
+            if loaded.config != policy.config:
+                raise ValueError(f"{out}: existing run has policy config {loaded.config}, this run {policy.config}")
+            started_from = saved.get("refined_from", {}).get("policy")
+            if started_from != str(Path(cfg.policy).absolute()):
+                raise ValueError(f"{out}: existing run refines {started_from}, not {cfg.policy}; use a new --out")
+            policy.load_state_dict(loaded.state_dict())
+    # The frozen reference is always the BC policy itself (for KL-to-BC and for the summary).
+    reference, _ = _load_start_policy(cfg, device)
+    reference.eval().requires_grad_(False)
+
+    from world4rl_model.dataset import Dataset
+
+    dataset = Dataset(cfg.dataset)
+    task = _resolve_task(cfg, bc_config, list(dataset.tasks))
+    env = make_env(cfg, task, device, seed=derive_seed(cfg.seed, "env"))
+    if env.image_size != policy.config.image_size:
+        raise ValueError(f"policy image_size {policy.config.image_size} != world model's {env.image_size}")
+
+    critic_params = list(policy.critic.parameters())
+    critic_ids = {id(p) for p in critic_params}
+    actor_params = [p for p in policy.parameters() if id(p) not in critic_ids]
+    optimizer = torch.optim.Adam(
+        [{"params": actor_params, "lr": cfg.lr}, {"params": critic_params, "lr": cfg.critic_lr}], eps=1e-5
+    )
+    if resumed_from is not None:
+        update = checkpoint.restore_training_state(state, optimizer, restore_rng=False)
+
+    bc_data = None
+    if cfg.bc_coef > 0:
+        from world4rl_policy.bc import BCData
+
+        demo_eps = dataset.select(tasks=[task] if task else None, kinds=cfg.bc_kinds)
+        demo_eps = [i for i in demo_eps if dataset.episodes[i]["success"]]
+        if not demo_eps:
+            raise ValueError(f"{cfg.dataset}: no successful {cfg.bc_kinds} episodes of {task} for the BC regulariser")
+        bc_data = BCData(dataset, demo_eps, policy.config.frame_history, use_proprio=False)
+    bc_rng = np.random.default_rng(derive_seed(cfg.seed, "bc", update))
+
+    provenance = {
+        "trainer": TRAINER,
+        "tasks": [task] if task else list(bc_config.get("tasks") or []),
+        "refined_from": {
+            "policy": str(Path(cfg.policy).absolute()),
+            "policy_trainer": bc_config.get("trainer"),
+            "world_model": str(Path(cfg.world_model).absolute()),
+            "reward": str(Path(cfg.reward).absolute()),
+        },
+        "dataset": {"path": str(Path(cfg.dataset).absolute()), "manifest_sha256": manifest_hash(cfg.dataset)},
+        "ppo_config": cfg.to_dict(),
+    }
+
+    def save(at_update: int) -> None:
+        ts = checkpoint.capture_training_state(at_update, optimizer, include_rng=False)
+        save_policy(out, policy, training_state=ts, run_step=at_update, update=at_update, **provenance)
+
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(out / "tb"), purge_step=update if update else None)
+    if update == 0:
+        writer.add_text("config", "```\n" + json.dumps(cfg.to_dict(), indent=1) + "\n```")
+
+    n, b = cfg.num_steps, cfg.num_envs
+    buf = RolloutBuffer.allocate(n, b, policy.config, device)
+
+    obs, _ = env.reset(seed=derive_seed(cfg.seed, "reset", update))
+    stats = _EpisodeStats(b, device)
+    history: list[dict[str, float]] = []
+    t0 = time.time()
+    imagined = 0
+    bar = tqdm(total=cfg.num_updates, initial=update, desc="refine", disable=not cfg.progress, dynamic_ncols=True)
+    try:
+        while update < cfg.num_updates:
+            if cfg.anneal_lr:
+                frac = 1.0 - update / cfg.num_updates
+                optimizer.param_groups[0]["lr"] = frac * cfg.lr
+                optimizer.param_groups[1]["lr"] = frac * cfg.critic_lr
+            # ---- collect num_steps imagined steps in every env
+            t_roll = time.time()
+            obs = collect_rollout(policy, env, obs, buf, cfg.gamma, cfg.critic_detach, stats)
+            roll_seconds = time.time() - t_roll
+            imagined += n * b
+            with torch.no_grad():
+                next_value = policy_heads(policy, _model_frames(policy, obs["frames"]), cfg.critic_detach)[2]
+            advantages, returns = compute_gae(buf.rewards, buf.values, buf.dones, next_value, cfg.gamma, cfg.gae_lambda)
+
+            # ---- update: epochs of shuffled mini-batches
+            policy.train()
+            warmup = update < cfg.value_warmup_updates
+            flat = {
+                "frames": buf.frames.flatten(0, 1),
+                "actions": buf.actions.flatten(0, 1),
+                "logprobs": buf.logprobs.flatten(0, 1),
+                "advantages": advantages.flatten(),
+                "returns": returns.flatten(),
+                "values": buf.values.flatten(),
+            }
+            mb_size = max(1, cfg.batch_size // cfg.num_minibatches)
+            metrics: dict[str, list[float]] = {}
+            stopped_early = False
+            for _epoch in range(cfg.update_epochs):
+                perm = torch.randperm(cfg.batch_size, device=device)
+                for start in range(0, cfg.batch_size, mb_size):
+                    idx = perm[start : start + mb_size]
+                    mean, log_std, new_value = policy_heads(policy, flat["frames"][idx], cfg.critic_detach)
+                    dist = torch.distributions.Normal(mean, log_std.exp())
+                    new_logprob = dist.log_prob(flat["actions"][idx]).sum(-1)
+                    entropy = dist.entropy().sum(-1).mean()
+                    parts = ppo_losses(
+                        new_logprob,
+                        flat["logprobs"][idx],
+                        flat["advantages"][idx],
+                        new_value,
+                        flat["values"][idx],
+                        flat["returns"][idx],
+                        cfg.clip_coef,
+                        cfg.clip_vloss,
+                        cfg.norm_adv,
+                    )
+                    loss = cfg.vf_coef * parts["v_loss"]
+                    # Drift from BC on the visited states: always logged, a loss term if kl_bc_coef > 0.
+                    with torch.no_grad():
+                        ref_mean, ref_log_std, _ = reference(flat["frames"][idx])
+                    kl_bc = gaussian_kl(mean, log_std, ref_mean, ref_log_std).mean()
+                    metrics.setdefault("kl_bc", []).append(float(kl_bc.detach()))
+                    if not warmup:
+                        loss = loss + parts["pg_loss"] - cfg.ent_coef * entropy
+                        if cfg.kl_bc_coef > 0:
+                            loss = loss + cfg.kl_bc_coef * kl_bc
+                        if bc_data is not None:
+                            demo = bc_data.batch(bc_rng.integers(0, len(bc_data), size=cfg.bc_batch_size))
+                            demo_mean, demo_log_std, _ = policy(demo["frames"].to(device))
+                            demo_dist = torch.distributions.Normal(demo_mean, demo_log_std.exp())
+                            bc_nll = -demo_dist.log_prob(demo["actions"].to(device)).sum(-1).mean()
+                            loss = loss + cfg.bc_coef * bc_nll
+                            metrics.setdefault("bc_nll", []).append(float(bc_nll.detach()))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    for k, v in parts.items():
+                        metrics.setdefault(k, []).append(float(v.detach()))
+                    metrics.setdefault("entropy", []).append(float(entropy.detach()))
+                    metrics.setdefault("std", []).append(float(log_std.detach().exp().mean()))
+                epoch_kl = np.mean(metrics["approx_kl"][-cfg.num_minibatches :])
+                if cfg.target_kl is not None and not warmup and epoch_kl > cfg.target_kl:
+                    stopped_early = True
+                    break
+            update += 1
+            bar.update(1)
+
+            # ---- log
+            row = {k: float(np.mean(v)) for k, v in metrics.items()}
+            row.update(
+                update=update,
+                imagined_steps=update * cfg.batch_size,
+                mean_reward=float(buf.raw_rewards.mean()),
+                explained_variance=explained_variance(buf.values.flatten(), returns.flatten()),
+                imagined_per_s=n * b / max(roll_seconds, 1e-9),
+                warmup=float(warmup),
+                stopped_early=float(stopped_early),
+            )
+            row.update({f"episode_{k}": v for k, v in stats.pop().items()})
+            history.append(row)
+            step_x = update * cfg.batch_size
+            for k, v in row.items():
+                if k not in ("update", "imagined_steps") and math.isfinite(v):
+                    group = "imagined" if k.startswith("episode_") or k in ("mean_reward", "imagined_per_s") else "ppo"
+                    writer.add_scalar(f"{group}/{k}", v, step_x)
+            bar.set_postfix(
+                succ=f"{row.get('episode_success', float('nan')):.2f}",
+                kl=f"{row.get('approx_kl', 0):.3f}",
+                v=f"{row.get('v_loss', 0):.3f}",
+                tps=f"{row['imagined_per_s']:.0f}",
+            )
+            if update % cfg.checkpoint_every == 0 or update == cfg.num_updates:
+                save(update)
+    finally:
+        bar.close()
+        writer.close()
+    if checkpoint.latest_checkpoint(out) is None:  # e.g. resumed a finished run
+        save(update)
+
+    video = None
+    if cfg.video_episodes > 0:
+        video = write_imagined_video(cfg, policy, task, device, out / "imagined.mp4")
+    summary = {
+        "out": str(out),
+        "task": task,
+        "updates": update,
+        "imagined_steps_this_run": imagined,
+        "seconds": time.time() - t0,
+        "resumed_from": resumed_from,
+        "last": history[-1] if history else {},
+        "video": video,
+    }
+    (out / "summary.json").write_text(json.dumps({**summary, "history": history}, indent=1) + "\n")
+    return summary
+
+
+@torch.no_grad()
+def write_imagined_video(cfg: PPOConfig, policy: GaussianPolicy, task, device, path: Path) -> str | None:
+    """Dream `cfg.video_episodes` episodes side by side with the policy's mean action and write an
+    mp4; frames the classifier calls success get a red border. Returns the path, or None if no
+    video backend is available (the run's result does not depend on it)."""
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        return None
+    env = make_env(cfg, task, device, num_envs=cfg.video_episodes, seed=derive_video_seed(cfg))
+    env.terminate_on_success = False  # show what happens after the classifier fires, too
+    env.horizon = cfg.horizon + 1  # no autoreset inside the clip
+    obs, _ = env.reset(seed=derive_video_seed(cfg))
+    policy.eval()
+    clips = [obs["image"].cpu().numpy()]
+    for _ in range(cfg.horizon):
+        mean, _, _ = policy(_model_frames(policy, obs["frames"]))
+        obs, _, _, _, info = env.step(mean.clamp(-1, 1))
+        img = obs["image"].cpu().numpy().copy()
+        hit = info["success"].cpu().numpy()
+        for border in (np.s_[:, :2], np.s_[:, -2:], np.s_[:, :, :2], np.s_[:, :, -2:]):
+            view = img[hit]
+            view[border] = (255, 0, 0)
+            img[hit] = view
+        clips.append(img)
+    scale = max(1, 256 // policy.config.image_size)
+    try:
+        with imageio.get_writer(str(path), fps=5, macro_block_size=1) as w:
+            for frame in clips:
+                row = np.concatenate(list(frame), axis=1)
+                w.append_data(row.repeat(scale, 0).repeat(scale, 1))
+    except Exception:  # no ffmpeg backend
+        return None
+    return str(path)
+
+
+def derive_video_seed(cfg: PPOConfig) -> int:
+    from world4rl_model.runtime import derive_seed
+
+    return derive_seed(cfg.seed, "video")
