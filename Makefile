@@ -3,10 +3,14 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast lint format lock bench clean
+.PHONY: setup demo test test-fast lint format lock bench clean
 
 setup:
 	@bash scripts/setup.sh
+
+## make demo: the whole loop on the embedded sim robot (DEMO_ARGS="--size full" for the paper-size run).
+demo: setup
+	@MUJOCO_GL=$${MUJOCO_GL:-osmesa} $(VENV)/bin/world4rl demo $(DEMO_ARGS)
 
 ## make test: set up, lint, then the whole test suite (slow end-to-end cases included).
 test: setup lint

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("world4rl_bringup.doctor", "check that ROS 2, the messages, DDS, MuJoCo and torch work here"),
     "dataset": ("world4rl_bringup.bag_to_dataset", "episode bags -> training dataset; dataset summary; episode as mp4"),
     "collect": ("world4rl_bringup.collect_cli", "record demonstration episodes into rosbag2 bags (sim or real arm)"),
+    "demo": ("world4rl_bringup.demo_cli", "the whole loop on the sim robot: collect, train, refine, deploy, report"),
     "deploy": ("world4rl_bringup.deploy_cli", "run a policy on the sim through ROS: success rate with a 95 % CI"),
     "train": ("world4rl_model.train_cli", "train the diffusion world model or the success reward classifier"),
     "refine": ("world4rl_policy.refine_cli", "refine a BC policy with PPO inside the frozen world model"),

@@ -1,0 +1,164 @@
+"""`world4rl demo` (`make demo`): the whole loop on the embedded robot, with a report.
+
+Stages, each a `world4rl` command run as a child process (so each one is exactly what a user
+would type), each skipped when a previous run finished it (RUN/.stages/NAME.done), and each
+resumable on its own where the command is:
+
+  collect      scripted-expert demonstrations on the sim, through the ROS graph -> rosbag2 bags
+  dataset      bags -> dataset (64x64 frames, actions, per-frame success)
+  reward       success classifier (BCE)
+  bc           behaviour-cloned Gaussian policy
+  world_model  action-conditioned EDM diffusion world model
+  dream        open-loop evaluation of the world model and a dream-vs-real video
+  refine       PPO inside the frozen world model, rewarded by the classifier
+  deploy_bc    the BC policy on the sim through the runtime node (policy_runner)
+  deploy_refined  the refined policy, same seeds
+  report       RUN/report.md: success with 95 % intervals, curves, dream video, latency
+
+`--size small` (default) is sized for ~20 minutes on 2 CPU cores; `--size full` uses the paper's
+demonstration count and longer training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Sizes:
+    demos: int
+    expert_noise: float
+    bc_steps: int
+    reward_minutes: float
+    world_model_minutes: float
+    world_model_size: str
+    refine_steps: int
+    deploy_episodes: int
+
+
+SIZES = {
+    "small": Sizes(
+        demos=12,
+        expert_noise=0.3,
+        bc_steps=800,
+        reward_minutes=1.5,
+        world_model_minutes=5.0,
+        world_model_size="small",
+        refine_steps=2048,
+        deploy_episodes=12,
+    ),
+    "full": Sizes(
+        demos=50,
+        expert_noise=0.3,
+        bc_steps=5000,
+        reward_minutes=10.0,
+        world_model_minutes=60.0,
+        world_model_size="default",
+        refine_steps=50000,
+        deploy_episodes=50,
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("world4rl_data/demo"), help="run directory")
+    parser.add_argument("--task", default="push", help="sim task (default: push)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="small: ~20 min on 2 cores")
+    parser.add_argument("--seed", type=int, default=0, help="seed of collection and training")
+    parser.add_argument("--redo", nargs="*", default=[], metavar="STAGE", help="run these stages again")
+    parser.add_argument("--until", default=None, metavar="STAGE", help="stop after this stage")
+    parser.add_argument("--demos", type=int, default=None, help="override the size's number of demonstrations")
+
+
+def _world4rl(*args: object) -> list[str]:
+    return [sys.executable, "-m", "world4rl_bringup.cli", *(str(a) for a in args)]
+
+
+def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, list[list[str]]]]:
+    """(name, commands) in order. Paths are inside RUN, so a run directory is self-contained."""
+    bags, dataset = run / "bags", run / "dataset"
+    bc_cli = [sys.executable, "-m", "world4rl_policy.train_bc_cli"]
+    return [
+        ("collect", [_world4rl(
+            "collect", "--task", task, "--episodes", sizes.demos, "--out", bags, "--seed", seed,
+            "--expert-noise", sizes.expert_noise, "--no-keyboard")]),
+        ("dataset", [_world4rl("dataset", "build", bags, "--out", dataset)]),
+        ("reward", [_world4rl(
+            "train", "reward", dataset, "--out", run / "reward", "--max-minutes", sizes.reward_minutes)]),
+        ("bc", [[*bc_cli, "--dataset", str(dataset), "--out", str(run / "bc"), "--steps", str(sizes.bc_steps),
+                 "--seed", str(seed), "--no-progress"]]),
+        ("world_model", [_world4rl(
+            "train", "world-model", dataset, "--out", run / "world_model", "--seed", seed,
+            "--max-minutes", sizes.world_model_minutes, "--size", sizes.world_model_size)]),
+        ("dream", [_world4rl(
+            "eval", "world-model", run / "world_model", "--dataset", dataset, "--out", run / "dream")]),
+        ("refine", [_world4rl(
+            "refine", "--policy", run / "bc", "--world-model", run / "world_model", "--reward", run / "reward",
+            "--dataset", dataset, "--out", run / "refined", "--task", task, "--total-steps", sizes.refine_steps,
+            "--seed", seed, "--no-progress")]),
+        ("deploy_bc", [_world4rl(
+            "deploy", "--policy", run / "bc", "--task", task, "--episodes", sizes.deploy_episodes,
+            "--out", run / "deploy" / "bc.json")]),
+        ("deploy_refined", [_world4rl(
+            "deploy", "--policy", run / "refined", "--task", task, "--episodes", sizes.deploy_episodes,
+            "--out", run / "deploy" / "refined.json")]),
+    ]  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = args.out.resolve()
+    sizes = SIZES[args.size]
+    if args.demos is not None:
+        sizes = dataclasses.replace(sizes, demos=args.demos)
+    marks = run_dir / ".stages"
+    marks.mkdir(parents=True, exist_ok=True)
+    plan = stages(run_dir, args.task, sizes, args.seed)
+    names = [name for name, _ in plan] + ["report"]
+    for name in [*args.redo, *([args.until] if args.until else [])]:
+        if name not in names:
+            print(f"error: unknown stage {name!r}; stages: {', '.join(names)}", file=sys.stderr)
+            return 2
+    for name in args.redo:
+        (marks / f"{name}.done").unlink(missing_ok=True)
+    log = run_dir / "demo.log"
+    started = time.monotonic()
+    timings: dict[str, float] = _load_timings(run_dir)
+    for index, (name, commands) in enumerate(plan, 1):
+        mark = marks / f"{name}.done"
+        if mark.is_file():
+            print(f"[{index}/{len(names)}] {name}: done earlier, skipped")
+        else:
+            print(f"[{index}/{len(names)}] {name} ...", flush=True)
+            stage_start = time.monotonic()
+            for command in commands:
+                with log.open("a") as out:
+                    out.write(f"\n$ {shlex.join(command)}\n")
+                code = subprocess.call(command, stdin=subprocess.DEVNULL)
+                if code != 0:
+                    print(f"stage {name} failed (exit {code}): {shlex.join(command)}", file=sys.stderr)
+                    print("fix the cause and run the demo again: finished stages are kept", file=sys.stderr)
+                    return 1
+            timings[name] = time.monotonic() - stage_start
+            (run_dir / "timings.json").write_text(json.dumps(timings, indent=2))
+            mark.write_text(json.dumps({"commands": [shlex.join(c) for c in commands]}, indent=2))
+            print(f"[{index}/{len(names)}] {name}: {timings[name]:.0f} s", flush=True)
+        if args.until == name:
+            return 0
+    from world4rl_bringup.demo_report import write_report
+
+    report = write_report(run_dir, args.task, timings)
+    print(f"[{len(names)}/{len(names)}] report: {report} (this run {time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def _load_timings(run_dir: Path) -> dict[str, float]:
+    path = run_dir / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
