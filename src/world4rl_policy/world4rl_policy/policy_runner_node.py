@@ -63,6 +63,7 @@ from world4rl_spec import (
     ACTION_LOW,
     CAMERA_HEIGHT,
     CAMERA_WIDTH,
+    EE_DELTA_SCALE_M,
     FR3_JOINT_POSITION_MAX,
     FR3_JOINT_POSITION_MIN,
     topics,
@@ -127,6 +128,12 @@ class PolicyRunnerNode(Node):
             )
         if self.policy.config.action_dim != ACTION_DIM:
             raise ValueError(f"{policy_path}: action_dim {self.policy.config.action_dim}, expected {ACTION_DIM}")
+        # The command path scales actions by world4rl_spec's step size: the policy must mean the same.
+        scale = self.policy.checkpoint_config.get("action_space", {}).get("ee_delta_scale_m", EE_DELTA_SCALE_M)
+        if abs(float(scale) - EE_DELTA_SCALE_M) > 1e-12:
+            raise ValueError(
+                f"{policy_path}: trained for {scale} m per action unit, this stack moves {EE_DELTA_SCALE_M} m"
+            )
         # What decides the action from the frame history (and proprioception). The policy's mean;
         # the node-level fuzz test replaces it with an adversarial source.
         self.action_source: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = lambda frames, proprio: (
