@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from world4rl_bringup.deploy_cli import wilson_interval
+from world4rl_bringup.deploy_cli import direct_api_outcomes, wilson_interval
 from world4rl_bringup.graph import GraphError, load_graph, resolve
 from world4rl_bringup.graph_runner import check_runnable_here
-from world4rl_policy.policy import GaussianPolicy, PolicyConfig, load_policy, save_policy
+from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,29 +102,6 @@ def test_cli_refuses_the_real_arm_and_a_missing_checkpoint(tmp_path):
 # ---------------------------------------------------------------------------------- end to end
 
 
-def direct_api_outcomes(ckpt: Path, task: str, seeds, horizon: int) -> list[bool]:
-    """The same checkpoint on the simulator's direct API (FrankaSimEnv): success within the horizon."""
-    from world4rl_sim.env import FrankaSimEnv
-
-    policy = load_policy(ckpt)
-    env = FrankaSimEnv(task, image_size=policy.image_size, horizon=horizon, terminate_on_success=True)
-    outcomes = []
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
-        history = policy.new_history()
-        success = False
-        for _ in range(horizon):
-            history.push(obs["image"])
-            obs, reward, terminated, truncated, _ = env.step(policy.act(history.array()))
-            if reward > 0:
-                success = True
-            if terminated or truncated:
-                break
-        outcomes.append(success)
-    env.close()
-    return outcomes
-
-
 @pytest.mark.ros
 @pytest.mark.slow  # the sim renders 640x480 at 30 Hz beside the runner: ~20 s
 def test_deploy_on_the_sim_matches_the_direct_api_seed_by_seed(ros_domain, tmp_path):
@@ -150,7 +127,10 @@ def test_deploy_on_the_sim_matches_the_direct_api_seed_by_seed(ros_domain, tmp_p
     assert expected[0], "the aimed checkpoint must solve its seed through the direct API"
 
     out = tmp_path / "deploy.json"
-    run = deploy("--policy", str(ckpt), "--task", "reach", "--episodes", "3", "--seed", str(seed), "--out", str(out))
+    run = deploy(
+        "--policy", str(ckpt), "--task", "reach", "--episodes", "3", "--seed", str(seed), "--out", str(out),
+        "--compare-direct",
+    )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(out.read_text())
     got = [r["success"] for r in result["results"]]
@@ -165,3 +145,8 @@ def test_deploy_on_the_sim_matches_the_direct_api_seed_by_seed(ros_domain, tmp_p
         assert r["outcome"] == ("success" if r["success"] else "horizon"), r
         assert r["steps"] <= 30
     assert f"success rate {sum(expected)}/3" in run.stdout
+    # --compare-direct ran the direct API itself, on the same seeds.
+    assert result["direct_api"]["results"] == expected
+    assert result["direct_api"]["same_outcome_seeds"] == 3
+    assert result["direct_api"]["agree_within_ci"]
+    assert "rates agree within the confidence intervals" in run.stdout

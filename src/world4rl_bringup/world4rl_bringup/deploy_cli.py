@@ -12,9 +12,13 @@ Episode i:
 4. disarms.
 
 It prints and writes (JSON) the success rate with a 95 % Wilson confidence interval, and each
-episode's seed, outcome, steps, duration and fault. The success flag exists only in the sim, so
-on the real arm an operator judges the episodes: there the graph is started with `ros2 launch`
-on the robot PC, and this command explains how.
+episode's seed, outcome, steps, duration and fault. With --compare-direct it also runs the same
+checkpoint on the same seeds through the simulator's direct API (no ROS, no real time) and says
+whether the two rates agree within their intervals: the check that deployment through ROS (camera
+conversion, timing, IK, safety filter) does not change what the policy achieves.
+
+The success flag exists only in the sim, so on the real arm an operator judges the episodes:
+there the graph is started with `ros2 launch` on the robot PC, and this command explains how.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: world4rl_data/deploy/TASK.json)")
     parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: next to --out)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph")
+    parser.add_argument(
+        "--compare-direct",
+        action="store_true",
+        help="also run the same checkpoint on the same seeds through the simulator's direct API (no ROS) "
+        "and report whether the two success rates agree within their 95 %% confidence intervals",
+    )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -54,6 +64,33 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def direct_api_outcomes(checkpoint: Path, task: str, seeds, horizon: int) -> list[bool]:
+    """The checkpoint on the simulator's direct API (world4rl_sim.env.FrankaSimEnv, no ROS): for each
+    seed, success within `horizon` steps. The env renders the learning image directly (the view the
+    ROS camera's centre square crop shows), the policy acts on its mean, one step per action."""
+    from world4rl_policy.policy import load_policy
+    from world4rl_sim.env import FrankaSimEnv
+
+    policy = load_policy(checkpoint, num_threads=1)
+    env = FrankaSimEnv(task, image_size=policy.image_size, horizon=horizon, terminate_on_success=True)
+    outcomes = []
+    try:
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            history = policy.new_history()
+            success = False
+            for _ in range(horizon):
+                history.push(obs["image"])
+                obs, reward, terminated, truncated, _ = env.step(policy.act(history.array()))
+                success = success or reward > 0
+                if terminated or truncated:
+                    break
+            outcomes.append(bool(success))
+    finally:
+        env.close()
+    return outcomes
 
 
 @dataclass
@@ -246,6 +283,19 @@ def run(args: argparse.Namespace) -> int:
         "faults": sum(r.outcome == "fault" for r in results),
         "results": [asdict(r) for r in results],
     }
+    if args.compare_direct:
+        direct = direct_api_outcomes(policy, args.task, summary["seeds"], horizon)
+        k = sum(direct)
+        d_low, d_high = wilson_interval(k, n)
+        summary["direct_api"] = {
+            "successes": k,
+            "success_rate": k / n,
+            "ci95_wilson": [d_low, d_high],
+            "results": direct,
+            "same_outcome_seeds": sum(a == b for a, b in zip(direct, (r.success for r in results), strict=True)),
+            # Each rate inside the other's interval.
+            "agree_within_ci": d_low <= successes / n <= d_high and low <= k / n <= high,
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
@@ -257,4 +307,12 @@ def run(args: argparse.Namespace) -> int:
         f"success rate {successes}/{n} = {successes / n:.1%} (95 % Wilson CI {low:.1%}..{high:.1%}); "
         f"{summary['faults']} episode(s) ended by a safety fault. Results: {out}"
     )
+    if args.compare_direct:
+        d = summary["direct_api"]
+        print(
+            f"direct API (no ROS), same seeds: {d['successes']}/{n} = {d['success_rate']:.1%} "
+            f"(95 % Wilson CI {d['ci95_wilson'][0]:.1%}..{d['ci95_wilson'][1]:.1%}); same outcome on "
+            f"{d['same_outcome_seeds']}/{n} seeds; rates {'agree' if d['agree_within_ci'] else 'DISAGREE'} "
+            "within the confidence intervals"
+        )
     return 0
