@@ -36,6 +36,8 @@ RUNNER_ARM = "/policy_runner/arm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--robot", choices=["sim", "franka"], default="sim", help="robot (default: sim)")
     parser.add_argument("--policy", type=Path, required=True, help="policy checkpoint directory (or training run)")
     parser.add_argument("--task", default="push", help="sim task (default: push)")
