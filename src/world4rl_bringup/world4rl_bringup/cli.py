@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("world4rl_bringup.deploy_cli", "run a policy on the sim through ROS: success rate with a 95 % CI"),
     "train": ("world4rl_model.train_cli", "train the diffusion world model or the success reward classifier"),
     "refine": ("world4rl_policy.refine_cli", "refine a BC policy with PPO inside the frozen world model"),
+    "eval": ("world4rl_model.eval_cli", "evaluate the world model (open-loop PSNR/SSIM, dream video) or the reward"),
 }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,9 +61,17 @@ def test_rollout_training_feeds_back_predictions(square_ds, tmp_path):
 
 
 def _run(cmd, env=None, timeout=300):
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
+    # Own session, so that a timeout also ends torchrun's worker processes, not only torchrun.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {out[-2000:]}{err[-2000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    return out + err
 
 
 def test_cli_checkpoint_has_everything_to_rebuild(square_ds, tmp_path):

@@ -134,10 +134,11 @@ def test_presets_and_space_to_depth_sizes():
 
 
 def test_metrics():
+    torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     assert psnr(x, x).min() > 55  # saturates at the 8-bit quantisation floor, not inf
     torch.testing.assert_close(ssim(x, x), torch.ones(2))
-    noisy = (x + 0.2 * torch.randn_like(x)).clamp(-1, 1)
+    noisy = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
     assert psnr(noisy, x).max() < 30
     assert ssim(noisy, x).max() < 0.95
     u = frames_to_uint8(x)

@@ -76,7 +76,7 @@ class EpisodeStore:
         with the agent's action.
         """
         frames, actions = self.gather(positions, context, horizon=0)
-        pad = torch.zeros_like(self.actions[: len(positions)]).unsqueeze(1)
+        pad = torch.zeros((len(positions), 1, self.actions.shape[1]), dtype=self.actions.dtype, device=self.device)
         return frames, torch.cat([actions, pad], dim=1)
 
     def sample_starts(self, batch: int, horizon: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Train the diffusion world model on a dataset; checkpoints are safetensors + config.json.",
     )
     _common(wm)
-    wm.add_argument("--size", choices=["tiny", "small", "default", "diamond"], help="model size preset")
+    wm.add_argument("--size", choices=["tiny", "small", "default", "medium", "diamond"], help="model size preset")
     wm.add_argument("--channels", type=_ints, help="override the U-Net widths per level, e.g. 32,64,64")
     wm.add_argument("--space-to-depth", type=int, help="override the pixel-unshuffle factor (1, 2, 4)")
     wm.add_argument("--context-frames", type=int, help="frames (and actions) of history, T (default 4)")
@@ -93,8 +93,9 @@ def _overrides(args: argparse.Namespace, names: dict[str, str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from world4rl_model.runtime import maybe_reexec_with_tcmalloc
+    from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
+    configure_openmp()
     if _device_is_cpu(args.device):
         maybe_reexec_with_tcmalloc("cpu")
     common = {

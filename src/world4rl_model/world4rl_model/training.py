@@ -54,7 +54,7 @@ from world4rl_model.world_model import (
 class WorldModelTrainConfig:
     dataset: str
     out: str
-    size: str = "default"  # preset: tiny | small | default | diamond
+    size: str = "default"  # preset: tiny | small | default | medium | diamond
     context_frames: int = 4
     steps: int = 20_000
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included

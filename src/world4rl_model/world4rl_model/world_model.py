@@ -50,7 +50,7 @@ class WorldModelConfig:
     rho: float = 7.0
     sampling_steps: int = 3
     quantize: bool = True  # round sampled frames to 8 bits, as a camera would (DIAMOND)
-    action_planes: bool = True  # also feed the last T actions as constant input planes (see WorldModel)
+    action_input: bool = True  # actions also enter the first layer, not only the adaptive norms (see WorldModel)
 
     def __post_init__(self) -> None:
         if isinstance(self.unet, dict):
@@ -71,12 +71,15 @@ class WorldModelConfig:
         return cls(**d)
 
 
-# Named sizes. "default" is what the CPU budget allows at 64x64 (see bench/bench_world_model.py);
-# "diamond" is DIAMOND's Atari denoiser; "tiny" is for tests.
+# Named sizes. "default" is what the CPU budget allows at 64x64: >= 200 imagined transitions/s with
+# batch 64 and 3 Euler steps on 2 shared cores (bench/bench_world_model.py); it runs its U-Net at
+# 16x16 after a 4x space-to-depth. "medium" keeps a 32x32 level (~2x slower); "diamond" is
+# DIAMOND's Atari denoiser at full resolution (paper scale); "tiny" is for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"unet": {"channels": [8, 16], "cond_dim": 32, "space_to_depth": 1, "groups": 4}},
     "small": {"unet": {"channels": [48, 64], "cond_dim": 128, "space_to_depth": 4}},
-    "default": {"unet": {"channels": [32, 64, 64], "cond_dim": 128, "space_to_depth": 2}},
+    "default": {"unet": {"channels": [64, 96], "cond_dim": 128, "space_to_depth": 4}},
+    "medium": {"unet": {"channels": [32, 64, 96], "cond_dim": 128, "space_to_depth": 2}},
     "diamond": {
         "unet": {
             "channels": [64, 64, 64, 64],
@@ -85,6 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "cond_dim": 256,
             "space_to_depth": 1,
             "groups": 32,
+            "group_size": None,
             "upsample_conv": True,
         }
     },
@@ -130,15 +134,24 @@ class WorldModel(nn.Module):
         self.noise_emb = FourierFeatures(cond_dim)
         self.action_emb = nn.Linear(c.context_frames * c.action_dim * c.num_bins, cond_dim)
         self.cond_mlp = nn.Sequential(nn.Linear(cond_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
-        extra = c.context_frames * c.action_dim if c.action_planes else 0
-        self.net = build_unet(3 * (c.context_frames + 1) + extra, 3, c.unet, c.image_size)
-        self.channels_last = False
+        # Actions reach the U-Net twice: two-hot -> embedding -> adaptive group norm (DIAMOND), and raw
+        # into the first layer (for the AdaGN U-Net a per-sample bias of its stem, which is what
+        # constant action input planes through a 3x3 conv amount to). Small U-Nets learn to use the
+        # first-layer path much faster than the global norm path alone.
+        action_features = c.context_frames * c.action_dim if c.action_input else 0
+        self.net = build_unet(3, 3, c.unet, c.image_size, 3 * c.context_frames, action_features)
+        self.adagn = c.unet.backbone == "adagn"
 
     def use_channels_last(self, enabled: bool = True) -> WorldModel:
         """NHWC activations: oneDNN's faster convolution layout on CPU (see bench/bench_world_model.py)."""
-        self.channels_last = enabled
         self.net.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        if self.adagn:
+            self.net.channels_last = enabled
         return self
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(getattr(self.net, "channels_last", False))
 
     # ---- EDM preconditioning ---------------------------------------------------------------
     def preconditioning(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -150,9 +163,28 @@ class WorldModel(nn.Module):
         c_noise = sigma.log() / 4
         return c_skip, c_out, c_in, c_noise
 
-    def condition(self, c_noise: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        a = self.two_hot.encode(actions.float()).flatten(1)  # [B, T * A * K]
-        return self.cond_mlp(self.noise_emb(c_noise) + self.action_emb(a))
+    def action_embedding(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.action_emb(self.two_hot.encode(actions.float()).flatten(1))  # from [B, T * A * K]
+
+    def condition(
+        self, c_noise: torch.Tensor, actions: torch.Tensor, action_embedding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        a = self.action_embedding(actions) if action_embedding is None else action_embedding
+        return self.cond_mlp(self.noise_emb(c_noise) + a)
+
+    def encode_context(self, frames: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """What stays fixed over the denoising steps of one sample: context features, action embedding."""
+        self._check(frames, actions)
+        ctx = frames_to_float(frames).flatten(1, 2)  # [B, 3T, H, W]
+        acts = actions.float().flatten(1) if self.config.action_input else None
+        cache: dict[str, torch.Tensor | None] = {"action_embedding": self.action_embedding(actions)}
+        if self.adagn:
+            cache["features"] = self.net.encode_context(ctx, acts)
+        else:
+            h, w = ctx.shape[-2:]
+            planes = [ctx] if acts is None else [ctx, acts[:, :, None, None].expand(-1, -1, h, w)]
+            cache["planes"] = torch.cat(planes, dim=1)
+        return cache
 
     def _check(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
         c = self.config
@@ -168,30 +200,38 @@ class WorldModel(nn.Module):
             )
 
     def model_output(
-        self, x_noisy: torch.Tensor, sigma: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+        self,
+        x_noisy: torch.Tensor,
+        sigma: torch.Tensor,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        cache: dict[str, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """F(c_in x, c_noise, cond) and the preconditioning coefficients (broadcastable to frames)."""
-        self._check(frames, actions)
+        """F(c_in x, c_noise, cond) and the preconditioning coefficients (broadcastable to frames).
+
+        `cache` (from encode_context(frames, actions)) skips recomputing the context part.
+        """
+        if cache is None:
+            cache = self.encode_context(frames, actions)
         coeffs = self.preconditioning(sigma)
         c_skip, c_out, c_in, c_noise = (v.view(-1, 1, 1, 1) for v in coeffs)
-        ctx = frames_to_float(frames).flatten(1, 2)  # [B, 3T, H, W]
-        parts = [c_in * x_noisy, ctx.to(x_noisy.dtype)]
-        if self.config.action_planes:
-            # Constant planes: the first conv sees the actions at every pixel, which small U-Nets learn
-            # to use much faster than the global adaptive-norm path alone.
-            h, w = x_noisy.shape[-2:]
-            parts.append(actions.flatten(1).to(x_noisy.dtype)[:, :, None, None].expand(-1, -1, h, w))
-        inp = torch.cat(parts, dim=1)
-        if self.channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
-        out = self.net(inp, self.condition(coeffs[3], actions))
+        cond = self.condition(coeffs[3], actions, cache["action_embedding"])
+        if self.adagn:
+            out = self.net(c_in * x_noisy, cond, cache["features"])
+        else:
+            out = self.net(torch.cat([c_in * x_noisy, cache["planes"].to(x_noisy.dtype)], dim=1), cond)
         return out.float(), (c_skip, c_out, c_in, c_noise)
 
     def forward(
-        self, x_noisy: torch.Tensor, sigma: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+        self,
+        x_noisy: torch.Tensor,
+        sigma: torch.Tensor,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        cache: dict[str, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """The denoised estimate D(x_noisy; sigma) of the next frame (float, [-1, 1] scale)."""
-        out, (c_skip, c_out, _, _) = self.model_output(x_noisy, sigma, frames, actions)
+        out, (c_skip, c_out, _, _) = self.model_output(x_noisy, sigma, frames, actions, cache)
         return c_skip * x_noisy + c_out * out
 
     # ---- training ------------------------------------------------------------------------------
@@ -253,9 +293,10 @@ class WorldModel(nn.Module):
         device = frames.device
         sigmas = self.sampling_sigmas(steps, device)
         x = torch.randn((b, 3, c.image_size, c.image_size), device=device, generator=generator) * sigmas[0]
+        cache = self.encode_context(frames, actions)  # once for all steps
         for i in range(steps):
             s, s_next = sigmas[i], sigmas[i + 1]
-            denoised = self(x, s.expand(b), frames, actions)
+            denoised = self(x, s.expand(b), frames, actions, cache)
             # Euler step of dx/dsigma = (x - D) / sigma; the step to sigma = 0 lands on D itself.
             x = denoised if s_next == 0 else x + (x - denoised) / s * (s_next - s)
         x = x.clamp(-1, 1)

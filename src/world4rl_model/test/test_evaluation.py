@@ -1,0 +1,99 @@
+"""Open-loop evaluation: rollout bookkeeping, metrics vs copy-last-frame, video, and the eval CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from world4rl_model.data import EpisodeStore
+from world4rl_model.eval_cli import main as eval_main
+from world4rl_model.evaluation import (
+    Rollouts,
+    horizon_metrics,
+    metrics_markdown,
+    open_loop_rollouts,
+    rollout_starts,
+    side_by_side_video,
+)
+from world4rl_model.synthetic import make_dataset
+from world4rl_model.training import WorldModelTrainConfig, train_world_model
+from world4rl_model.world_model import WorldModel, preset_config
+
+S = 16
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("eval") / "ds", episodes_per_task=3, length=12, image_size=S)
+
+
+def test_rollouts_start_from_real_frames_and_follow_real_actions(ds):
+    store = EpisodeStore(ds, [0, 1])
+    starts = rollout_starts(store, horizon=5, stride=3)
+    assert starts.tolist() == [0, 3, 6, 12, 15, 18]  # t0 + 5 <= 11 in each 12-frame episode
+    model = WorldModel(preset_config("tiny", image_size=S, sampling_steps=1)).eval()
+    r = open_loop_rollouts(model, store, horizon=5, stride=3, batch_size=4)
+    assert r.real.shape == (6, 6, 3, S, S)
+    assert r.dreamed.shape == (6, 6, 3, S, S)
+    assert r.episodes == [0, 0, 0, 1, 1, 1]
+    assert r.starts == [0, 3, 6, 0, 3, 6]
+    ep1 = torch.from_numpy(np.array(ds.episode(1)["frames"])).permute(0, 3, 1, 2)
+    assert torch.equal(r.real[4], ep1[3:9])  # real frames o_{t0} .. o_{t0+5}
+    assert torch.equal(r.dreamed[:, 0], r.real[:, 0])  # the rollout starts from the real frame
+
+
+def test_metrics_against_copy_last():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (8, 4, 3, S, S), dtype=torch.uint8, generator=g)
+    perfect = Rollouts(real=real, dreamed=real.clone(), episodes=[0] * 8, starts=[0] * 8)
+    rows = horizon_metrics(perfect, [1, 3])
+    for row in rows:
+        assert row["model_psnr"] > 58  # the 8-bit noise-floor cap
+        assert row["copy_last_psnr"] < 15  # unrelated random frames
+        assert row["psnr_gain_db"] > 40
+        assert row["model_better_fraction"] == 1.0
+        assert row["model_ssim"] == pytest.approx(1.0)
+    copy = Rollouts(real=real, dreamed=real[:, :1].expand(-1, 4, -1, -1, -1).clone(), episodes=[0] * 8, starts=[0] * 8)
+    row = horizon_metrics(copy, [2])[0]
+    assert row["model_psnr"] == pytest.approx(row["copy_last_psnr"])
+    assert row["model_better_fraction"] == 0.0
+    md = metrics_markdown(rows, "t")
+    assert "| 3 | 8 |" in md
+    with pytest.raises(ValueError, match="horizon 9"):
+        horizon_metrics(perfect, [9])
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_side_by_side_video(tmp_path, suffix):
+    import imageio.v2 as imageio
+
+    real = torch.randint(0, 256, (3, 5, 3, S, S), dtype=torch.uint8)
+    r = Rollouts(real=real, dreamed=255 - real, episodes=[0] * 3, starts=[0] * 3)
+    path = side_by_side_video(r, tmp_path / f"v{suffix}", count=2, scale=2)
+    assert path.exists()
+    frames = imageio.mimread(path)
+    assert len(frames) == 5
+    assert frames[0].shape[:2] == ((S + 2) * 2 * 2, (2 * S + 2) * 2)  # 2 rows of real | dreamed, scaled 2x
+
+
+def test_eval_cli_on_held_out_split(ds, tmp_path, capsys):
+    run = train_world_model(
+        WorldModelTrainConfig(
+            dataset=str(ds.root), out=str(tmp_path / "run"), size="tiny", steps=2, batch_size=4, val_fraction=0.3,
+            progress=False, threads=1,
+        )
+    )  # fmt: skip
+    code = eval_main(
+        ["world-model", str(run), "--horizons", "1,5", "--stride", "5", "--video", "2", "--gif",
+         "--out", str(tmp_path / "ev")]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "PSNR copy-last" in printed
+    result = json.loads((tmp_path / "ev" / "world_model_eval.json").read_text())
+    _, val = ds.split(0.3, 0)
+    assert result["episodes"] == val
+    assert [r["horizon"] for r in result["rows"]] == [1, 5]
+    assert all(np.isfinite(r["model_psnr"]) for r in result["rows"])
+    assert (tmp_path / "ev" / "dream.gif").exists()
