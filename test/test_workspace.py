@@ -89,3 +89,12 @@ def test_second_setup_is_a_fast_no_op():
 
 def test_rerun_python_is_the_venv():
     assert Path(sys.prefix) == ROOT / ".venv"
+
+
+def test_train_bc_is_joined_to_the_train_subcommand():
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/world4rl"), "train", "bc", "--help"], env=_clean_env(), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage: world4rl train bc" in out.stdout
+    assert "--dataset" in out.stdout

@@ -23,6 +23,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("world4rl_model.eval_cli", "evaluate the world model (open-loop PSNR/SSIM, dream video) or the reward"),
 }
 
+# Leaves attached under a subcommand another package owns: the learning core (world4rl_model)
+# may not import world4rl_policy, so `world4rl train bc` is joined to `world4rl train` here.
+EXTRA_LEAVES: dict[str, dict[str, tuple[str, str]]] = {
+    "train": {"bc": ("world4rl_policy.train_bc_cli", "behaviour cloning of the Gaussian image policy (NLL)")},
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -40,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module)
+        for leaf, (leaf_module_name, leaf_help) in EXTRA_LEAVES.get(name, {}).items():
+            leaves = next(a for a in sub_parser._actions if isinstance(a, argparse._SubParsersAction))
+            leaf_module = importlib.import_module(leaf_module_name)
+            leaf_parser = leaves.add_parser(leaf, help=leaf_help.replace("%", "%%"), description=leaf_help)
+            leaf_module.add_arguments(leaf_parser)
+            leaf_parser.set_defaults(_module=leaf_module)
     return parser
 
 

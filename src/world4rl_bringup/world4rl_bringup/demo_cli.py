@@ -48,7 +48,7 @@ SIZES = {
     "small": Sizes(
         demos=12,
         expert_noise=0.3,
-        bc_steps=800,
+        bc_steps=400,
         reward_minutes=1.5,
         world_model_minutes=5.0,
         world_model_size="small",
@@ -85,7 +85,6 @@ def _world4rl(*args: object) -> list[str]:
 def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, list[list[str]]]]:
     """(name, commands) in order. Paths are inside RUN, so a run directory is self-contained."""
     bags, dataset = run / "bags", run / "dataset"
-    bc_cli = [sys.executable, "-m", "world4rl_policy.train_bc_cli"]
     return [
         ("collect", [_world4rl(
             "collect", "--task", task, "--episodes", sizes.demos, "--out", bags, "--seed", seed,
@@ -93,8 +92,9 @@ def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, lis
         ("dataset", [_world4rl("dataset", "build", bags, "--out", dataset)]),
         ("reward", [_world4rl(
             "train", "reward", dataset, "--out", run / "reward", "--max-minutes", sizes.reward_minutes)]),
-        ("bc", [[*bc_cli, "--dataset", str(dataset), "--out", str(run / "bc"), "--steps", str(sizes.bc_steps),
-                 "--seed", str(seed), "--no-progress"]]),
+        ("bc", [_world4rl(
+            "train", "bc", "--dataset", dataset, "--out", run / "bc", "--steps", sizes.bc_steps, "--seed", seed,
+            "--no-progress")]),
         ("world_model", [_world4rl(
             "train", "world-model", dataset, "--out", run / "world_model", "--seed", seed,
             "--max-minutes", sizes.world_model_minutes, "--size", sizes.world_model_size)]),
