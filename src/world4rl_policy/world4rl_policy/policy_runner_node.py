@@ -25,8 +25,8 @@ broken camera trips the image watchdog instead of feeding the policy garbage. Th
 header stamp is the filter's image stamp: the watchdog judges the age of what the policy saw.
 
 Every refusal kind is logged once as `[code] message` (then at most every 5 s), and
-world4rl_msgs/PolicyStatus (armed, fault, latency from image arrival to command publish, step)
-is published every cycle on /world4rl/policy_status.
+world4rl_msgs/PolicyStatus (armed, fault, latency from image arrival (DDS reception) to command
+publish, 0 in cycles without an image; step) is published every cycle on /world4rl/policy_status.
 """
 
 from __future__ import annotations
@@ -284,12 +284,13 @@ class PolicyRunnerNode(Node):
                 self._publish_status(None, 0.0)
                 return  # armed, the first image of the episode is not here yet: send nothing
             # No image-driven cycle lately: hold, and let the filter's watchdog judge the last image's age.
-            self._run_cycle(now, time.time(), None, self.episode_image_stamp)
+            self._run_cycle(now, None, None, self.episode_image_stamp)
         else:
-            self._run_cycle(now, time.time(), None, self.image_stamp)
+            self._run_cycle(now, None, None, self.image_stamp)
 
     # ------------------------------------------------------------------ the cycle
-    def _run_cycle(self, now: float, arrival: float, action, image_stamp: float | None) -> Cycle:
+    def _run_cycle(self, now: float, arrival: float | None, action, image_stamp: float | None) -> Cycle:
+        """`arrival`: time.time() the image arrived, None for a cycle without an image (latency 0)."""
         joints = self.joints if self.joints is not None else np.full(7, math.nan)
         cycle = self.path.step(
             joint_positions=joints,
@@ -299,7 +300,7 @@ class PolicyRunnerNode(Node):
             joint_state_stamp=self.joint_stamp,
         )
         self.commands.apply(cycle)
-        latency_ms = (time.time() - arrival) * 1e3
+        latency_ms = (time.time() - arrival) * 1e3 if arrival is not None else 0.0
         self.refusals.log(cycle, now)
         self._publish_status(cycle, latency_ms)
         return cycle
