@@ -15,10 +15,10 @@ from pathlib import Path
 
 # Which scalars to plot per training run (the first ones that exist are used).
 CURVES = {
-    "reward": ["train/loss", "val/loss", "val/accuracy"],
-    "bc": ["train/loss", "val/loss", "val/mse"],
-    "world_model": ["train/loss", "val/loss", "val/psnr"],
-    "refined": ["charts/imagined_success", "charts/episodic_return", "losses/policy_loss"],
+    "reward": ["train/loss", "val/bce", "val/balanced_accuracy"],
+    "bc": ["train/nll", "val/nll", "val/mse"],
+    "world_model": ["train/loss", "val/loss", "val/psnr_1step"],
+    "refined": ["imagined/episode_success", "imagined/episode_return", "ppo/kl_bc"],
 }
 
 

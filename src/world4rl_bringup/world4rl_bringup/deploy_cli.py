@@ -95,6 +95,18 @@ def direct_api_outcomes(checkpoint: Path, task: str, seeds, horizon: int) -> lis
     return outcomes
 
 
+def latency_summary(latencies_ms: list[float]) -> dict | None:
+    """p50 / p99 / max of the runner's reported cycle latencies (None if it reported none)."""
+    if not latencies_ms:
+        return None
+    ordered = sorted(latencies_ms)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {"p50": pct(0.5), "p99": pct(0.99), "max": ordered[-1], "cycles": len(ordered)}
+
+
 @dataclass
 class EpisodeResult:
     episode: int
@@ -123,6 +135,7 @@ class Deployer:
         self.success = (False, 0.0)  # (flag, monotonic time received)
         self.status = None
         self.status_time = 0.0
+        self.latencies_ms: list[float] = []
         self.joint_state_seen = threading.Event()
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -140,6 +153,9 @@ class Deployer:
     def _on_status(self, msg) -> None:
         with self.lock:
             self.status, self.status_time = msg, time.monotonic()
+            # Image arrival -> command publish of armed cycles (0: a cycle without a new image).
+            if msg.armed and msg.latency_ms > 0:
+                self.latencies_ms.append(float(msg.latency_ms))
 
     def check_nodes(self) -> None:
         for node in self.nodes.values():
@@ -283,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
         "success_rate": successes / n,
         "ci95_wilson": [low, high],
         "faults": sum(r.outcome == "fault" for r in results),
+        "latency_ms": latency_summary(deployer.latencies_ms),
         "results": [asdict(r) for r in results],
     }
     if args.compare_direct:
