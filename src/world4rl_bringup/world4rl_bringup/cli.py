@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("world4rl_bringup.deploy_cli", "run a policy on the sim through ROS: success rate with a 95 % CI"),
     "train": ("world4rl_model.train_cli", "train the diffusion world model or the success reward classifier"),
     "refine": ("world4rl_policy.refine_cli", "refine a BC policy with PPO inside the frozen world model"),
+    "coverage": ("world4rl_bringup.coverage_cli", "data-coverage recipe: demos, BC, rollouts, models, refine, eval"),
     "eval": ("world4rl_model.eval_cli", "evaluate the world model (open-loop PSNR/SSIM, dream video) or the reward"),
 }
 
@@ -27,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # may not import world4rl_policy, so `world4rl train bc` is joined to `world4rl train` here.
 EXTRA_LEAVES: dict[str, dict[str, tuple[str, str]]] = {
     "train": {"bc": ("world4rl_policy.train_bc_cli", "behaviour cloning of the Gaussian image policy (NLL)")},
+    "eval": {"policy": ("world4rl_bringup.eval_policy_cli", "success of policies in the true sim, Wilson 95 % CI")},
 }
 
 

@@ -1,0 +1,123 @@
+"""`world4rl coverage`: stages run in order, finished stages are skipped on a rerun, data stages top
+up episode by episode (an interrupted stage continues where it stopped), --redo reruns a stage,
+overrides reach the trainers; (slow) the whole recipe end to end at toy scale."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from world4rl_bringup import coverage_cli as cov
+
+S = 32
+TINY_BC = ["steps=4", "channels=[8,8,8,8]", "hidden_dim=16", "eval_every=2", "checkpoint_every=2"]
+
+
+def _args(run, *extra):
+    parser = cov.argparse.ArgumentParser()
+    cov.add_arguments(parser)
+    base = ["--run", str(run), "--task", "reach", "--image-size", str(S), "--expert", "2", "--policy-episodes", "1",
+            "--random", "1", "--eval-episodes", "2", "--eval-videos", "0", "--quiet", "--threads", "1"]  # fmt: skip
+    for item in TINY_BC:
+        base += ["--bc-set", item]
+    return parser.parse_args([*base, *extra])
+
+
+def _episodes(run):
+    from world4rl_model.dataset import Dataset
+
+    return [(e["task"], e["kind"], e["seed"], e["success"]) for e in Dataset(run / "dataset").episodes]
+
+
+def test_overrides_parse_by_field_and_reject_unknown_names():
+    from world4rl_policy.ppo import PPOConfig
+
+    got = cov.parse_overrides(["total_steps=100", "start=any", "log-std-max=2", 'start_kinds=["expert"]'], PPOConfig)
+    assert got == {"total_steps": 100, "start": "any", "log_std_max": 2, "start_kinds": ["expert"]}
+    with pytest.raises(ValueError, match="no setting 'totl_steps'"):
+        cov.parse_overrides(["totl_steps=1"], PPOConfig)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        cov.parse_overrides(["total_steps"], PPOConfig)
+    with pytest.raises(ValueError, match="overlap"):
+        cov.CoverageConfig(run="x", tasks=["reach"], expert_episodes=2000)
+
+
+def test_data_and_bc_stages_resume_and_skip(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = cov.config_from_args(_args(run))
+    assert cfg.bc["steps"] == 4
+    assert cfg.bc["channels"] == [8, 8, 8, 8]
+
+    # An interrupted expert stage: one of the two episodes is already in the dataset.
+    from world4rl_bringup.sim_rollouts import ExpertActor, record_episodes
+    from world4rl_model.dataset import DatasetWriter
+
+    record_episodes(DatasetWriter(run / "dataset", image_size=S), "franka", "reach", "expert", ExpertActor(0.3), [1], S)
+    book = cov.run_pipeline(cfg, only=["expert", "bc", "rollouts"])
+    assert sorted(book) == ["bc/reach", "expert/reach", "rollouts/reach"]
+    assert book["expert/reach"]["added"] == 1  # seed 1 was there; seed 0 was added
+    eps = _episodes(run)
+    assert sorted((k, s) for _, k, s, _ in eps) == [
+        ("expert", 0),
+        ("expert", 1),
+        ("policy", 10_000),
+        ("random", 20_000),
+    ]
+    assert all(ok for _, k, _, ok in eps if k == "expert")  # the noisy expert still solves reach
+    assert (run / "bc" / "reach" / "best" / "config.json").exists()
+    bc_config = json.loads((run / "bc" / "reach" / "best" / "config.json").read_text())
+    assert bc_config["bc_config"]["steps"] == 4
+    assert bc_config["tasks"] == ["reach"]
+
+    # Rerun: every finished stage is skipped, nothing is added.
+    capsys.readouterr()
+    mtime = (run / "dataset" / "manifest.json").stat().st_mtime_ns
+    cov.run_pipeline(cfg, only=["expert", "bc", "rollouts"])
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 3
+    assert (run / "dataset" / "manifest.json").stat().st_mtime_ns == mtime
+
+    # More expert episodes requested: the stage notes the change; --redo tops up only the missing seed.
+    cfg3 = cov.config_from_args(_args(run, "--expert", "3"))
+    cov.run_pipeline(cfg3, only=["expert"])
+    assert "settings changed" in capsys.readouterr().out
+    book = cov.run_pipeline(cfg3, redo=["expert"], only=["expert"])
+    assert book["expert/reach"]["added"] == 1
+    assert sorted(s for _, k, s, _ in _episodes(run) if k == "expert") == [0, 1, 2]
+    stages = json.loads((run / "stages.json").read_text())
+    assert stages["expert/reach"]["settings"]["n"] == 3
+    assert stages["bc/reach"]["done"]
+    with pytest.raises(ValueError, match="no such stage"):
+        cov.run_pipeline(cfg3, redo=["fly"])
+
+
+@pytest.mark.slow
+def test_whole_recipe_at_toy_scale(tmp_path, monkeypatch):
+    """expert -> BC -> rollouts -> world model -> reward -> refine -> eval, then a rerun skips all."""
+    monkeypatch.setenv("WORLD4RL_NO_TCMALLOC", "1")  # run() would re-exec this very process
+    run = tmp_path / "run"
+    extra = [
+        "--wm-set", "size=tiny", "--wm-set", "steps=3", "--wm-set", "batch_size=4", "--wm-set", "val_every=3",
+        "--reward-set", "steps=3", "--reward-set", "channels=[8,8]", "--reward-set", "val_fraction=0.0",
+        "--refine-set", "total_steps=16", "--refine-set", "num_envs=4", "--refine-set", "num_steps=4",
+        "--refine-set", "video_episodes=0",
+    ]  # fmt: skip
+    parser = cov.argparse.ArgumentParser()
+    cov.add_arguments(parser)
+    assert cov.run(_args(run, *extra)) == 0
+    stages = json.loads((run / "stages.json").read_text())
+    assert [k for k in stages] == cov.stage_keys(cov.config_from_args(_args(run, *extra)))
+    assert all(v["done"] for v in stages.values())
+    from world4rl_policy.policy import load_policy_module
+
+    _, config = load_policy_module(run / "refine" / "reach")
+    assert config["trainer"] == "ppo-imagination"
+    assert config["refined_from"]["world_model"] == str((run / "world_model").absolute())
+    assert config["ppo_config"]["horizon"] == 30  # the task's horizon in the sim
+    result = json.loads((run / "eval" / "reach" / "eval.json").read_text())
+    assert [p["label"] for p in result["policies"]] == ["bc", "refined"]
+    assert stages["eval/reach"]["refined"][1] == 2
+    # Rerun: all skipped (fast), same result.
+    assert cov.run(_args(run, *extra)) == 0
+    assert json.loads((run / "stages.json").read_text()) == stages

@@ -1,0 +1,453 @@
+"""`world4rl coverage`: World4RL's data-coverage recipe and refinement as one resumable command.
+
+Stages (each skipped when RUN/stages.json marks it done; `--redo STAGE` runs it again):
+
+1. expert      scripted-expert demonstrations per task (noise configurable), straight from the
+               simulator's Python API into RUN/dataset (kind "expert", per-frame success);
+2. bc          a behaviour-cloning policy per task on its successful expert episodes -> RUN/bc/TASK;
+3. rollouts    the BC policy's own rollouts (sampled actions, kind "policy") and random-walk
+               rollouts (kind "random") per task, to widen the world model's coverage;
+4. world-model the diffusion world model on the whole mixture (all tasks) -> RUN/world_model;
+5. reward      the success classifier on the mixture -> RUN/reward;
+6. refine      PPO in imagination per task, from its BC policy -> RUN/refine/TASK;
+7. eval        BC vs refined in the true simulator on the same seeds -> RUN/eval/TASK/eval.json.
+
+Counts are per task; the paper's Meta-World recipe is 50 expert + 150 policy + 30 random
+trajectories of 50 steps. Data stages top up what is missing (episode by episode, so an
+interrupted stage continues where it stopped); training stages resume from their run's latest
+checkpoint. Any setting of a stage's trainer can be overridden with --bc-set / --wm-set /
+--reward-set / --refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig,
+RewardTrainConfig, PPOConfig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("expert", "bc", "rollouts", "world-model", "reward", "refine", "eval")
+HELP = "data-coverage recipe: expert demos -> BC -> BC/random rollouts -> world model + reward -> refine -> eval"
+
+# Seed ranges of the episodes each stage draws (per task), kept apart from evaluation seeds.
+EXPERT_SEED0, POLICY_SEED0, RANDOM_SEED0 = 0, 10_000, 20_000
+EVAL_SEED0 = 1000
+
+
+@dataclass
+class CoverageConfig:
+    run: str
+    tasks: list[str]
+    suite: str = "franka"
+    image_size: int = 64
+    horizon: int | None = None  # episode length in the sim (None: the task's; Meta-World 50)
+    expert_episodes: int = 50
+    expert_noise: float = 0.3
+    policy_episodes: int = 150
+    policy_sampled: bool = True  # BC rollouts sample from the Gaussian (wider coverage) or use the mean
+    random_episodes: int = 30
+    random_smooth: float = 0.8
+    eval_episodes: int = 50
+    eval_seed: int = EVAL_SEED0
+    eval_videos: int = 3
+    threads: int | None = None
+    progress: bool = True
+    bc: dict[str, Any] = field(default_factory=dict)  # BCConfig overrides
+    world_model: dict[str, Any] = field(default_factory=dict)  # WorldModelTrainConfig overrides
+    reward: dict[str, Any] = field(default_factory=dict)  # RewardTrainConfig overrides
+    refine: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("at least one --task")
+        for name, n, seed0 in (
+            ("expert", self.expert_episodes, EXPERT_SEED0),
+            ("policy", self.policy_episodes, POLICY_SEED0),
+            ("random", self.random_episodes, RANDOM_SEED0),
+        ):
+            if n < 0:
+                raise ValueError(f"{name} episodes must be >= 0")
+            if seed0 < self.eval_seed + self.eval_episodes and self.eval_seed < seed0 + n:
+                raise ValueError(
+                    f"evaluation seeds {self.eval_seed}..{self.eval_seed + self.eval_episodes - 1} overlap the "
+                    f"{name} episodes' seeds {seed0}..{seed0 + n - 1}: choose another --eval-seed"
+                )
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run)
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+
+# ---------------------------------------------------------------------------------- bookkeeping
+
+
+class StageBook:
+    """RUN/stages.json: which stages finished, with which settings and how long they took."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "stages.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def done(self, stage: str) -> bool:
+        return bool(self.data.get(stage, {}).get("done"))
+
+    def settings_changed(self, stage: str, settings: dict[str, Any]) -> bool:
+        return self.done(stage) and self.data[stage].get("settings_sha256") != _digest(settings)
+
+    def finish(self, stage: str, settings: dict[str, Any], seconds: float, **info: Any) -> None:
+        self.data[stage] = {
+            "done": True,
+            "settings_sha256": _digest(settings),
+            "settings": settings,
+            "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **info,
+        }
+        self._write()
+
+    def forget(self, stage: str) -> None:
+        if self.data.pop(stage, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        tmp.replace(self.path)
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stage_keys(cfg: CoverageConfig) -> list[str]:
+    """Book keys in order: per-task stages are 'bc/TASK' etc."""
+    keys = []
+    for stage in STAGES:
+        if stage in ("world-model", "reward"):
+            keys.append(stage)
+        else:
+            keys += [f"{stage}/{t}" for t in cfg.tasks]
+    return keys
+
+
+def parse_overrides(pairs: list[str] | None, config_cls) -> dict[str, Any]:
+    """KEY=VALUE strings -> a dict of a dataclass's fields, values parsed as JSON where they parse."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"{pair!r}: expected KEY=VALUE")
+        if key not in fields:
+            raise ValueError(f"{config_cls.__name__} has no setting {key!r}; known: {', '.join(sorted(fields))}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------- stages
+
+
+def _existing(dataset_root: Path, task: str, kind: str) -> set[int]:
+    from world4rl_model.dataset import Dataset
+
+    if not (dataset_root / "manifest.json").exists():
+        return set()
+    ds = Dataset(dataset_root)
+    return {int(e["seed"]) for e in ds.episodes if e["task"] == task and e["kind"] == kind and e["seed"] is not None}
+
+
+def _collect(cfg: CoverageConfig, task: str, kind: str, actor, seed0: int, count: int) -> dict[str, Any]:
+    """Top the dataset up to `count` episodes of (task, kind) with seeds seed0.. (skipping recorded ones)."""
+    from world4rl_bringup.sim_rollouts import record_episodes
+    from world4rl_model.dataset import DatasetWriter
+    from world4rl_spec import CONTROL_RATE_HZ
+
+    have = _existing(cfg.dataset, task, kind)
+    seeds = [s for s in range(seed0, seed0 + count) if s not in have]
+    if not seeds:
+        return {"added": 0, "solved": None}
+    writer = DatasetWriter(cfg.dataset, image_size=cfg.image_size, control_rate_hz=CONTROL_RATE_HZ)
+    eps = record_episodes(
+        writer, cfg.suite, task, kind, actor, seeds, cfg.image_size, horizon=cfg.horizon, progress=cfg.progress
+    )
+    return {"added": len(eps), "solved": sum(e.solved for e in eps) / len(eps)}
+
+
+def _bc_config(cfg: CoverageConfig, task: str):
+    from world4rl_policy.bc import BCConfig
+
+    base = {"dataset": str(cfg.dataset), "out": str(cfg.root / "bc" / task), "tasks": [task], "progress": cfg.progress}
+    if cfg.threads:
+        base["num_threads"] = cfg.threads
+    return BCConfig(**{**base, **cfg.bc})
+
+
+def _bc_checkpoint(cfg: CoverageConfig, task: str) -> Path:
+    run = cfg.root / "bc" / task
+    return run / "best" if (run / "best").exists() else run
+
+
+def _wm_config(cfg: CoverageConfig):
+    from world4rl_model.training import WorldModelTrainConfig
+
+    base = {"dataset": str(cfg.dataset), "out": str(cfg.root / "world_model"), "progress": cfg.progress}
+    if cfg.threads:
+        base["threads"] = cfg.threads
+    return WorldModelTrainConfig(**{**base, **cfg.world_model})
+
+
+def _reward_config(cfg: CoverageConfig):
+    from world4rl_model.reward import RewardTrainConfig
+
+    base = {"dataset": str(cfg.dataset), "out": str(cfg.root / "reward"), "progress": cfg.progress}
+    if cfg.threads:
+        base["threads"] = cfg.threads
+    return RewardTrainConfig(**{**base, **cfg.reward})
+
+
+def _refine_config(cfg: CoverageConfig, task: str):
+    from world4rl_bringup.sim_rollouts import make_env
+    from world4rl_policy.ppo import PPOConfig
+
+    env = make_env(cfg.suite, task, cfg.image_size, horizon=cfg.horizon)
+    horizon = env.horizon
+    env.close()
+    base = {
+        "policy": str(_bc_checkpoint(cfg, task)),
+        "world_model": str(cfg.root / "world_model"),
+        "reward": str(cfg.root / "reward"),
+        "dataset": str(cfg.dataset),
+        "out": str(cfg.root / "refine" / task),
+        "task": task,
+        "horizon": horizon,
+        "progress": cfg.progress,
+    }
+    if cfg.threads:
+        base["threads"] = cfg.threads
+    return PPOConfig(**{**base, **cfg.refine})
+
+
+def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """Run the stages not yet done (in order); returns RUN/stages.json's content."""
+    from world4rl_bringup.sim_rollouts import ExpertActor, PolicyActor, RandomWalkActor
+
+    cfg.root.mkdir(parents=True, exist_ok=True)
+    (cfg.root / "coverage.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    book = StageBook(cfg.root)
+    for stage in redo or []:
+        matched = [k for k in stage_keys(cfg) if k == stage or k.split("/")[0] == stage]
+        if not matched:
+            raise ValueError(f"--redo {stage}: no such stage; stages: {', '.join(stage_keys(cfg))}")
+        for key in matched:
+            book.forget(key)
+
+    def stage(key: str, settings: dict[str, Any], body) -> None:
+        if only and key.split("/")[0] not in only and key not in only:
+            return
+        if book.done(key):
+            note = " (its settings changed since; --redo to rerun)" if book.settings_changed(key, settings) else ""
+            print(f"[coverage] {key}: done, skipped{note}", flush=True)
+            return
+        print(f"[coverage] {key}: running", flush=True)
+        t0 = time.time()
+        info = body() or {}
+        book.finish(key, settings, time.time() - t0, **info)
+        print(f"[coverage] {key}: done in {time.time() - t0:.0f} s {json.dumps(info)}", flush=True)
+
+    common = {"suite": cfg.suite, "image_size": cfg.image_size, "horizon": cfg.horizon}
+    for task in cfg.tasks:
+        stage(
+            f"expert/{task}",
+            {**common, "n": cfg.expert_episodes, "noise": cfg.expert_noise},
+            lambda task=task: _collect(
+                cfg, task, "expert", ExpertActor(cfg.expert_noise), EXPERT_SEED0, cfg.expert_episodes
+            ),
+        )
+    for task in cfg.tasks:
+
+        def bc(task=task):
+            from world4rl_policy.bc import train_bc
+
+            summary = train_bc(_bc_config(cfg, task))
+            return {"best_val_nll": summary["best_val_nll"], "train_episodes": summary["train_episodes"]}
+
+        stage(f"bc/{task}", _bc_config(cfg, task).to_dict(), bc)
+    for task in cfg.tasks:
+
+        def rollouts(task=task):
+            policy = PolicyActor(_bc_checkpoint(cfg, task), deterministic=not cfg.policy_sampled, threads=cfg.threads)
+            p = _collect(cfg, task, "policy", policy, POLICY_SEED0, cfg.policy_episodes)
+            r = _collect(cfg, task, "random", RandomWalkActor(cfg.random_smooth), RANDOM_SEED0, cfg.random_episodes)
+            return {"policy": p, "random": r}
+
+        settings = {
+            **common,
+            "policy": cfg.policy_episodes,
+            "sampled": cfg.policy_sampled,
+            "random": cfg.random_episodes,
+        }
+        stage(f"rollouts/{task}", settings, rollouts)
+
+    def world_model():
+        from world4rl_model.training import train_world_model
+
+        train_world_model(_wm_config(cfg))
+        return {}
+
+    stage("world-model", dataclasses.asdict(_wm_config(cfg)), world_model)
+
+    def reward():
+        from world4rl_model.reward import train_reward
+
+        train_reward(_reward_config(cfg))
+        return {}
+
+    stage("reward", dataclasses.asdict(_reward_config(cfg)), reward)
+    for task in cfg.tasks:
+
+        def refine(task=task):
+            from world4rl_policy.ppo import refine as ppo_refine
+
+            summary = ppo_refine(_refine_config(cfg, task))
+            last = summary.get("last", {})
+            return {k: last.get(k) for k in ("episode_success", "episode_return", "kl_bc", "std")}
+
+        stage(f"refine/{task}", _refine_config(cfg, task).to_dict(), refine)
+    for task in cfg.tasks:
+
+        def evaluate(task=task):
+            from world4rl_bringup.eval_policy_cli import evaluate as eval_policies
+
+            result = eval_policies(
+                [str(_bc_checkpoint(cfg, task)), str(cfg.root / "refine" / task)],
+                task,
+                suite=cfg.suite,
+                episodes=cfg.eval_episodes,
+                seed=cfg.eval_seed,
+                horizon=cfg.horizon,
+                labels=["bc", "refined"],
+                videos=cfg.eval_videos,
+                out=cfg.root / "eval" / task,
+                threads=cfg.threads or 1,
+                progress=cfg.progress,
+            )
+            bc_r, ref_r = result["policies"]
+            return {
+                "bc": [bc_r["successes"], bc_r["episodes"], bc_r["ci95_wilson"]],
+                "refined": [ref_r["successes"], ref_r["episodes"], ref_r["ci95_wilson"]],
+                "vs_bc": ref_r["vs_baseline"],
+            }
+
+        stage(f"eval/{task}", {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed}, evaluate)
+    return book.data
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "example (small, CPU):\n"
+        "  world4rl coverage --run runs/cov_push --task push --image-size 32 --expert 20 --policy-episodes 40 \\\n"
+        "      --random 20 --wm-set size=small --wm-set steps=6000 --refine-set total_steps=40000\n"
+        "rerun the same command to resume; --redo world-model retrains the world model and what follows it\n"
+        "is NOT redone automatically (pass each stage to --redo)."
+    )
+    parser.add_argument("--run", required=True, help="run directory (dataset, checkpoints, stages.json)")
+    parser.add_argument("--task", action="append", dest="tasks", required=True, help="task (repeatable)")
+    parser.add_argument("--suite", choices=["franka", "metaworld"], default="franka")
+    parser.add_argument("--image-size", type=int, default=64, help="frame size of the dataset and models")
+    parser.add_argument("--horizon", type=int, default=None, help="sim episode length (default: the task's; MW 50)")
+    parser.add_argument("--expert", type=int, default=50, help="expert episodes per task")
+    parser.add_argument("--expert-noise", type=float, default=0.3, help="Gaussian noise std on the expert's xyz")
+    parser.add_argument("--policy-episodes", type=int, default=150, help="BC-policy rollouts per task")
+    parser.add_argument("--policy-mean", action="store_true", help="BC rollouts use the mean action (no sampling)")
+    parser.add_argument("--random", type=int, default=30, help="random-walk episodes per task")
+    parser.add_argument("--eval-episodes", type=int, default=50, help="seeded true-sim episodes per policy")
+    parser.add_argument("--eval-seed", type=int, default=EVAL_SEED0, help="first evaluation seed")
+    parser.add_argument("--eval-videos", type=int, default=3, help="evaluation seeds filmed")
+    for name, what in (("bc", "BCConfig"), ("wm", "WorldModelTrainConfig"), ("reward", "RewardTrainConfig")):
+        parser.add_argument(f"--{name}-set", action="append", metavar="KEY=VALUE", help=f"override a {what} field")
+    parser.add_argument("--refine-set", action="append", metavar="KEY=VALUE", help="override a PPOConfig field")
+    parser.add_argument("--redo", action="append", default=[], help="rerun this stage (e.g. world-model, bc/push)")
+    parser.add_argument("--only", action="append", default=None, help="run only these stages (e.g. expert)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> CoverageConfig:
+    from world4rl_model.reward import RewardTrainConfig
+    from world4rl_model.training import WorldModelTrainConfig
+    from world4rl_policy.bc import BCConfig
+    from world4rl_policy.ppo import PPOConfig
+
+    return CoverageConfig(
+        run=args.run,
+        tasks=args.tasks,
+        suite=args.suite,
+        image_size=args.image_size,
+        horizon=args.horizon,
+        expert_episodes=args.expert,
+        expert_noise=args.expert_noise,
+        policy_episodes=args.policy_episodes,
+        policy_sampled=not args.policy_mean,
+        random_episodes=args.random,
+        eval_episodes=args.eval_episodes,
+        eval_seed=args.eval_seed,
+        eval_videos=args.eval_videos,
+        threads=args.threads,
+        progress=not args.quiet,
+        bc=parse_overrides(args.bc_set, BCConfig),
+        world_model=parse_overrides(args.wm_set, WorldModelTrainConfig),
+        reward=parse_overrides(args.reward_set, RewardTrainConfig),
+        refine=parse_overrides(args.refine_set, PPOConfig),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from world4rl_model.runtime import maybe_reexec_with_tcmalloc
+
+    maybe_reexec_with_tcmalloc("cpu")
+    try:
+        cfg = config_from_args(args)
+        book = run_pipeline(cfg, redo=args.redo, only=args.only)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"world4rl coverage: error: {e}", file=sys.stderr)
+        return 2
+    total = sum(v.get("seconds", 0) for v in book.values())
+    print(f"[coverage] stages done: {sum(1 for v in book.values() if v.get('done'))}, {total / 60:.1f} min in all")
+    for task in cfg.tasks:
+        ev = book.get(f"eval/{task}")
+        if ev:
+            (bs, bn, bci), (rs, rn, rci) = ev["bc"], ev["refined"]
+            print(
+                f"[coverage] {task}: BC {bs}/{bn} ({bci[0]:.0%}..{bci[1]:.0%}) -> refined {rs}/{rn} "
+                f"({rci[0]:.0%}..{rci[1]:.0%}); beats BC's CI: {ev['vs_bc']['beats_baseline_ci']}"
+            )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="world4rl coverage")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

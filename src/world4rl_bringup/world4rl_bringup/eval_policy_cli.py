@@ -1,0 +1,264 @@
+"""`world4rl eval policy`: success rates of policy checkpoints in the TRUE simulator, never the model.
+
+Every policy runs the same N seeded episodes (episode i: seed SEED+i), so BC and refined policies
+are compared on identical initial states. An episode succeeds if the simulator's success flag is
+set at any step before the horizon (the episode stops there). The policies act with their mean
+action (as the runtime node does) unless --stochastic.
+
+Reported per policy: successes / N, the 95 % Wilson score interval, mean steps to success.
+Against the first policy (the baseline, e.g. BC): the difference with Newcombe's 95 % interval
+(hybrid score), the paired counts (only-baseline / only-this successes on the same seeds) with
+McNemar's exact p-value, and `beats_baseline_ci`: this policy's Wilson lower bound lies above the
+baseline's Wilson upper bound (non-overlapping intervals, the strict reading).
+
+Writes OUT/eval.json, OUT/eval.md and, for the first --videos seeds, OUT/videos/seed_S.mp4 with the
+policies side by side (green border from the first success on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from world4rl_bringup.deploy_cli import wilson_interval
+
+HELP = "success rate of policy checkpoints in the true sim (Wilson 95 % CI), compared on the same seeds"
+Z95 = 1.959964
+
+__all__ = ["add_arguments", "mcnemar_exact_p", "newcombe_difference", "run", "wilson_interval"]
+
+
+def newcombe_difference(s1: int, n1: int, s2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
+    """p2 - p1 with Newcombe's hybrid-score 95 % interval (method 10; independent samples, so it is
+    conservative for our paired seeds)."""
+    p1, p2 = s1 / n1, s2 / n2
+    l1, u1 = wilson_interval(s1, n1, z)
+    l2, u2 = wilson_interval(s2, n2, z)
+    d = p2 - p1
+    low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
+    high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+    return d, max(-1.0, low), min(1.0, high)
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test: P(a split at least this uneven | discordant pairs split 50/50)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = " ".join(__doc__.split("\n\n")[:2])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "examples:\n"
+        "  world4rl eval policy --task push --episodes 50 --policy runs/bc/best --policy runs/refine\n"
+        "  world4rl eval policy --suite metaworld --task drawer-open-v3 --policy runs/mw_bc/best --videos 2\n"
+    )
+    parser.add_argument("--policy", action="append", required=True, help="policy checkpoint/run dir (repeatable)")
+    parser.add_argument("--label", action="append", default=None, help="a name per --policy (default: the path)")
+    parser.add_argument("--task", required=True, help="task name (franka: reach, push, drawer, pick_place)")
+    parser.add_argument("--suite", choices=["franka", "metaworld"], default="franka", help="simulator")
+    parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per policy")
+    parser.add_argument("--seed", type=int, default=1000, help="episode i uses seed SEED+i (away from data seeds)")
+    parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's; MW 50)")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean")
+    parser.add_argument("--videos", type=int, default=3, help="seeds to film, policies side by side (0: none)")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default: world4rl_data/eval/TASK)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the policies")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def evaluate(
+    policies: list[str],
+    task: str,
+    suite: str = "franka",
+    episodes: int = 50,
+    seed: int = 1000,
+    horizon: int | None = None,
+    labels: list[str] | None = None,
+    stochastic: bool = False,
+    videos: int = 0,
+    out: Path | None = None,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every policy on seeds seed..seed+episodes-1; the result dict that eval.json holds."""
+    from tqdm import tqdm
+
+    from world4rl_bringup.sim_rollouts import PolicyActor, make_env, run_episode
+
+    labels = list(labels) if labels else [str(p) for p in policies]
+    if len(labels) != len(policies):
+        raise ValueError(f"{len(labels)} --label for {len(policies)} --policy")
+    seeds = [seed + i for i in range(episodes)]
+    films: dict[int, list[list]] = {s: [] for s in seeds[:videos]}
+    results = []
+    for path, label in zip(policies, labels, strict=True):
+        actor = PolicyActor(path, deterministic=not stochastic, threads=threads)
+        env = make_env(suite, task, actor.image_size, seed=seeds[0], horizon=horizon, terminate_on_success=True)
+        t0 = time.time()
+        per_episode = []
+        for s in tqdm(seeds, desc=label, disable=not progress, dynamic_ncols=True):
+            ep = run_episode(env, actor, s, stop_on_success=True)
+            per_episode.append({"seed": s, "success": ep.solved, "steps": ep.steps, "first_success": ep.first_success})
+            if s in films:
+                films[s].append(ep)
+        env.close()
+        n_ok = sum(e["success"] for e in per_episode)
+        low, high = wilson_interval(n_ok, episodes)
+        to_success = [e["first_success"] for e in per_episode if e["success"]]
+        results.append(
+            {
+                "label": label,
+                "policy": str(Path(path).absolute()),
+                "trainer": actor.runner.checkpoint_config.get("trainer"),
+                "successes": n_ok,
+                "episodes": episodes,
+                "success_rate": n_ok / episodes,
+                "ci95_wilson": [low, high],
+                "mean_steps_to_success": sum(to_success) / len(to_success) if to_success else None,
+                "seconds": time.time() - t0,
+                "per_episode": per_episode,
+            }
+        )
+    base = results[0]
+    for r in results[1:]:
+        d, low, high = newcombe_difference(base["successes"], episodes, r["successes"], episodes)
+        pairs = list(zip(base["per_episode"], r["per_episode"], strict=True))
+        only_base = sum(a["success"] and not b["success"] for a, b in pairs)
+        only_this = sum(b["success"] and not a["success"] for a, b in pairs)
+        r["vs_baseline"] = {
+            "baseline": base["label"],
+            "difference": d,
+            "difference_ci95_newcombe": [low, high],
+            "only_baseline_succeeded": only_base,
+            "only_this_succeeded": only_this,
+            "mcnemar_exact_p": mcnemar_exact_p(only_base, only_this),
+            "beats_baseline_ci": r["ci95_wilson"][0] > base["ci95_wilson"][1],
+            "difference_ci_above_zero": low > 0,
+        }
+    result = {
+        "suite": suite,
+        "task": task,
+        "episodes": episodes,
+        "seeds": [seeds[0], seeds[-1]] if seeds else [],
+        "horizon": horizon,
+        "action": "sampled" if stochastic else "mean",
+        "policies": results,
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if films:
+            result["videos"] = write_videos(films, labels, out / "videos")
+        (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "eval.md").write_text(markdown(result))
+    return result
+
+
+def write_videos(films: dict[int, list], labels: list[str], directory: Path) -> list[str]:
+    """One mp4 per seed: the policies side by side (shorter episodes hold their last frame),
+    a green border from each episode's first success on."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for seed, episodes in films.items():
+        length = max(len(ep.frames) for ep in episodes)
+        size = episodes[0].frames.shape[1]
+        scale = max(1, 192 // size)
+        path = directory / f"seed_{seed}.mp4"
+        with imageio.get_writer(str(path), fps=10, macro_block_size=1) as w:
+            for t in range(length):
+                tiles = []
+                for ep in episodes:
+                    k = min(t, len(ep.frames) - 1)
+                    tile = np.array(ep.frames[k])
+                    if tile.shape[0] != size:  # policies of another image size: nearest resize
+                        idx = np.arange(size) * tile.shape[0] // size
+                        tile = tile[idx][:, idx]
+                    if ep.first_success is not None and k >= ep.first_success:
+                        tile[:2], tile[-2:], tile[:, :2], tile[:, -2:] = (
+                            (0, 220, 0),
+                            (0, 220, 0),
+                            (0, 220, 0),
+                            (0, 220, 0),
+                        )
+                    tiles.append(tile)
+                row = np.concatenate(tiles, axis=1)
+                w.append_data(row.repeat(scale, 0).repeat(scale, 1))
+        written.append(str(path))
+    (directory / "README.txt").write_text("left to right: " + " | ".join(labels) + "\n")
+    return written
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"## {result['suite']} / {result['task']}: {result['episodes']} seeded episodes per policy "
+        f"(seeds {result['seeds'][0]}..{result['seeds'][-1]}, {result['action']} action)",
+        "",
+        "| policy | success | rate | 95 % Wilson CI | steps to success | vs first: diff (Newcombe 95 %) | "
+        "only first / only this | McNemar p | CI beats first |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["policies"]:
+        lo, hi = r["ci95_wilson"]
+        steps = f"{r['mean_steps_to_success']:.1f}" if r["mean_steps_to_success"] is not None else "-"
+        v = r.get("vs_baseline")
+        cmp = (
+            f"{v['difference']:+.1%} ({v['difference_ci95_newcombe'][0]:+.1%}..{v['difference_ci95_newcombe'][1]:+.1%})"
+            f" | {v['only_baseline_succeeded']} / {v['only_this_succeeded']} | {v['mcnemar_exact_p']:.3g} | "
+            f"{'yes' if v['beats_baseline_ci'] else 'no'}"
+            if v
+            else "baseline | | |"
+        )
+        lines.append(
+            f"| {r['label']} | {r['successes']}/{r['episodes']} | {r['success_rate']:.1%} | {lo:.1%}..{hi:.1%} "
+            f"| {steps} | {cmp} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or Path("world4rl_data") / "eval" / args.task
+    try:
+        result = evaluate(
+            args.policy,
+            args.task,
+            suite=args.suite,
+            episodes=args.episodes,
+            seed=args.seed,
+            horizon=args.horizon,
+            labels=args.label,
+            stochastic=args.stochastic,
+            videos=args.videos,
+            out=out,
+            threads=args.threads,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"world4rl eval policy: error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(result))
+    print(f"wrote {Path(out) / 'eval.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="world4rl eval policy")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
