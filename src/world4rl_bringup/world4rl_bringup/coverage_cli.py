@@ -421,8 +421,9 @@ def config_from_args(args: argparse.Namespace) -> CoverageConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from world4rl_model.runtime import maybe_reexec_with_tcmalloc
+    from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
+    configure_openmp()  # before torch is imported: idle OpenMP threads must not spin on shared cores
     maybe_reexec_with_tcmalloc("cpu")
     try:
         cfg = config_from_args(args)

@@ -230,6 +230,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from world4rl_model.runtime import configure_openmp
+
+    configure_openmp()
     out = args.out or Path("world4rl_data") / "eval" / args.task
     try:
         result = evaluate(

@@ -80,6 +80,7 @@ class PPOConfig:
     sampling_steps: int | None = None  # Euler steps of the world model (None: its own default)
     reward_mode: str = "binary"  # "binary" (World4RL) or "probability"
     reward_threshold: float | None = None  # None: the classifier's own threshold
+    bf16: bool = False  # bfloat16 autocast for the world model and classifier (~1.5x on CPUs with AVX512-BF16)
     # --- PPO
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -277,6 +278,7 @@ def make_env(cfg: PPOConfig, task: str | None, device: torch.device, num_envs: i
         sampling_steps=cfg.sampling_steps,
         reward_mode=cfg.reward_mode,
         threshold=cfg.reward_threshold,
+        bf16=cfg.bf16,
         seed=seed,
     )
 

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--sampling-steps", type=int, default=None, help="world-model Euler steps (default: its own)")
     r.add_argument("--reward-mode", choices=["binary", "probability"], default="binary")
     r.add_argument("--reward-threshold", type=float, default=None, help="default: the classifier's threshold")
+    r.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the world model and classifier")
     p = parser.add_argument_group("PPO")
     p.add_argument("--lr", type=float, default=3e-5, help="actor/encoder learning rate")
     p.add_argument("--critic-lr", type=float, default=3e-4, help="critic learning rate")
@@ -101,6 +102,7 @@ def config_from_args(args: argparse.Namespace):
         sampling_steps=args.sampling_steps,
         reward_mode=args.reward_mode,
         reward_threshold=args.reward_threshold,
+        bf16=args.bf16,
         gamma=args.gamma,
         gae_lambda=args.gae_lambda,
         lr=args.lr,
@@ -133,8 +135,9 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from world4rl_model.checkpoint import CheckpointError
-    from world4rl_model.runtime import maybe_reexec_with_tcmalloc
+    from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
+    configure_openmp()  # before torch is imported: idle OpenMP threads must not spin on shared cores
     maybe_reexec_with_tcmalloc(args.device)
     from world4rl_policy.ppo import refine
 
