@@ -21,6 +21,7 @@ GRAPH = textwrap.dedent(
     arguments:
       robot: {default: sim, choices: [sim, franka], description: which robot}
       count: {default: "3", description: frames to publish}
+      fake: {default: "false", choices: ["true", "false"], description: a launch-file boolean}
     nodes:
       - name: echo
         package: world4rl_bringup
@@ -41,7 +42,7 @@ GRAPH = textwrap.dedent(
       - package: franka_bringup
         launch: franka.launch.py
         if: {robot: franka}
-        arguments: {robot_ip: "robot-${count}"}
+        arguments: {robot_ip: "robot-${count}", fake: "${fake}"}
     """
 )
 
@@ -61,7 +62,8 @@ def test_resolution_follows_conditions_and_types(graph_file):
     assert sim.includes == ()
     franka = resolve(graph, {"robot": "franka", "count": "7"})
     assert [n.name for n in franka.nodes] == ["echo", "franka_only"]
-    assert franka.includes[0].arguments == {"robot_ip": "robot-7"}
+    # Include arguments reach the included launch file as the strings it declared, not as YAML types.
+    assert franka.includes[0].arguments == {"robot_ip": "robot-7", "fake": "false"}
 
 
 def test_bad_arguments_and_files_are_named(graph_file, tmp_path):
@@ -80,7 +82,9 @@ def test_bad_arguments_and_files_are_named(graph_file, tmp_path):
 
 def test_hardware_graph_refuses_to_run_without_ros_install(graph_file):
     resolved = resolve(load_graph(graph_file), {"robot": "franka"})
-    with pytest.raises(GraphError, match=r"ros2 launch world4rl_bringup demo.launch.py robot:=franka count:=3"):
+    with pytest.raises(
+        GraphError, match=r"ros2 launch world4rl_bringup demo.launch.py robot:=franka count:=3 fake:=false"
+    ):
         check_runnable_here(resolved)
 
 

@@ -149,11 +149,13 @@ def _applies(condition, args: dict[str, str]) -> bool:
     return True
 
 
-def _substitute(value, args: dict[str, str], where: str):
+def _substitute(value, args: dict[str, str], where: str, typed: bool = True):
+    """Replace ${arg} / ${share:PKG}. With `typed`, a value that is exactly one substitution takes
+    the argument's YAML type (node parameters); launch-include arguments stay strings."""
     if isinstance(value, dict):
-        return {k: _substitute(v, args, f"{where}.{k}") for k, v in value.items()}
+        return {k: _substitute(v, args, f"{where}.{k}", typed) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, args, where) for v in value]
+        return [_substitute(v, args, where, typed) for v in value]
     if not isinstance(value, str) or "${" not in value:
         return value
     value = _SHARE.sub(lambda m: str(package_share(m.group(1))), value)
@@ -162,8 +164,7 @@ def _substitute(value, args: dict[str, str], where: str):
             raise GraphError(f"{where}: ${{{name}}} names no launch argument")
     whole = _SUBSTITUTION.fullmatch(value)
     text = _SUBSTITUTION.sub(lambda m: args[m.group(1)], value)
-    # A value that is exactly one substitution takes the argument's YAML type ("3" -> 3, "true" -> True).
-    return yaml.safe_load(text) if whole and text != "" else text
+    return yaml.safe_load(text) if typed and whole and text != "" else text
 
 
 def resolve(graph: Graph, args: dict[str, str] | None = None) -> ResolvedGraph:
@@ -197,7 +198,9 @@ def resolve(graph: Graph, args: dict[str, str] | None = None) -> ResolvedGraph:
         )
     includes = [
         IncludeSpec(
-            inc["package"], inc["launch"], _substitute(dict(inc.get("arguments") or {}), values, graph.path.name)
+            inc["package"],
+            inc["launch"],
+            _substitute(dict(inc.get("arguments") or {}), values, graph.path.name, typed=False),
         )
         for inc in graph.includes
         if _applies(inc.get("if"), values)

@@ -126,3 +126,19 @@ def test_target_leads_a_stuck_arm_by_at_most_the_lead_bound():
         cycle = run(path, READY, [1.0, 0.0, 0.0, -1.0], k * DT)
         assert cycle.send_arm_command
         assert np.linalg.norm(ee(cycle.result.command) - ee(READY)) <= lead + EE_DELTA_SCALE_M + 1e-3
+
+
+def test_an_arm_outside_the_box_is_led_back_in_without_a_jump():
+    from world4rl_policy.safety_filter import SafetyParams
+
+    start_z = ee(READY)[2]
+    floor = start_z + 0.15  # the arm stands 15 cm below the box
+    path = CommandPath(SafetyParams(workspace_min=(0.15, -0.5, floor), workspace_max=(0.85, 0.5, 0.9)))
+    path.arm(0.0, READY)
+    q = READY.copy()
+    for k in range(1, 20):
+        cycle = run(path, q, [0.0, 0.0, 0.0, -1.0], k * DT)  # no motion asked: only the box pulls
+        assert cycle.result.armed, cycle.result.events
+        assert cycle.send_arm_command
+        q = cycle.result.command
+    assert ee(q)[2] >= floor - 1e-3

@@ -148,6 +148,13 @@ class CommandPath:
             self._tcp_target = tcp + lead * (self.params.max_target_lead_m / distance)
         step = np.clip(delta, ACTION_LOW, ACTION_HIGH) * EE_DELTA_SCALE_M
         self._tcp_target = np.clip(self._tcp_target + step, self._target_min, self._target_max)
+        # An arm standing outside the box would get a target on the box's face, possibly far away
+        # (a jump the filter refuses): approach it one bounded step at a time instead.
+        reach = self.params.max_target_lead_m + float(np.linalg.norm(step))
+        offset = self._tcp_target - tcp
+        distance = float(np.linalg.norm(offset))
+        if distance > reach:
+            self._tcp_target = tcp + offset * (reach / distance)
         return self._tcp_target
 
     def _gripper_command(self, result: FilterResult) -> GripperCommand | None:
