@@ -303,8 +303,10 @@ def test_stale_image_holds_and_disarms(launch_node, ros_node, tmp_path):
     robot.images_on = False
     status = expect_hold_and_disarm(robot, runner, "stale_image")
     assert "image is" in status.fault
-    # Within the timeout (0.25 s) plus one control period, plus DDS and the 0.5 s of checks above.
-    assert robot.commands[-1][0] - stopped < 0.25 + 0.1 + 0.15
+    # The exact bound (timeout + one control period) is the filter's, tested with explicit clocks in
+    # test_safety_filter.py; over DDS on a loaded 2-core machine, allow scheduling delays, but the
+    # arm must stop within about a second, not keep going.
+    assert robot.commands[-1][0] - stopped < 1.0
 
 
 def test_stale_joint_state_holds_and_disarms(launch_node, ros_node, tmp_path):
