@@ -22,14 +22,20 @@ CAMERA = "world4rl_bringup.camera_node"
 SMALL_CAMERA = {"source": "test_pattern", "width": 160, "height": 120}
 
 
-def call(node, srv_type, name, timeout=10.0, **fields):
+def call(node, srv_type, name, timeout=20.0, **fields):
+    """Call a service; re-send while unanswered. After a kill -9 the dead server's endpoints linger in
+    the DDS graph until their lease expires, so the service can look ready before the restarted
+    server has matched this client, and a request sent then reaches no one (volatile QoS)."""
     client = node.create_client(srv_type, name)
     try:
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-        request = srv_type.Request(**fields)
-        future = client.call_async(request)
-        assert wait_until(future.done, timeout=timeout), f"no answer from {name}"
-        return future.result()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            future = client.call_async(srv_type.Request(**fields))
+            if wait_until(future.done, timeout=min(3.0, max(0.1, deadline - time.monotonic()))):
+                return future.result()
+            client.remove_pending_request(future)
+        raise AssertionError(f"no answer from {name} within {timeout} s")
     finally:
         node.destroy_client(client)
 
@@ -251,6 +257,8 @@ def test_one_recorder_per_directory_and_shutdown_keeps_the_episode(ros_domain, r
     out = tmp_path / "bags"
     pubs = Publishers(ros_node)
     first = NodeProcess(RECORDER, "episode_recorder", params={"output_dir": str(out)}, log_dir=tmp_path).start()
+    # Only once the first holds the directory's lock: started together, either could win it.
+    assert wait_until(lambda: "recording into" in first.stderr_tail(), timeout=30, nodes=[first])
     second = NodeProcess(RECORDER, "recorder2", params={"output_dir": str(out)}, log_dir=tmp_path).start()
     try:
         assert wait_until(lambda: not second.is_running(), timeout=30)
