@@ -380,8 +380,12 @@ def test_wild_policy_never_jumps_or_leaves_the_limits(launch_node, ros_node, tmp
     assert np.all(np.isfinite(commands))
     assert np.all(commands >= LO)
     assert np.all(commands <= HI)
-    # The arm tracks each command, so each command is measured from the previous one.
-    assert np.all(np.abs(np.diff(commands, axis=0)) <= STEP + 1e-9)
+    # Each command is within one step of the joint state the runner last measured. Over DDS on a
+    # loaded machine that state can still be the one before the previous command (the test arm
+    # jumps to each command at once), so consecutive commands may differ by up to two steps; the
+    # exact one-step bound against the measured state is checked in-process by the 10,000-cycle
+    # fuzz (test_policy_runner_fuzz.py), where the measurement is known.
+    assert np.all(np.abs(np.diff(commands, axis=0)) <= 2 * STEP + 1e-9)
     # The gripper was switched back and forth: the flips reach it too, one goal per change.
     assert len(robot.grasps) >= 3
     assert len(robot.moves) >= 3
