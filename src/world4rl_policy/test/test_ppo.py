@@ -192,6 +192,31 @@ def test_rollout_terminal_success_is_rewarded_without_bootstrap(square):
     assert (buf.dones == 1).all()
 
 
+def test_imagined_success_counts_classifier_success_before_the_horizon(square, tmp_path):
+    from world4rl_model.checkpoint import load_checkpoint, save_checkpoint
+    from world4rl_model.reward import RewardClassifier, RewardConfig
+
+    args = (str(square / "bc"), str(square / "wm"), str(square / "rw"), str(square / "ds"), "reach-left")
+    never = ppo.imagined_success(*args, episodes=5, horizon=3, batch=4)
+    assert never["episodes"] == 5
+    assert 0.0 <= never["success_rate"] <= 1.0
+    # A classifier whose bias says "success" everywhere: every episode succeeds at its first step.
+    state, config = load_checkpoint(square / "rw")
+    rm = RewardClassifier(RewardConfig(**config["model"]))
+    rm.load_state_dict(state)
+    with torch.no_grad():
+        rm.head[-1].bias.fill_(50.0)
+    save_checkpoint(tmp_path / "always", rm.state_dict(), rm.checkpoint_config())
+    always = ppo.imagined_success(args[0], args[1], str(tmp_path / "always"), *args[3:], episodes=6, horizon=3, batch=4)
+    assert always == {"episodes": 6, "success_rate": 1.0, "mean_steps_to_success": 1.0, "horizon": 3}
+    with torch.no_grad():
+        rm.head[-1].bias.fill_(-50.0)
+    save_checkpoint(tmp_path / "never", rm.state_dict(), rm.checkpoint_config())
+    none = ppo.imagined_success(args[0], args[1], str(tmp_path / "never"), *args[3:], episodes=4, horizon=3, batch=4)
+    assert none["success_rate"] == 0.0
+    assert none["mean_steps_to_success"] is None
+
+
 def test_refine_writes_runnable_checkpoints_and_resumes(square, tmp_path):
     out = tmp_path / "run"
     cfg = _cfg(square, out, total_steps=24, checkpoint_every=1, kl_bc_coef=0.1, bc_coef=0.1, bc_batch_size=8)

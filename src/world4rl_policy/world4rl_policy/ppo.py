@@ -625,3 +625,58 @@ def derive_video_seed(cfg: PPOConfig) -> int:
     from world4rl_model.runtime import derive_seed
 
     return derive_seed(cfg.seed, "video")
+
+
+@torch.no_grad()
+def imagined_success(
+    policy_path: str,
+    world_model: str,
+    reward: str,
+    dataset: str,
+    task: str | None,
+    episodes: int = 64,
+    horizon: int = 50,
+    batch: int = 32,
+    deterministic: bool = True,
+    bf16: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Success rate of a policy *inside* the world model (classifier success before the horizon),
+    from `episodes` real start frames. Set against the true simulator's rate for the same policy,
+    the gap measures how far the model (and classifier) mislead it: a refined policy whose imagined
+    success rises far above its real one is exploiting model errors."""
+    policy, _ = load_policy_module(policy_path)
+    policy = policy.to(device).eval()
+    cfg = PPOConfig(
+        policy=policy_path, world_model=world_model, reward=reward, dataset=dataset, out="", horizon=horizon, bf16=bf16
+    )
+    done_succ, done_len = [], []
+    env = make_env(cfg, task, torch.device(device), num_envs=batch, seed=seed)
+    env.horizon = horizon
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rounds = math.ceil(episodes / batch)
+    for r in range(rounds):
+        obs, _ = env.reset(seed=seed + r)
+        finished = torch.zeros(batch, dtype=torch.bool)
+        success = torch.zeros(batch, dtype=torch.bool)
+        length = torch.full((batch,), horizon)
+        for t in range(horizon):
+            mean, log_std, _ = policy(_model_frames(policy, obs["frames"]))
+            action = mean if deterministic else mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
+            obs, _, terminated, truncated, _ = env.step(action.clamp(-1, 1))
+            new = (terminated | truncated).cpu() & ~finished
+            success |= terminated.cpu() & new
+            length[new] = t + 1
+            finished |= new
+            if finished.all():
+                break
+        done_succ += success.tolist()
+        done_len += [int(n) for n, s in zip(length, success, strict=True) if s]
+    done_succ = done_succ[:episodes]
+    return {
+        "episodes": len(done_succ),
+        "success_rate": float(np.mean(done_succ)),
+        "mean_steps_to_success": float(np.mean(done_len)) if done_len else None,
+        "horizon": horizon,
+    }
