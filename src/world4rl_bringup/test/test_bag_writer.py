@@ -262,9 +262,16 @@ def test_disk_reserve_stops_the_episode_readable(tmp_path, msgs, bag_reader, tin
     bag = bag_reader(partial)
     assert bag["custom"]["world4rl.status"] == STATUS_DISK_FULL
     assert 1 <= bag["topics"][IMAGE][1] < 5
+    # The failed writer's thread waits for close/discard without spinning (a spinning thread
+    # once held the GIL for the rest of the test session): this process stays idle while it waits.
+    cpu0 = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - cpu0 < 0.2
     # A new episode is refused up front while the disk is below the reserve.
     with pytest.raises(DiskFullError, match="below the recorder's reserve"):
         _open_writer(disk, 1, min_free_bytes=1_500_000)
+    with pytest.raises(DiskFullError):
+        writer.close()
 
 
 _CHILD_FSIZE = textwrap.dedent(

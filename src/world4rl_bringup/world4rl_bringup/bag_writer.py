@@ -435,7 +435,8 @@ class EpisodeBagWriter:
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_period_s
         while True:
-            timeout = max(0.0, next_flush - time.monotonic())
+            # A failed writer only drains until close/discard: block, never spin on an overdue flush.
+            timeout = None if self.error is not None else max(0.0, next_flush - time.monotonic())
             try:
                 op = self._queue.get(timeout=timeout)
             except queue.Empty:
