@@ -71,6 +71,31 @@ def test_random_shift_keeps_shape_and_content_scale():
     assert len(set(shifts)) >= 2
 
 
+def test_nll_loss_is_the_policys_gaussian_nll_and_decoupled_weighs_every_dimension_alike():
+    torch.manual_seed(0)
+    mean = torch.randn(16, 4, requires_grad=True)
+    log_std = torch.tensor([-0.5, -0.5, -0.5, -5.0]).expand(16, 4).clone().requires_grad_(True)
+    actions = torch.randn(16, 4)
+    expected = -torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(-1).mean() / 4
+    assert torch.allclose(bc.bc_loss(mean, log_std, actions, "nll"), expected)
+
+    # NLL: a dimension with a collapsed std (the gripper at the floor) gets e^9 times the mean gradient.
+    (g_nll,) = torch.autograd.grad(bc.bc_loss(mean, log_std, actions, "nll"), mean)
+    # Decoupled: the mean's gradient is the squared error's, whatever the std ...
+    (g_dec,) = torch.autograd.grad(bc.bc_loss(mean, log_std, actions, "decoupled"), mean)
+    assert torch.allclose(g_dec, 2 * (mean - actions) / mean.numel())
+    weight = (g_nll / (mean - actions)).abs().mean(0)  # the gradient's weight on each dimension's error
+    ratio_nll = weight[3] / weight[0]
+    assert ratio_nll > 1000
+    # ... and the std is still fitted by the NLL around the (detached) mean: its optimum is the residual spread.
+    resid = (actions - mean.detach()).abs().pow(2).mean(0).sqrt()
+    ls = resid.log().expand(16, 4).clone().requires_grad_(True)
+    (g_std,) = torch.autograd.grad(bc.bc_loss(mean, ls, actions, "decoupled"), ls)
+    assert g_std.sum(0).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="unknown BC loss"):
+        bc.bc_loss(mean, log_std, actions, "l1")
+
+
 def test_bc_loss_goes_down_and_imitates_the_expert_better_than_chance(dot_dataset, tmp_path):
     from world4rl_model.dataset import Dataset
 

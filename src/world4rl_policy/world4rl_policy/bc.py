@@ -52,6 +52,9 @@ class BCConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     augment_shift: int = 4  # random shift in pixels (0: off)
+    # "decoupled": the mean by squared error, the std by NLL around the detached mean (see bc_loss);
+    # "nll": the joint Gaussian NLL, whose mean gradients are weighted by 1/std^2.
+    loss: str = "decoupled"
     use_proprio: bool = False  # feed joint_positions (needs them in every episode)
     frame_history: int = 4
     channels: tuple[int, ...] = (32, 64, 64, 128)
@@ -167,6 +170,23 @@ def select_episodes(dataset, cfg: BCConfig) -> list[int]:
 # ---------------------------------------------------------------------------------- training
 
 
+def bc_loss(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor, kind: str = "decoupled") -> torch.Tensor:
+    """BC's loss per action dimension.
+
+    "nll" is the Gaussian NLL of the demonstrated actions. Its gradient on the mean is divided
+    by std^2, so a dimension the demonstrations never vary (the gripper in push or drawer) drives
+    its std to the floor and its tiny errors then dominate the gradient norm; after clipping,
+    the xyz means barely learn and the policy outputs nearly one action whatever it sees.
+    "decoupled" fits the mean by squared error (every dimension weighted alike) and the std by
+    the NLL around the detached mean, so the Gaussian still matches the demonstrations' spread."""
+    if kind == "nll":
+        return -torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).mean()
+    if kind == "decoupled":
+        nll_std = -torch.distributions.Normal(mean.detach(), log_std.exp()).log_prob(actions).mean()
+        return F.mse_loss(mean, actions) + nll_std
+    raise ValueError(f"unknown BC loss {kind!r}; choose 'decoupled' or 'nll'")
+
+
 def _evaluate(policy: GaussianPolicy, data: BCData, batch_size: int, max_samples: int = 4096) -> dict[str, float]:
     """Validation NLL (per action dim) and MSE of the clipped mean, on evenly spaced samples."""
     n = min(len(data), max_samples)
@@ -269,8 +289,7 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
             b = train.batch(rng.integers(0, len(train), size=cfg.batch_size))
             frames = random_shift(b["frames"], cfg.augment_shift, aug_gen)
             mean, log_std, _ = policy(frames, b.get("proprio"))
-            dist = torch.distributions.Normal(mean, log_std.exp())
-            loss = -dist.log_prob(b["actions"]).sum(-1).mean() / pconf.action_dim
+            loss = bc_loss(mean, log_std, b["actions"], cfg.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

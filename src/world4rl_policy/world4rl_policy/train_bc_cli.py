@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-HELP = "behaviour cloning: train the Gaussian image policy on a dataset's demonstrations (Gaussian NLL)"
+HELP = "behaviour cloning: fit the Gaussian image policy to a dataset's demonstrations"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out")
     parser.add_argument("--seed", type=int, default=0, help="seeds weights, sampling and augmentation")
     parser.add_argument("--augment-shift", type=int, default=4, help="random-shift augmentation in pixels (0: off)")
+    parser.add_argument(
+        "--loss", choices=["decoupled", "nll"], default="decoupled",
+        help="decoupled: the mean by squared error and the std by NLL around it; nll: the joint Gaussian NLL",
+    )  # fmt: skip
     parser.add_argument("--use-proprio", action="store_true", help="also feed joint positions (dataset must have them)")
     parser.add_argument("--frame-history", type=int, default=4, help="frames stacked as the policy's input (T)")
     parser.add_argument(
@@ -68,6 +72,7 @@ def config_from_args(args: argparse.Namespace):
         batch_size=args.batch_size,
         lr=args.lr,
         augment_shift=args.augment_shift,
+        loss=args.loss,
         use_proprio=args.use_proprio,
         frame_history=args.frame_history,
         log_std_max=args.log_std_max,

@@ -179,3 +179,44 @@ def test_camera_intrinsics_follow_the_vertical_fov(sim):
     assert k[1, 1] == pytest.approx(240 / np.tan(fovy / 2))
     assert k[0, 0] == k[1, 1]
     assert (k[0, 2], k[1, 2]) == (319.5, 239.5)
+
+
+def test_reach_goal_stands_on_the_table_so_one_camera_sees_its_height():
+    """From the one fixed camera a floating sphere's depth is ambiguous; its stand, drawn from the
+    sphere down to the table top, is visible between them and hidden below the table."""
+    from world4rl_sim.scene import FRONT_CAMERA
+
+    s = FrankaSim("reach", seed=0)
+    try:
+        s.reset(seed=3)
+        goal = s.data.mocap_pos[s.model.body("reach_goal").mocapid[0]]
+        goal[:] = (0.45, 0.05, 0.22)  # high above the table, clear of the arm's home pose
+        import mujoco
+
+        mujoco.mj_forward(s.model, s.data)
+        image = s.render(640, 480).astype(int)
+        cam = s.model.camera(FRONT_CAMERA).id
+        k = camera_intrinsics(s.model, FRONT_CAMERA, 640, 480)
+        pos, rot = s.data.cam_xpos[cam], s.data.cam_xmat[cam].reshape(3, 3)
+
+        def pixel(p):
+            c = rot.T @ (np.asarray(p) - pos)  # MuJoCo camera frame: x right, y up, looking along -z
+            u = k[0, 0] * c[0] / -c[2] + k[0, 2]
+            v = k[1, 1] * -c[1] / -c[2] + k[1, 2]
+            return round(v), round(u)
+
+        def colour(p):
+            r, c = pixel(p)
+            return image[r - 1 : r + 2, c - 1 : c + 2].reshape(-1, 3).mean(0)
+
+        table = colour((0.45, 0.11, 0.0))  # table top beside the stand
+        for z in (0.05, 0.1, 0.15):  # along the stand: dark grey, unlike the table behind it
+            assert np.abs(colour((0.45, 0.05, z)) - table).sum() > 120, z
+        assert colour((0.45, 0.05, 0.22))[0] > 150  # the red sphere itself
+        stand = s.model.geom("reach_goal_stand")
+        assert stand.contype[0] == 0  # seen, never touched
+        assert stand.conaffinity[0] == 0
+        # Long enough to reach the table from the highest goal.
+        assert 2 * s.model.geom_size[stand.id][1] > TASK_REGISTRY["reach"].GOAL_HIGH[2]
+    finally:
+        s.close()

@@ -127,7 +127,7 @@ def _sample_apart(rng: np.random.Generator, low, high, anchor, min_dist: float, 
 class Reach(Task):
     name = "reach"
     horizon = 30
-    description = "Move the fingertips to a red sphere floating above the table."
+    description = "Move the fingertips to a red sphere floating above the table on a thin stand."
 
     GOAL_LOW = (0.32, -0.2, 0.04)
     GOAL_HIGH = (0.6, 0.2, 0.25)
@@ -138,6 +138,10 @@ class Reach(Task):
         return """
     <body name="reach_goal" mocap="true" pos="0.5 0 0.1">
       <geom name="reach_goal" type="sphere" size="0.025" rgba="0.9 0.15 0.1 1" contype="0" conaffinity="0"/>
+      <!-- A stand down into the table: from one fixed camera (no shadows) a floating sphere's depth is
+           ambiguous; where the stand meets the table shows its xy, the stand's length its height. -->
+      <geom name="reach_goal_stand" type="cylinder" fromto="0 0 0 0 0 -0.3" size="0.007" rgba="0.25 0.25 0.25 1"
+            contype="0" conaffinity="0"/>
     </body>"""
 
     def reset(self, sim, rng):
