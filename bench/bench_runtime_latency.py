@@ -285,7 +285,7 @@ def main() -> int:
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_policy(Path(tmp) / "policy", GaussianPolicy())
+        ckpt = save_policy(Path(tmp) / "policy", GaussianPolicy(), control_rate_hz=args.control_rate)
         base = baseline(ckpt, 300 if args.quick else 2000)
         run = run_node(ckpt, seconds, args.control_rate, Path(tmp) / "logs")
 

@@ -9,6 +9,7 @@ or huge image-dependent (sign-flipping) outputs.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -276,6 +277,21 @@ def test_arming_needs_a_joint_state_and_a_policy_is_required(launch_node, ros_no
     )
     assert broken.returncode == 2
     assert "nowhere" in broken.stderr
+
+
+def test_a_policy_trained_at_another_control_rate_is_refused(ros_domain, tmp_path):
+    """Each action moves the arm up to EE_DELTA_SCALE_M per cycle: at another rate, another speed."""
+    policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
+    path = save_policy(tmp_path / "policy30", policy, control_rate_hz=30.0)
+    assert json.loads((path / "config.json").read_text())["action_space"]["control_rate_hz"] == 30.0
+    refused = subprocess.run(
+        [sys.executable, "-m", MODULE, "--ros-args", "-p", f"policy:={path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "trained at 30 Hz, but parameter 'control_rate_hz' is 10 Hz" in refused.stderr
 
 
 # ---------------------------------------------------------------------------------- watchdogs

@@ -240,6 +240,7 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
     step = 0
     best_val = math.inf
     provenance = {
+        "control_rate_hz": dataset.control_rate_hz,
         "trainer": "bc",
         "tasks": sorted({dataset.episodes[i]["task"] for i in episodes}),
         "dataset": {"path": str(Path(cfg.dataset).absolute()), "manifest_sha256": dataset.hash},

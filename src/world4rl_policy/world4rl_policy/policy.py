@@ -37,7 +37,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
+from world4rl_spec import (
+    ACTION_DIM,
+    ACTION_HIGH,
+    ACTION_LOW,
+    ACTION_NAMES,
+    CONTROL_RATE_HZ,
+    EE_DELTA_SCALE_M,
+    LEARNING_IMAGE_SIZE,
+)
 
 CHECKPOINT_KIND = "policy"
 POLICY_VERSION = 1
@@ -195,19 +203,24 @@ def clip_action(action):
 # ---------------------------------------------------------------------------------- checkpoints
 
 
-def action_space_dict(action_dim: int = ACTION_DIM) -> dict[str, Any]:
+def action_space_dict(action_dim: int = ACTION_DIM, control_rate_hz: float = CONTROL_RATE_HZ) -> dict[str, Any]:
     return {
         "names": list(ACTION_NAMES[:action_dim]),
         "low": ACTION_LOW,
         "high": ACTION_HIGH,
         "dim": action_dim,
         "ee_delta_scale_m": EE_DELTA_SCALE_M,
+        # One action per control step: the same policy at another rate moves the arm at another speed.
+        "control_rate_hz": float(control_rate_hz),
         "distribution": "gaussian-clipped",
     }
 
 
-def policy_checkpoint_config(policy: GaussianPolicy, **extra: Any) -> dict[str, Any]:
-    """config.json content for a policy checkpoint; `extra` adds provenance (tasks, dataset hash, ...)."""
+def policy_checkpoint_config(
+    policy: GaussianPolicy, control_rate_hz: float = CONTROL_RATE_HZ, **extra: Any
+) -> dict[str, Any]:
+    """config.json content for a policy checkpoint; `extra` adds provenance (tasks, dataset hash, ...).
+    control_rate_hz: the rate of the demonstrations' actions, the one the policy must run at."""
     cfg = policy.config
     return {
         "kind": CHECKPOINT_KIND,
@@ -216,7 +229,7 @@ def policy_checkpoint_config(policy: GaussianPolicy, **extra: Any) -> dict[str, 
         "frame_history": cfg.frame_history,
         "image_size": cfg.image_size,
         "image": {"layout": "T,H,W,RGB uint8, oldest first", "scale": "x/255*2-1"},
-        "action_space": action_space_dict(cfg.action_dim),
+        "action_space": action_space_dict(cfg.action_dim, control_rate_hz),
         "normaliser": {
             "actions": "identity (dataset actions are already normalised to [-1, 1])",
             "proprio_mean": policy.proprio_mean.tolist(),
@@ -227,13 +240,18 @@ def policy_checkpoint_config(policy: GaussianPolicy, **extra: Any) -> dict[str, 
 
 
 def save_policy(
-    directory: str | Path, policy: GaussianPolicy, training_state=None, run_step: int | None = None, **extra: Any
+    directory: str | Path,
+    policy: GaussianPolicy,
+    training_state=None,
+    run_step: int | None = None,
+    control_rate_hz: float = CONTROL_RATE_HZ,
+    **extra: Any,
 ) -> Path:
     """Save atomically (safetensors + config.json). With run_step, `directory` is a run dir and a
     step_<n>/ checkpoint plus the `latest` pointer are written (world4rl_model.checkpoint)."""
     from world4rl_model import checkpoint
 
-    config = policy_checkpoint_config(policy, **extra)
+    config = policy_checkpoint_config(policy, control_rate_hz, **extra)
     if run_step is None:
         return checkpoint.save_checkpoint(directory, policy.state_dict(), config, training_state)
     return checkpoint.save_run_checkpoint(directory, run_step, policy.state_dict(), config, training_state)

@@ -63,6 +63,7 @@ from world4rl_spec import (
     ACTION_LOW,
     CAMERA_HEIGHT,
     CAMERA_WIDTH,
+    CONTROL_RATE_HZ,
     EE_DELTA_SCALE_M,
     FR3_JOINT_POSITION_MAX,
     FR3_JOINT_POSITION_MIN,
@@ -133,6 +134,13 @@ class PolicyRunnerNode(Node):
         if abs(float(scale) - EE_DELTA_SCALE_M) > 1e-12:
             raise ValueError(
                 f"{policy_path}: trained for {scale} m per action unit, this stack moves {EE_DELTA_SCALE_M} m"
+            )
+        # Older checkpoints carry no rate: they were trained at the spec's.
+        rate = float(self.policy.checkpoint_config.get("action_space", {}).get("control_rate_hz", CONTROL_RATE_HZ))
+        if abs(rate - params.control_rate_hz) > 1e-6:
+            raise ValueError(
+                f"{policy_path}: trained at {rate:g} Hz, but parameter 'control_rate_hz' is "
+                f"{params.control_rate_hz:g} Hz (each action moves up to {EE_DELTA_SCALE_M} m per cycle)"
             )
         # What decides the action from the frame history (and proprioception). The policy's mean;
         # the node-level fuzz test replaces it with an adversarial source.

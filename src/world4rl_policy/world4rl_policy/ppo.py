@@ -423,6 +423,7 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
     bc_rng = np.random.default_rng(derive_seed(cfg.seed, "bc", update))
 
     provenance = {
+        "control_rate_hz": bc_config.get("action_space", {}).get("control_rate_hz", dataset.control_rate_hz),
         "trainer": TRAINER,
         "tasks": [task] if task else list(bc_config.get("tasks") or []),
         "refined_from": {
