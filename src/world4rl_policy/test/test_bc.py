@@ -37,6 +37,31 @@ def test_bc_data_histories_repeat_the_first_frame_like_frame_history(dot_dataset
     np.testing.assert_array_equal(b["proprio"].numpy(), ep["joint_positions"][[0, 1, 4]])
 
 
+def test_bc_data_stops_a_few_frames_after_the_first_success(tmp_path):
+    from world4rl_model.dataset import Dataset, DatasetWriter
+
+    writer = DatasetWriter(tmp_path / "ds", image_size=16)
+    rng = np.random.default_rng(0)
+    for first in (3, None):  # a success at frame 3 (then held), and a failure
+        success = np.zeros(10, bool)
+        if first is not None:
+            success[first:] = True
+        writer.add_episode(
+            rng.integers(0, 255, (10, 16, 16, 3), dtype=np.uint8),
+            rng.uniform(-1, 1, (10, 4)).astype(np.float32),
+            task="reach",
+            success=first is not None,
+            kind="expert",
+            success_per_frame=success,
+        )
+    ds = Dataset(tmp_path / "ds")
+    assert len(bc.BCData(ds, [0], 4, False, post_success_frames=2)) == 3 + 2 + 1
+    assert len(bc.BCData(ds, [0], 4, False, post_success_frames=None)) == 10
+    assert len(bc.BCData(ds, [1], 4, False, post_success_frames=2)) == 10  # never succeeded: all of it
+    trimmed = bc.BCData(ds, [0, 1], 4, False, post_success_frames=0)
+    np.testing.assert_array_equal(trimmed.batch(np.array([4]))["actions"][0].numpy(), ds.episode(1)["actions"][0])
+
+
 def test_random_shift_keeps_shape_and_content_scale():
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (5, 4, 16, 16, 3), dtype=torch.uint8)

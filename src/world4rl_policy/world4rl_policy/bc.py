@@ -56,6 +56,10 @@ class BCConfig:
     # "nll": the joint Gaussian NLL, whose mean gradients are weighted by 1/std^2.
     loss: str = "decoupled"
     use_proprio: bool = False  # feed joint_positions (needs them in every episode)
+    # Imitate each episode only up to this many frames after its first success frame (None: all).
+    # Sim episodes run to the horizon; what the expert does after success (hovering) would otherwise
+    # outnumber the approach that matters (reach: success at step ~6 of 30).
+    post_success_frames: int | None = 3
     frame_history: int = 4
     channels: tuple[int, ...] = (32, 64, 64, 128)
     hidden_dim: int = 256
@@ -80,7 +84,14 @@ class BCConfig:
 class BCData:
     """(frame history, action[, proprio]) samples of some episodes of a dataset, by global frame index."""
 
-    def __init__(self, dataset, episodes: list[int], frame_history: int, use_proprio: bool) -> None:
+    def __init__(
+        self,
+        dataset,
+        episodes: list[int],
+        frame_history: int,
+        use_proprio: bool,
+        post_success_frames: int | None = None,
+    ) -> None:
         self.episodes = list(episodes)
         self.frame_history = frame_history
         self.use_proprio = use_proprio
@@ -93,12 +104,15 @@ class BCData:
             ep = dataset.episode(i)
             if use_proprio and "joint_positions" not in ep:
                 raise ValueError(f"{dataset.root / dataset.episodes[i]['dir']}: no joint_positions.npy (use_proprio)")
-            self._frames.append(ep["frames"])
-            self._actions.append(np.asarray(ep["actions"], dtype=np.float32))
+            end = len(ep["actions"])
+            if post_success_frames is not None and ep["success"].any():
+                end = min(end, int(np.argmax(ep["success"])) + post_success_frames + 1)
+            self._frames.append(ep["frames"][:end])
+            self._actions.append(np.asarray(ep["actions"][:end], dtype=np.float32))
             if use_proprio:
-                self._proprio.append(np.asarray(ep["joint_positions"], dtype=np.float32))
+                self._proprio.append(np.asarray(ep["joint_positions"][:end], dtype=np.float32))
             starts.append(total)
-            total += len(ep["actions"])
+            total += end
         self._starts = np.asarray(starts, dtype=np.int64)
         self.size = total
 
@@ -216,8 +230,8 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
     dataset = Dataset(cfg.dataset)
     episodes = select_episodes(dataset, cfg)
     train_eps, val_eps = _split(dataset, episodes, cfg)
-    train = BCData(dataset, train_eps, cfg.frame_history, cfg.use_proprio)
-    val = BCData(dataset, val_eps, cfg.frame_history, cfg.use_proprio) if val_eps else None
+    train = BCData(dataset, train_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames)
+    val = BCData(dataset, val_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames) if val_eps else None
 
     torch.manual_seed(cfg.seed)
     pconf = PolicyConfig(

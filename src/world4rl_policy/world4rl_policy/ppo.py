@@ -419,7 +419,8 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         demo_eps = [i for i in demo_eps if dataset.episodes[i]["success"]]
         if not demo_eps:
             raise ValueError(f"{cfg.dataset}: no successful {cfg.bc_kinds} episodes of {task} for the BC regulariser")
-        bc_data = BCData(dataset, demo_eps, policy.config.frame_history, use_proprio=False)
+        post = bc_config.get("bc_config", {}).get("post_success_frames")
+        bc_data = BCData(dataset, demo_eps, policy.config.frame_history, use_proprio=False, post_success_frames=post)
     bc_rng = np.random.default_rng(derive_seed(cfg.seed, "bc", update))
 
     provenance = {

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loss", choices=["decoupled", "nll"], default="decoupled",
         help="decoupled: the mean by squared error and the std by NLL around it; nll: the joint Gaussian NLL",
     )  # fmt: skip
+    parser.add_argument(
+        "--post-success-frames", type=int, default=3,
+        help="imitate each episode up to this many frames after its first success frame (-1: whole episodes)",
+    )  # fmt: skip
     parser.add_argument("--use-proprio", action="store_true", help="also feed joint positions (dataset must have them)")
     parser.add_argument("--frame-history", type=int, default=4, help="frames stacked as the policy's input (T)")
     parser.add_argument(
@@ -73,6 +77,7 @@ def config_from_args(args: argparse.Namespace):
         lr=args.lr,
         augment_shift=args.augment_shift,
         loss=args.loss,
+        post_success_frames=None if args.post_success_frames < 0 else args.post_success_frames,
         use_proprio=args.use_proprio,
         frame_history=args.frame_history,
         log_std_max=args.log_std_max,
