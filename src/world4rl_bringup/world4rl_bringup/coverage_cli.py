@@ -8,7 +8,7 @@ Stages (each skipped when RUN/stages.json marks it done; `--redo STAGE` runs it 
 3. rollouts    the BC policy's own rollouts (sampled actions, kind "policy") and random-walk
                rollouts (kind "random") per task, to widen the world model's coverage;
 4. world-model the diffusion world model on the whole mixture (all tasks) -> RUN/world_model;
-5. reward      the success classifier on the mixture -> RUN/reward;
+5. reward      the success classifier on the mixture and on the world model's dreams of it -> RUN/reward;
 6. refine      PPO in imagination per task, from its BC policy -> RUN/refine/TASK;
 7. eval        BC vs refined in the true simulator on the same seeds -> RUN/eval/TASK/eval.json.
 
@@ -213,7 +213,13 @@ def _wm_config(cfg: CoverageConfig):
 def _reward_config(cfg: CoverageConfig):
     from world4rl_model.reward import RewardTrainConfig
 
-    base = {"dataset": str(cfg.dataset), "out": str(cfg.root / "reward"), "progress": cfg.progress}
+    base = {
+        "dataset": str(cfg.dataset),
+        "out": str(cfg.root / "reward"),
+        "progress": cfg.progress,
+        # The world model is trained first: the classifier learns on its dreams too (reward_set to turn off).
+        "dream_world_model": str(cfg.root / "world_model"),
+    }
     if cfg.threads:
         base["threads"] = cfg.threads
     return RewardTrainConfig(**{**base, **cfg.reward})

@@ -136,3 +136,42 @@ def test_reward_classifier_learns_success_and_reports_calibration(tmp_path):
     assert config["tasks"] == ["reach-left", "reach-right"]
     assert config["val_report"]["frames"]["accuracy"] == pytest.approx(frames["accuracy"])
     assert model.task_indices("reach-right", 2, "cpu").tolist() == [1, 1]
+
+
+def test_reward_on_dreams_labels_each_dream_with_the_real_outcome_and_reports_on_held_out_dreams(tmp_path):
+    from world4rl_model.data import EpisodeStore
+    from world4rl_model.dataset import Dataset
+    from world4rl_model.reward import dreamed_pool
+    from world4rl_model.world_model import WorldModel, preset_config
+
+    ds = make_dataset(tmp_path / "ds", episodes_per_task=4, length=12, image_size=16, seed=2)
+    torch.manual_seed(0)
+    WorldModel(preset_config("tiny", image_size=16, sampling_steps=1)).save(
+        tmp_path / "wm", dataset={"manifest_sha256": manifest_hash(ds.root)}
+    )
+    store = EpisodeStore(Dataset(ds.root), [0, 1, 2])
+    pool = dreamed_pool(str(tmp_path / "wm"), store, horizon=3, stride=4)
+    # Episodes of 13 frames, starts every 4 steps that leave 3 real frames: t0 = 0, 4, 8 per episode.
+    assert pool.frames.shape == (3 * 3 * 3, 3, 16, 16)
+    assert pool.frames.dtype == torch.uint8
+    assert pool.horizon.tolist() == [1, 2, 3] * 9
+    expected = []
+    for e in (0, 1, 2):
+        success = Dataset(ds.root).episode(e)["success"]
+        for t0 in (0, 4, 8):
+            expected += success[t0 + 1 : t0 + 4].tolist()
+    assert pool.success.tolist() == expected
+    assert any(expected)
+    assert not all(expected)
+
+    cfg = RewardTrainConfig(
+        dataset=str(ds.root), out=str(tmp_path / "rw"), steps=20, batch_size=16, val_every=20, progress=False,
+        threads=1, val_fraction=0.3, channels=[8, 16], dream_world_model=str(tmp_path / "wm"), dream_horizon=3,
+        dream_stride=4,
+    )  # fmt: skip
+    train_reward(cfg)
+    report = json.loads((tmp_path / "rw" / "report.json").read_text())
+    dreams = report["dreamed_frames"]
+    assert dreams["frames"]["n"] == sum(r["n"] for r in dreams["per_horizon"].values()) > 0
+    assert set(dreams["per_horizon"]) == {"1", "2", "3"}
+    assert "World-model dreams of the held-out episodes" in (tmp_path / "rw" / "report.md").read_text()

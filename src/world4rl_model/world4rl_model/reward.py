@@ -213,6 +213,25 @@ def evaluate_classifier(model: RewardClassifier, store: EpisodeStore, batch_size
     return report
 
 
+@torch.no_grad()
+def evaluate_on_dreams(model: RewardClassifier, pool: DreamPool, batch_size: int = 256) -> dict[str, Any]:
+    """The classifier on dreamed frames against the real outcome: overall and per open-loop horizon."""
+    model.eval()
+    prob = torch.cat(
+        [
+            model.probability(pool.frames[i : i + batch_size], pool.task[i : i + batch_size])
+            for i in range(0, len(pool.success), batch_size)
+        ]
+    ).cpu()
+    label, horizon = pool.success.cpu(), pool.horizon.cpu()
+    report = {"frames": calibration_report(prob, label, model.config.threshold), "per_horizon": {}}
+    for h in horizon.unique().tolist():
+        m = horizon == h
+        r = calibration_report(prob[m], label[m], model.config.threshold)
+        report["per_horizon"][int(h)] = {k: r[k] for k in ("n", "positives", "accuracy", "precision", "recall")}
+    return report
+
+
 def _fmt(v: float) -> str:
     return "n/a" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}"
 
@@ -254,6 +273,22 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {r['n']} | {r['positives']} | {_fmt(r['accuracy'])} | {_fmt(r['precision'])} "
             f"| {_fmt(r['recall'])} | {_fmt(r['ece'])} |"
         )
+    if "dreamed_frames" in report:
+        d = report["dreamed_frames"]
+        f = d["frames"]
+        lines += [
+            "",
+            f"World-model dreams of the held-out episodes ({f['n']} frames, {f['positives']} where the real episode "
+            "had succeeded): what PPO's reward sees",
+            "",
+            "| open-loop step | frames | success | accuracy | precision | recall |",
+            "|---|---|---|---|---|---|",
+        ]
+        for h, r in [("all", f), *d["per_horizon"].items()]:
+            lines.append(
+                f"| {h} | {r['n']} | {r['positives']} | {_fmt(r['accuracy'])} | {_fmt(r['precision'])} "
+                f"| {_fmt(r['recall'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -285,8 +320,74 @@ class RewardTrainConfig:
     threads: int | None = None
     tasks: list[str] | None = None
     channels: list[int] = field(default_factory=lambda: [32, 64, 64, 128])
+    # Dreamed frames (see `dreamed_pool`): a world model checkpoint whose open-loop dreams of the
+    # training episodes, labelled with the real frames' success, make up `dream_fraction` of each batch.
+    dream_world_model: str | None = None
+    dream_fraction: float = 0.5
+    dream_horizon: int = 10
+    dream_stride: int = 5
+    dream_sampling_steps: int | None = None
     resume: bool = True
     progress: bool = True
+
+
+@dataclass
+class DreamPool:
+    """World-model dreams of real episodes with the success label of the real frame at the same step."""
+
+    frames: torch.Tensor  # uint8 [M, 3, S, S]
+    success: torch.Tensor  # bool [M]
+    task: torch.Tensor  # int64 [M]
+    horizon: torch.Tensor  # int64 [M], open-loop steps from the real context (1 = one-step prediction)
+
+    def pools(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.success.nonzero().flatten(), (~self.success).nonzero().flatten()
+
+
+def dreamed_pool(
+    world_model: str,
+    store: EpisodeStore,
+    horizon: int = 10,
+    stride: int = 5,
+    sampling_steps: int | None = None,
+    bf16: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> DreamPool:
+    """Open-loop dreams of the store's episodes (real context, then the real actions) by a world model.
+
+    The classifier is applied to dreams in imagination, and dreams are blurrier than camera frames: a
+    classifier trained only on real frames can fire on a blurred gripper near an object. Trained on
+    dreams as well, with the label of what really happened after the same actions, it learns to
+    judge success on the world model's pictures."""
+    from world4rl_model.evaluation import open_loop_rollouts
+    from world4rl_model.world_model import WorldModel
+
+    device = store.device
+    model, _ = WorldModel.from_checkpoint(world_model, device)
+    model.eval()
+    t0 = time.monotonic()
+    r = open_loop_rollouts(model, store, horizon=horizon, stride=stride, steps=sampling_steps, seed=seed, bf16=bf16)
+    starts = []  # global position of each rollout's last context frame
+    for ep, t in zip(r.episodes, r.starts, strict=True):
+        e = store.episode_indices.index(ep)
+        starts.append(int(store.offsets[e]) + t)
+    starts_t = torch.tensor(starts, dtype=torch.long, device=device)
+    steps = torch.arange(1, horizon + 1, device=device)
+    positions = starts_t[:, None] + steps[None]  # [N, H]: the real frame each dream stands for
+    pool = DreamPool(
+        frames=r.dreamed[:, 1:].reshape(-1, *r.dreamed.shape[2:]).to(device),
+        success=store.success[positions.flatten()],
+        task=store.task[positions.flatten()],
+        horizon=steps.repeat(len(starts)),
+    )
+    if progress:
+        print(
+            f"[reward] dreamed {len(pool.success)} frames ({len(starts)} open-loop rollouts of {horizon} steps) "
+            f"with {world_model} in {time.monotonic() - t0:.0f} s; {int(pool.success.sum())} success",
+            flush=True,
+        )
+    return pool
 
 
 def _frame_pools(store: EpisodeStore, ds: Dataset, negatives: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,6 +430,24 @@ def _train_reward(cfg: RewardTrainConfig, dist_info) -> Path:
             f"{ds.root}: the reward classifier needs success and failure frames; training split has "
             f"{len(pos)} success and {len(neg)} failure frames"
         )
+    dreams = None
+    if cfg.dream_world_model and cfg.dream_fraction > 0:
+        dreams = dreamed_pool(
+            cfg.dream_world_model,
+            store,
+            cfg.dream_horizon,
+            cfg.dream_stride,
+            cfg.dream_sampling_steps,
+            cfg.bf16,
+            derive_seed(cfg.seed, "dreams"),
+            progress=dist_info.is_main,
+        )
+        dream_pos, dream_neg = dreams.pools()
+        if len(dream_pos) == 0 or len(dream_neg) == 0:
+            raise ValueError(
+                f"{cfg.dream_world_model}: the dreams of {ds.root}'s training episodes have {len(dream_pos)} "
+                f"success and {len(dream_neg)} failure frames; the classifier needs both"
+            )
     seed_everything(cfg.seed)
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
@@ -397,10 +516,28 @@ def _train_reward(cfg: RewardTrainConfig, dist_info) -> Path:
         else:
             pool = torch.cat([pos, neg])
             idx = pool[torch.randint(len(pool), (cfg.batch_size,), generator=g).to(pool.device)]
-        frames = random_shift(frames_to_float(store.frames[idx]), cfg.augment_pad, g)
-        label = store.success[idx].float()
+        images, label, task = store.frames[idx], store.success[idx], store.task[idx]
+        if dreams is not None:
+            # Replace the first part of the batch by dreams, balanced the same way.
+            n_dream = round(cfg.batch_size * cfg.dream_fraction)
+            n_dpos = round(n_dream * cfg.balance) if cfg.balance > 0 else 0
+            if cfg.balance > 0:
+                didx = torch.cat(
+                    [
+                        dream_pos[torch.randint(len(dream_pos), (n_dpos,), generator=g).to(dream_pos.device)],
+                        dream_neg[torch.randint(len(dream_neg), (n_dream - n_dpos,), generator=g).to(dream_neg.device)],
+                    ]
+                )
+            else:
+                didx = torch.randint(len(dreams.success), (n_dream,), generator=g).to(dreams.success.device)
+            keep = torch.randperm(cfg.batch_size, generator=g)[: cfg.batch_size - n_dream].to(idx.device)
+            images = torch.cat([dreams.frames[didx], images[keep]])
+            label = torch.cat([dreams.success[didx], label[keep]])
+            task = torch.cat([dreams.task[didx], task[keep]])
+        frames = random_shift(frames_to_float(images), cfg.augment_pad, g)
+        label = label.float()
         with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = net(frames, store.task[idx])
+            logits = net(frames, task)
         loss = F.binary_cross_entropy_with_logits(logits.float(), label)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -438,6 +575,20 @@ def _train_reward(cfg: RewardTrainConfig, dist_info) -> Path:
         if stop:
             break
     bar.close()
+    if dist_info.is_main and dreams is not None and val_store is not None and report is not None:
+        # How the classifier judges the world model's dreams of held-out episodes (what PPO will see).
+        val_dreams = dreamed_pool(
+            cfg.dream_world_model,
+            val_store,
+            cfg.dream_horizon,
+            cfg.dream_stride,
+            cfg.dream_sampling_steps,
+            cfg.bf16,
+            derive_seed(cfg.seed, "val-dreams"),
+        )
+        report["dreamed_frames"] = evaluate_on_dreams(model, val_dreams)
+        (run_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (run_dir / "report.md").write_text(report_markdown(report))
     if dist_info.is_main:
         if report is not None:
             print(report_markdown(report), flush=True)

@@ -81,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rw.add_argument("--balance", type=float, help="fraction of success frames per batch (0: natural frequency)")
     rw.add_argument("--channels", type=_ints, help="conv widths, e.g. 32,64,64,128")
+    rw.add_argument(
+        "--dreams-from", metavar="WORLD_MODEL",
+        help="also train on this world model's open-loop dreams of the training episodes, labelled with what "
+        "really happened (the classifier then judges dreams as PPO will show them)",
+    )  # fmt: skip
+    rw.add_argument("--dream-fraction", type=float, help="share of each batch that is dreamed (default 0.5)")
+    rw.add_argument("--dream-horizon", type=int, help="open-loop steps per dream (default 10)")
     rw.set_defaults(_train="reward")
 
 
@@ -139,7 +146,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         from world4rl_model.reward import RewardTrainConfig, train_reward
 
-        names = {**common, "negatives": "negatives", "balance": "balance", "channels": "channels"}
+        names = {
+            **common,
+            "negatives": "negatives",
+            "balance": "balance",
+            "channels": "channels",
+            "dreams_from": "dream_world_model",
+            "dream_fraction": "dream_fraction",
+            "dream_horizon": "dream_horizon",
+        }
         cfg = RewardTrainConfig(**base, **_overrides(args, names))
         out = train_reward(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
