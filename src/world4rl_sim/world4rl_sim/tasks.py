@@ -131,7 +131,9 @@ class Reach(Task):
 
     GOAL_LOW = (0.32, -0.2, 0.04)
     GOAL_HIGH = (0.6, 0.2, 0.25)
-    SUCCESS_DIST = 0.03
+    # Meta-World's reach threshold. 3 cm was ~2 px of the 64x64 learning image: below what a policy
+    # (or the reward classifier) can tell from one camera.
+    SUCCESS_DIST = 0.05
 
     @classmethod
     def xml(cls) -> str:
