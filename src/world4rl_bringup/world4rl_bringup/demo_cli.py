@@ -6,9 +6,9 @@ resumable on its own where the command is:
 
   collect      scripted-expert demonstrations on the sim, through the ROS graph -> rosbag2 bags
   dataset      bags -> dataset (64x64 frames, actions, per-frame success)
-  reward       success classifier (BCE)
   bc           behaviour-cloned Gaussian policy
   world_model  action-conditioned EDM diffusion world model
+  reward       success classifier (BCE) on the frames and on the world model's dreams of them
   dream        open-loop evaluation of the world model and a dream-vs-real video
   refine       PPO inside the frozen world model, rewarded by the classifier
   deploy_bc    the BC policy on the sim through the runtime node (policy_runner)
@@ -90,14 +90,16 @@ def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, lis
             "collect", "--task", task, "--episodes", sizes.demos, "--out", bags, "--seed", seed,
             "--expert-noise", sizes.expert_noise, "--no-keyboard")]),
         ("dataset", [_world4rl("dataset", "build", bags, "--out", dataset)]),
-        ("reward", [_world4rl(
-            "train", "reward", dataset, "--out", run / "reward", "--max-minutes", sizes.reward_minutes)]),
+        # No random-shift augmentation: with one fixed camera, where things are in the picture is the signal.
         ("bc", [_world4rl(
             "train", "bc", "--dataset", dataset, "--out", run / "bc", "--steps", sizes.bc_steps, "--seed", seed,
-            "--no-progress")]),
+            "--lr", 1e-3, "--augment-shift", 0, "--no-progress")]),
         ("world_model", [_world4rl(
             "train", "world-model", dataset, "--out", run / "world_model", "--seed", seed,
             "--max-minutes", sizes.world_model_minutes, "--size", sizes.world_model_size)]),
+        ("reward", [_world4rl(
+            "train", "reward", dataset, "--out", run / "reward", "--max-minutes", sizes.reward_minutes,
+            "--dreams-from", run / "world_model")]),
         ("dream", [_world4rl(
             "eval", "world-model", run / "world_model", "--dataset", dataset, "--out", run / "dream")]),
         ("refine", [_world4rl(
