@@ -28,7 +28,6 @@ codec that keeps tuples, integer dict keys and numpy arrays; every tensor goes t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -43,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from world4rl_model.atomic_io import atomic_write_text, fsync_path
 
 FORMAT = "world4rl-checkpoint"
 VERSION = 1
@@ -62,29 +63,6 @@ class CheckpointError(ValueError):
 # Atomic writing
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_path(path.parent)
-
-
 def write_directory_atomically(directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_dir)` to fill a fresh temp dir beside `directory`, then swap it into place."""
     directory = Path(directory).absolute()
@@ -95,8 +73,8 @@ def write_directory_atomically(directory: str | os.PathLike, write: Callable[[Pa
         write(tmp)
         for child in tmp.iterdir():
             if child.is_file():
-                _fsync_path(child)
-        _fsync_path(tmp)
+                fsync_path(child)
+        fsync_path(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -104,11 +82,11 @@ def write_directory_atomically(directory: str | os.PathLike, write: Callable[[Pa
         old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=parent))
         os.rename(directory, old / "x")  # keep the previous one until the new one is in place
         os.rename(tmp, directory)
-        _fsync_path(parent)
+        fsync_path(parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, directory)
-        _fsync_path(parent)
+        fsync_path(parent)
     return directory
 
 
@@ -384,7 +362,7 @@ def save_run_checkpoint(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = save_checkpoint(run_dir / checkpoint_name(step), tensors, config, training_state)
-    _atomic_write_text(run_dir / LATEST, path.name + "\n")
+    atomic_write_text(run_dir / LATEST, path.name + "\n")
     if keep > 0:
         for _, old in list_checkpoints(run_dir)[:-keep]:
             if old.name != path.name:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from world4rl_model.atomic_io import atomic_write_bytes, fsync_path
 from world4rl_spec import (
     ACTION_DIM,
     ACTION_HIGH,
@@ -66,30 +67,6 @@ def _now() -> str:
 
 def _episode_dirname(index: int) -> str:
     return f"ep_{index:06d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -213,7 +190,7 @@ class DatasetWriter:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        _atomic_write_bytes(self.root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+        atomic_write_bytes(self.root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -326,9 +303,9 @@ class DatasetWriter:
                 _save_npy(tmp / "success.npy", success_per_frame)
                 if joint_positions is not None:
                     _save_npy(tmp / "joint_positions.npy", joint_positions)
-                _fsync_dir(tmp)
+                fsync_path(tmp)
                 os.rename(tmp, episodes_dir / name)
-                _fsync_dir(episodes_dir)
+                fsync_path(episodes_dir)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
