@@ -46,7 +46,7 @@ class CoverageConfig:
     tasks: list[str]
     suite: str = "franka"
     image_size: int = 64
-    horizon: int | None = None  # episode length in the sim (None: the task's; Meta-World 50)
+    horizon: int | None = None  # episode length in the sim (None: the task's; Meta-World 60)
     expert_episodes: int = 50
     expert_noise: float = 0.3
     policy_episodes: int = 150
@@ -379,7 +379,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", dest="tasks", required=True, help="task (repeatable)")
     parser.add_argument("--suite", choices=["franka", "metaworld"], default="franka")
     parser.add_argument("--image-size", type=int, default=64, help="frame size of the dataset and models")
-    parser.add_argument("--horizon", type=int, default=None, help="sim episode length (default: the task's; MW 50)")
+    parser.add_argument("--horizon", type=int, default=None, help="sim episode length in steps (default: the task's)")
     parser.add_argument("--expert", type=int, default=50, help="expert episodes per task")
     parser.add_argument("--expert-noise", type=float, default=0.3, help="Gaussian noise std on the expert's xyz")
     parser.add_argument("--policy-episodes", type=int, default=150, help="BC-policy rollouts per task")

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from world4rl_spec import ACTION_DIM, LEARNING_IMAGE_SIZE
+from world4rl_spec import ACTION_DIM, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
 
 pytest.importorskip("metaworld", reason="metaworld==3.1.1 is in requirements.lock; this guards other venvs")
 
@@ -42,12 +42,33 @@ def test_same_seed_same_episode(drawer):
     assert not np.allclose(state, drawer.state)
 
 
+def test_one_step_moves_the_hand_by_the_spec_scale():
+    # Meta-World moves its mocap 1 cm per unit action and step; the adapter repeats each action so
+    # that 1.0 means world4rl_spec's EE_DELTA_SCALE_M, as on the embedded robot.
+    speed = {}
+    for repeat in (1, 2):
+        env = MetaWorldEnv("drawer-open-v3", seed=0, action_repeat=repeat)
+        env.reset(seed=0)
+        xs = [env.state[0]]
+        for _ in range(10):
+            env.step(np.array([1.0, 0.0, 0.0, -1.0]))
+            xs.append(env.state[0])
+        speed[repeat] = float(np.mean(np.diff(xs)[-4:]))  # once the hand has caught up with its mocap
+        env.close()
+    assert speed[1] == pytest.approx(0.01, rel=0.2)
+    assert speed[2] == pytest.approx(2 * speed[1], rel=0.2)
+    assert speed[2] == pytest.approx(EE_DELTA_SCALE_M, rel=0.2)
+    with pytest.raises(ValueError, match=r"horizon must be in 1\.\.250"):
+        MetaWorldEnv("drawer-open-v3", horizon=251)
+
+
 @pytest.mark.parametrize("task", ["drawer-open-v3", "button-press-topdown-v3"])
 def test_metaworld_expert_succeeds(task):
-    env = MetaWorldEnv(task, seed=0, horizon=150, terminate_on_success=True)
+    # 50 steps: the coverage recipe's episode length (Meta-World's experts need 50-95 of its own steps).
+    env = MetaWorldEnv(task, seed=0, horizon=50, terminate_on_success=True)
     for seed in range(3):
         env.reset(seed=seed)
-        for _ in range(150):
+        for _ in range(50):
             _, reward, terminated, truncated, info = env.step(env.expert_action())
             if terminated or truncated:
                 break
@@ -64,7 +85,7 @@ def test_horizon_truncates(drawer):
         flags = [drawer.step(np.zeros(4))[3] for _ in range(5)]
         assert flags == [False] * 4 + [True]
     finally:
-        drawer.horizon = 500
+        drawer.horizon = 250
 
 
 def test_missing_metaworld_gives_an_install_hint(monkeypatch):

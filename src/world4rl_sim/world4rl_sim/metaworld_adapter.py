@@ -5,8 +5,11 @@
   turned the right way up (v3's corner cameras render upside down), "ee_pos" (3,) the hand
   position, "state" (39,) Meta-World's own goal-observable state vector;
 - action is (dx, dy, dz, gripper) in [-1, 1]^4: Meta-World's own action, which has the same
-  meaning as world4rl_spec's (end-effector delta, gripper -1 open / +1 closed) but its own scale
-  (Meta-World moves the hand's mocap by action * 0.01 m per step, frame skip 5);
+  meaning as world4rl_spec's (end-effector delta, gripper -1 open / +1 closed). Meta-World moves
+  the hand's mocap by action * 0.01 m per step; one step of this env repeats the action for
+  METAWORLD_ACTION_REPEAT (2) Meta-World steps, so that 1.0 is world4rl_spec's EE_DELTA_SCALE_M
+  (2 cm) per step and an episode of 50 steps is long enough: Meta-World's scripted experts need
+  50-95 of its own steps on drawer-open, button-press-topdown, plate-slide and window-open;
 - info carries Meta-World's success flag as info["success"] (a bool) and the reward is 1.0 on
   successful steps, like FrankaSimEnv; Meta-World's shaped reward is info["shaped_reward"].
 `reset(seed=S)` draws the object and goal positions from a generator seeded with S, so the same
@@ -26,15 +29,17 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, LEARNING_IMAGE_SIZE
+from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
 
 INSTALL_HINT = (
     "world4rl_sim.metaworld_adapter needs Meta-World: pip install metaworld==3.1.1 "
     "(it pins mujoco==3.3.0, the version world4rl_sim uses)"
 )
 
-# Meta-World's episode limit: stepping past it raises ValueError.
+# Meta-World's episode limit (in its own steps): stepping past it raises ValueError.
 METAWORLD_MAX_PATH_LENGTH = 500
+# Meta-World steps per env step: its 1 cm per unit action becomes world4rl_spec's 2 cm.
+METAWORLD_ACTION_REPEAT = round(EE_DELTA_SCALE_M / 0.01)
 
 
 def _metaworld():
@@ -85,16 +90,24 @@ class MetaWorldEnv(gym.Env):
         task: str = "drawer-open-v3",
         image_size: int = LEARNING_IMAGE_SIZE,
         seed: int | None = None,
-        horizon: int = METAWORLD_MAX_PATH_LENGTH,
+        horizon: int = METAWORLD_MAX_PATH_LENGTH // METAWORLD_ACTION_REPEAT,
         terminate_on_success: bool = False,
         camera: str = "corner",
         render_mode: str | None = "rgb_array",
+        action_repeat: int = METAWORLD_ACTION_REPEAT,
     ):
         metaworld, _ = _metaworld()
         if task not in metaworld.ALL_V3_ENVIRONMENTS:
             raise ValueError(f"unknown Meta-World task {task!r}; e.g. drawer-open-v3, button-press-topdown-v3")
-        if not 0 < horizon <= METAWORLD_MAX_PATH_LENGTH:
-            raise ValueError(f"horizon must be in 1..{METAWORLD_MAX_PATH_LENGTH} (Meta-World's limit), got {horizon}")
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+        longest = METAWORLD_MAX_PATH_LENGTH // action_repeat
+        if not 0 < horizon <= longest:
+            raise ValueError(
+                f"horizon must be in 1..{longest} (Meta-World's {METAWORLD_MAX_PATH_LENGTH} steps / action_repeat "
+                f"{action_repeat}), got {horizon}"
+            )
+        self.action_repeat = int(action_repeat)
         self.task = task
         self.image_size = int(image_size)
         self.horizon = int(horizon)
@@ -154,10 +167,12 @@ class MetaWorldEnv(gym.Env):
         action = np.clip(np.asarray(action, np.float64).reshape(-1), ACTION_LOW, ACTION_HIGH)
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be {ACTION_DIM} finite numbers, got {action!r}")
-        state, shaped, _, _, info = self._env.step(action)
+        for _ in range(self.action_repeat):
+            state, shaped, _, _, info = self._env.step(action)
+        # Success of the last Meta-World step: the state the returned image shows.
+        success = bool(info.get("success", 0.0) > 0.5)
         self._state = np.asarray(state, np.float64)
         self._steps += 1
-        success = bool(info.get("success", 0.0) > 0.5)
         terminated = success and self.terminate_on_success
         truncated = self._steps >= self.horizon and not terminated
         out = {"success": success, "task": self.task, "seed": self.seed_used, "step": self._steps}
