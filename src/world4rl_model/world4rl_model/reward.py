@@ -179,13 +179,21 @@ def calibration_report(prob: torch.Tensor, label: torch.Tensor, threshold: float
 
 
 @torch.no_grad()
+def _probabilities(model: RewardClassifier, frames: torch.Tensor, task: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The classifier's success probability of every frame, in batches (on the CPU)."""
+    model.eval()
+    return torch.cat(
+        [
+            model.probability(frames[i : i + batch_size], task[i : i + batch_size])
+            for i in range(0, len(frames), batch_size)
+        ]
+    ).cpu()
+
+
+@torch.no_grad()
 def evaluate_classifier(model: RewardClassifier, store: EpisodeStore, batch_size: int = 256) -> dict[str, Any]:
     """Per-frame and per-episode metrics of `model` on every frame of `store`'s episodes."""
-    model.eval()
-    probs = []
-    for i in range(0, store.num_frames, batch_size):
-        probs.append(model.probability(store.frames[i : i + batch_size], store.task[i : i + batch_size]))
-    prob = torch.cat(probs).cpu()
+    prob = _probabilities(model, store.frames, store.task, batch_size)
     label = store.success.cpu()
     report = {"frames": calibration_report(prob, label, model.config.threshold)}
     # Episode level: success predicted somewhere vs the episode having any success frame.
@@ -216,13 +224,7 @@ def evaluate_classifier(model: RewardClassifier, store: EpisodeStore, batch_size
 @torch.no_grad()
 def evaluate_on_dreams(model: RewardClassifier, pool: DreamPool, batch_size: int = 256) -> dict[str, Any]:
     """The classifier on dreamed frames against the real outcome: overall and per open-loop horizon."""
-    model.eval()
-    prob = torch.cat(
-        [
-            model.probability(pool.frames[i : i + batch_size], pool.task[i : i + batch_size])
-            for i in range(0, len(pool.success), batch_size)
-        ]
-    ).cpu()
+    prob = _probabilities(model, pool.frames, pool.task, batch_size)
     label, horizon = pool.success.cpu(), pool.horizon.cpu()
     report = {"frames": calibration_report(prob, label, model.config.threshold), "per_horizon": {}}
     for h in horizon.unique().tolist():
@@ -368,10 +370,9 @@ def dreamed_pool(
     model.eval()
     t0 = time.monotonic()
     r = open_loop_rollouts(model, store, horizon=horizon, stride=stride, steps=sampling_steps, seed=seed, bf16=bf16)
-    starts = []  # global position of each rollout's last context frame
-    for ep, t in zip(r.episodes, r.starts, strict=True):
-        e = store.episode_indices.index(ep)
-        starts.append(int(store.offsets[e]) + t)
+    offset_of = {ep: int(store.offsets[e]) for e, ep in enumerate(store.episode_indices)}
+    # global position of each rollout's last context frame
+    starts = [offset_of[ep] + t for ep, t in zip(r.episodes, r.starts, strict=True)]
     starts_t = torch.tensor(starts, dtype=torch.long, device=device)
     steps = torch.arange(1, horizon + 1, device=device)
     positions = starts_t[:, None] + steps[None]  # [N, H]: the real frame each dream stands for
