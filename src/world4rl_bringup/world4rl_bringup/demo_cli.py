@@ -105,7 +105,7 @@ def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, lis
         ("dream", [_world4rl(
             # Reach episodes stop a few steps after success (~10 frames): horizons that fit them.
             "eval", "world-model", run / "world_model", "--dataset", dataset, "--out", run / "dream",
-            "--horizons", "1,3,5", "--stride", 2)]),
+            "--horizons", "1,3,5", "--stride", 2, "--gif")]),  # a gif shows inline in the report
         ("refine", [_world4rl(
             "refine", "--policy", run / "bc", "--world-model", run / "world_model", "--reward", run / "reward",
             "--dataset", dataset, "--out", run / "refined", "--task", task, "--total-steps", sizes.refine_steps,

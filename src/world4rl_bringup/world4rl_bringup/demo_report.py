@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 # Which scalars to plot per training run (the first ones that exist are used).
@@ -111,8 +112,12 @@ def write_report(run_dir: Path, task: str, timings: dict[str, float]) -> Path:
     dream = run_dir / "dream"
     table = next(iter(sorted(dream.glob("*.md"))), None) if dream.is_dir() else None
     if table is not None:
-        lines += [table.read_text().strip(), ""]
+        # The evaluation's own headings sit one level below this section's.
+        lines += [re.sub(r"^(#+) ", r"#\1 ", table.read_text().strip(), flags=re.M), ""]
     videos = sorted([*dream.glob("*.mp4"), *dream.glob("*.gif")]) if dream.is_dir() else []
+    for v in videos:
+        if v.suffix == ".gif":  # shown in place; each row is real | dreamed
+            lines += [f"![dream vs real, each row real | dreamed]({v.relative_to(run_dir)})", ""]
     lines += [f"- dream vs real: [{v.name}]({v.relative_to(run_dir)})" for v in videos] or ["- (no dream video)"]
     imagined = run_dir / "refined" / "imagined.mp4"
     if imagined.is_file():
