@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", choices=["franka", "metaworld"], default="franka", help="simulator")
     parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per policy")
     parser.add_argument("--seed", type=int, default=1000, help="episode i uses seed SEED+i (away from data seeds)")
-    parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's; MW 50)")
+    parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean")
     parser.add_argument("--videos", type=int, default=3, help="seeds to film, policies side by side (0: none)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: world4rl_data/eval/TASK)")
