@@ -8,8 +8,9 @@
   meaning as world4rl_spec's (end-effector delta, gripper -1 open / +1 closed). Meta-World moves
   the hand's mocap by action * 0.01 m per step; one step of this env repeats the action for
   METAWORLD_ACTION_REPEAT (2) Meta-World steps, so that 1.0 is world4rl_spec's EE_DELTA_SCALE_M
-  (2 cm) per step and an episode of 50 steps is long enough: Meta-World's scripted experts need
-  50-95 of its own steps on drawer-open, button-press-topdown, plate-slide and window-open;
+  (2 cm) per step. Meta-World's scripted experts need 50-95 of its own steps on drawer-open,
+  button-press-topdown, plate-slide and window-open, i.e. 24-49 of these (with noise 0.1), so the
+  coverage recipe's 60-step episodes leave them room;
 - info carries Meta-World's success flag as info["success"] (a bool) and the reward is 1.0 on
   successful steps, like FrankaSimEnv; Meta-World's shaped reward is info["shaped_reward"].
 `reset(seed=S)` draws the object and goal positions from a generator seeded with S, so the same
