@@ -51,6 +51,7 @@ METAWORLD_FULL = {
     "world_model": {**FULL["world_model"], "max_minutes": 40},
     "refine": {k: v for k, v in FULL["refine"].items() if k != "horizon"},
 }
+FRANKA_TASKS = "reach,drawer"
 METAWORLD_TASKS = "drawer-open-v3,button-press-topdown-v3"
 QUICK = {
     "image_size": 32,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="toy scale (minutes): checks the pipeline, not the learning")
     p.add_argument(
-        "--tasks", default=None, help=f"comma-separated tasks (default: reach,drawer; Meta-World: {METAWORLD_TASKS})"
+        "--tasks", default=None, help=f"comma-separated tasks (default: {FRANKA_TASKS}; Meta-World: {METAWORLD_TASKS})"
     )
     p.add_argument("--suite", choices=["franka", "metaworld"], default="franka")
     p.add_argument("--run", default=None, help="run directory (default: runs/bench_learning[_quick])")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = QUICK if args.quick else METAWORLD_FULL if metaworld else FULL
     name = "learning_metaworld" if metaworld else "learning"  # the results file and default run directory
     run = Path(args.run or (f"runs/bench_{name}_quick" if args.quick else f"runs/bench_{name}"))
-    tasks = [t for t in (args.tasks or (METAWORLD_TASKS if metaworld else "reach,drawer")).split(",") if t]
+    tasks = [t for t in (args.tasks or (METAWORLD_TASKS if metaworld else FRANKA_TASKS)).split(",") if t]
     cfg = CoverageConfig(run=str(run), tasks=tasks, suite=args.suite, threads=args.threads, **profile)
     t0 = time.time()
     book = run_pipeline(cfg)

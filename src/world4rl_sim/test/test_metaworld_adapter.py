@@ -9,7 +9,7 @@ from world4rl_spec import ACTION_DIM, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
 
 pytest.importorskip("metaworld", reason="metaworld==3.1.1 is in requirements.lock; this guards other venvs")
 
-from world4rl_sim.metaworld_adapter import MetaWorldEnv, metaworld_task_names
+from world4rl_sim.metaworld_adapter import METAWORLD_ACTION_SCALE_M, MetaWorldEnv, metaworld_task_names
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_one_step_moves_the_hand_by_the_spec_scale():
             xs.append(env.state[0])
         speed[repeat] = float(np.mean(np.diff(xs)[-4:]))  # once the hand has caught up with its mocap
         env.close()
-    assert speed[1] == pytest.approx(0.01, rel=0.2)
+    assert speed[1] == pytest.approx(METAWORLD_ACTION_SCALE_M, rel=0.2)
     assert speed[2] == pytest.approx(2 * speed[1], rel=0.2)
     assert speed[2] == pytest.approx(EE_DELTA_SCALE_M, rel=0.2)
     with pytest.raises(ValueError, match=r"horizon must be in 1\.\.250"):

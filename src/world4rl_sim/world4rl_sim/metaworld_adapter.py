@@ -39,8 +39,10 @@ INSTALL_HINT = (
 
 # Meta-World's episode limit (in its own steps): stepping past it raises ValueError.
 METAWORLD_MAX_PATH_LENGTH = 500
+# How far Meta-World moves the hand's mocap per unit action and step of its own.
+METAWORLD_ACTION_SCALE_M = 0.01
 # Meta-World steps per env step: its 1 cm per unit action becomes world4rl_spec's 2 cm.
-METAWORLD_ACTION_REPEAT = round(EE_DELTA_SCALE_M / 0.01)
+METAWORLD_ACTION_REPEAT = round(EE_DELTA_SCALE_M / METAWORLD_ACTION_SCALE_M)
 
 
 def _metaworld():
