@@ -43,6 +43,26 @@ def test_overrides_parse_by_field_and_reject_unknown_names():
         cov.CoverageConfig(run="x", tasks=["reach"], expert_episodes=2000)
 
 
+def test_refine_settings_per_task_override_the_shared_ones(tmp_path):
+    from world4rl_policy.ppo import PPOConfig
+
+    pairs = ["total_steps=512", "pick_place:horizon=40", "pick_place:reward_threshold=0.9", "reach:total_steps=64"]
+    shared, by_task = cov.parse_task_overrides(pairs, PPOConfig)
+    assert shared == {"total_steps": 512}
+    assert by_task == {"pick_place": {"horizon": 40, "reward_threshold": 0.9}, "reach": {"total_steps": 64}}
+    with pytest.raises(ValueError, match="no setting 'horizn'"):
+        cov.parse_task_overrides(["reach:horizn=3"], PPOConfig)
+
+    sets = ["total_steps=512", "pick_place:horizon=40", "pick_place:reward_threshold=0.9"]
+    cfg = cov.config_from_args(_args(tmp_path / "run", "--task", "pick_place", *(f"--refine-set={x}" for x in sets)))
+    reach, pick = cov._refine_config(cfg, "reach"), cov._refine_config(cfg, "pick_place")
+    assert (reach.horizon, reach.total_steps, reach.reward_threshold) == (30, 512, None)  # reach's own horizon
+    assert (pick.horizon, pick.total_steps, pick.reward_threshold) == (40, 512, 0.9)
+    assert pick.out.endswith("refine/pick_place")
+    with pytest.raises(ValueError, match="'push' is not one of this run's tasks"):
+        cov.config_from_args(_args(tmp_path / "run", "--refine-set", "push:horizon=40"))
+
+
 def test_data_and_bc_stages_resume_and_skip(tmp_path, capsys):
     run = tmp_path / "run"
     cfg = cov.config_from_args(_args(run))

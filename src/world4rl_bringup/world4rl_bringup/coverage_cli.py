@@ -17,7 +17,8 @@ trajectories of 50 steps. Data stages top up what is missing (episode by episode
 interrupted stage continues where it stopped); training stages resume from their run's latest
 checkpoint. Any setting of a stage's trainer can be overridden with --bc-set / --wm-set /
 --reward-set / --refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig,
-RewardTrainConfig, PPOConfig).
+RewardTrainConfig, PPOConfig); --refine-set TASK:KEY=VALUE sets one task's PPO (e.g. a longer
+imagined horizon for a task whose expert needs more steps).
 """
 
 from __future__ import annotations
@@ -62,10 +63,16 @@ class CoverageConfig:
     world_model: dict[str, Any] = field(default_factory=dict)  # WorldModelTrainConfig overrides
     reward: dict[str, Any] = field(default_factory=dict)  # RewardTrainConfig overrides
     refine: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
+    # PPOConfig overrides for one task, on top of `refine` (tasks differ in how long success takes)
+    refine_by_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("at least one --task")
+        for task in self.refine_by_task:
+            if task not in self.tasks:
+                tasks = ", ".join(self.tasks)
+                raise ValueError(f"--refine-set {task}:...: {task!r} is not one of this run's tasks ({tasks})")
         for name, n, seed0 in (
             ("expert", self.expert_episodes, EXPERT_SEED0),
             ("policy", self.policy_episodes, POLICY_SEED0),
@@ -138,6 +145,19 @@ def stage_keys(cfg: CoverageConfig) -> list[str]:
         else:
             keys += [f"{stage}/{t}" for t in cfg.tasks]
     return keys
+
+
+def parse_task_overrides(pairs: list[str] | None, config_cls) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Like parse_overrides, but TASK:KEY=VALUE applies to one task: -> (for all tasks, {task: for it})."""
+    shared, by_task = [], {}
+    for pair in pairs or []:
+        head, _, _ = pair.partition("=")
+        task, colon, rest = pair.partition(":")
+        if colon and ":" in head:
+            by_task.setdefault(task.strip(), []).append(rest)
+        else:
+            shared.append(pair)
+    return parse_overrides(shared, config_cls), {t: parse_overrides(p, config_cls) for t, p in by_task.items()}
 
 
 def parse_overrides(pairs: list[str] | None, config_cls) -> dict[str, Any]:
@@ -244,7 +264,7 @@ def _refine_config(cfg: CoverageConfig, task: str):
     }
     if cfg.threads:
         base["threads"] = cfg.threads
-    return PPOConfig(**{**base, **cfg.refine})
+    return PPOConfig(**{**base, **cfg.refine, **cfg.refine_by_task.get(task, {})})
 
 
 def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[str] | None = None) -> dict[str, Any]:
@@ -390,7 +410,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-videos", type=int, default=3, help="evaluation seeds filmed")
     for name, what in (("bc", "BCConfig"), ("wm", "WorldModelTrainConfig"), ("reward", "RewardTrainConfig")):
         parser.add_argument(f"--{name}-set", action="append", metavar="KEY=VALUE", help=f"override a {what} field")
-    parser.add_argument("--refine-set", action="append", metavar="KEY=VALUE", help="override a PPOConfig field")
+    parser.add_argument(
+        "--refine-set",
+        action="append",
+        metavar="[TASK:]KEY=VALUE",
+        help="override a PPOConfig field, for every task or (TASK:KEY=VALUE) for one, e.g. pick_place:horizon=40",
+    )
     parser.add_argument("--redo", action="append", default=[], help="rerun this stage (e.g. world-model, bc/push)")
     parser.add_argument("--only", action="append", default=None, help="run only these stages (e.g. expert)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -403,6 +428,7 @@ def config_from_args(args: argparse.Namespace) -> CoverageConfig:
     from world4rl_policy.bc import BCConfig
     from world4rl_policy.ppo import PPOConfig
 
+    refine, refine_by_task = parse_task_overrides(args.refine_set, PPOConfig)
     return CoverageConfig(
         run=args.run,
         tasks=args.tasks,
@@ -422,7 +448,8 @@ def config_from_args(args: argparse.Namespace) -> CoverageConfig:
         bc=parse_overrides(args.bc_set, BCConfig),
         world_model=parse_overrides(args.wm_set, WorldModelTrainConfig),
         reward=parse_overrides(args.reward_set, RewardTrainConfig),
-        refine=parse_overrides(args.refine_set, PPOConfig),
+        refine=refine,
+        refine_by_task=refine_by_task,
     )
 
 
