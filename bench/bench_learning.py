@@ -43,7 +43,8 @@ FULL = {
     "reward": {"steps": 2000, "bf16": True},
     "refine": {"total_steps": 40960, "horizon": 30, "bf16": True, "kl_bc_coef": 0.1},
     # pick_place's noisy expert needs 30 steps on average (drawer's 14): imagined episodes of 40 steps;
-    # its imagination is optimistic (BC: 62 % imagined, 47 % real), so only a confident classifier pays.
+    # its imagination is optimistic (BC: 62 % imagined, 47 % real), so only a confident classifier pays
+    # (drawer does better with the default 0.5: 92 vs 87 %).
     "refine_by_task": {"pick_place": {"horizon": 40, "reward_threshold": 0.9}},
 }
 # Meta-World: the same recipe, except that imagined episodes last the task's 60 steps (the noisy
