@@ -52,6 +52,7 @@ def test_refine_settings_per_task_override_the_shared_ones(tmp_path):
     assert by_task == {"pick_place": {"horizon": 40, "reward_threshold": 0.9}, "reach": {"total_steps": 64}}
     with pytest.raises(ValueError, match="no setting 'horizn'"):
         cov.parse_task_overrides(["reach:horizn=3"], PPOConfig)
+    assert cov.parse_task_overrides(["out=runs/a:b"], PPOConfig) == ({"out": "runs/a:b"}, {})  # a colon in a value
 
     sets = ["total_steps=512", "pick_place:horizon=40", "pick_place:reward_threshold=0.9"]
     cfg = cov.config_from_args(_args(tmp_path / "run", "--task", "pick_place", *(f"--refine-set={x}" for x in sets)))

@@ -151,9 +151,8 @@ def parse_task_overrides(pairs: list[str] | None, config_cls) -> tuple[dict[str,
     """Like parse_overrides, but TASK:KEY=VALUE applies to one task: -> (for all tasks, {task: for it})."""
     shared, by_task = [], {}
     for pair in pairs or []:
-        head, _, _ = pair.partition("=")
-        task, colon, rest = pair.partition(":")
-        if colon and ":" in head:
+        if ":" in pair.partition("=")[0]:  # a colon in the value (e.g. a path) is not a task prefix
+            task, rest = pair.split(":", 1)
             by_task.setdefault(task.strip(), []).append(rest)
         else:
             shared.append(pair)
