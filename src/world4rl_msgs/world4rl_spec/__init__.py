@@ -18,6 +18,7 @@ from world4rl_spec.action import (
     GRIPPER_OPEN_WIDTH_M,
 )
 from world4rl_spec.camera import CAMERA_FPS, CAMERA_HEIGHT, CAMERA_WIDTH, LEARNING_IMAGE_SIZE
+from world4rl_spec.names import check_task_name
 from world4rl_spec.robot import (
     ARM_JOINT_NAMES,
     FINGER_JOINT_NAMES,
@@ -46,5 +47,6 @@ __all__ = [
     "GRIPPER_CLOSED_WIDTH_M",
     "GRIPPER_OPEN_WIDTH_M",
     "LEARNING_IMAGE_SIZE",
+    "check_task_name",
     "topics",
 ]
