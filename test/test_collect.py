@@ -14,9 +14,9 @@ from world4rl_spec import topics
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def _collect(out: Path, episodes: int, task: str = "push") -> subprocess.CompletedProcess:
+def _collect(out: Path, episodes: int, task: str = "push", *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "world4rl_bringup.cli", "collect", "--task", task, "--episodes", str(episodes)]
-    cmd += ["--out", str(out), "--no-keyboard"]
+    cmd += ["--out", str(out), "--no-keyboard", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
 
 
@@ -68,6 +68,7 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
         timeout=240,
     )
     assert build.returncode == 0, build.stdout + build.stderr
+    assert "LABELS DISAGREE" not in build.stderr, build.stderr
     from world4rl_model.dataset import Dataset
 
     dataset = Dataset(dataset_dir)
@@ -81,6 +82,19 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
         assert episode["success"][-1], "the final frames of a successful expert episode are labelled successes"
         assert not episode["success"][0]
     assert all(e["kind"] == "expert" and e["success"] for e in dataset.episodes)
+
+
+def test_a_sim_slower_than_real_time_still_gets_the_whole_episode(ros_domain, tmp_path):
+    """At 0.3x real time, 40 steps last 4 s of wall clock but only 1.2 s of simulated time: an
+    episode timed on the wall clock would end after 12 control periods, before the push expert
+    (18 steps on average) is done. Timed on the sim's clock, the expert gets its 40 steps."""
+    out = tmp_path / "bags"
+    slow = _collect(out, 1, "push", "--horizon", "40", "--real-time-factor", "0.3")
+    assert slow.returncode == 0, slow.stdout + slow.stderr
+    _, info = _episode_info(out / "ep_000000")
+    assert info.success, "the expert was cut short: the episode was not measured in simulated time"
+    seconds = (info.stop_stamp.sec - info.start_stamp.sec) + (info.stop_stamp.nanosec - info.start_stamp.nanosec) * 1e-9
+    assert seconds > 1.2 / 0.3, f"the episode lasted {seconds:.1f} s of wall clock"
 
 
 def test_real_arm_without_ros_install_explains_the_robot_pc_path(tmp_path):

@@ -4,8 +4,9 @@ On the sim (`--robot sim`) it starts the collect graph (config/graphs/collect.ya
 expert_demonstrator, action_executor, episode_recorder) and drives it: for episode i it resets the
 sim with seed SEED+i, starts the recorder, arms the executor, lets the scripted expert demonstrate
 until the sim reports success (plus a few settle steps) or the horizon passes, then labels and
-closes the bag. Keys while it runs: n = end this episode now, r = discard and re-record it,
-q = discard it and stop.
+closes the bag. Episode lengths are counted in simulated time (the sim's /clock) and recorded
+actions, never on the wall clock, so a loaded machine does not cut episodes short. Keys while it
+runs: n = end this episode now, r = discard and re-record it, q = discard it and stop.
 
 On the real arm the graph is started by `ros2 launch world4rl_bringup collect.launch.py
 robot:=franka ...` on the robot PC, and `world4rl collect --robot franka --attach` gives the
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sim: episode i uses seed SEED+i (default: 0)")
     parser.add_argument("--expert-noise", type=float, default=0.0, help="sim: std of noise on the expert's motion")
     parser.add_argument("--horizon", type=int, default=None, help="sim: control steps per episode (default: task's)")
+    parser.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=1.0,
+        help="sim: simulated seconds per wall-clock second (default: 1.0; lower it on a slow machine)",
+    )
     parser.add_argument("--settle-steps", type=int, default=3, help="sim: steps recorded after success (default: 3)")
     parser.add_argument("--attach", action="store_true", help="drive a graph already started with ros2 launch")
     parser.add_argument("--no-keyboard", action="store_true", help="ignore the terminal (non-interactive runs)")
@@ -119,36 +126,40 @@ class Collector:
     """Drives the recorder, the executor and (on the sim) resets, over a RosSession."""
 
     def __init__(self, args, ros, nodes, keys: Keys):
-        from std_msgs.msg import Bool
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
 
+        from world4rl_msgs.msg import Action
         from world4rl_spec import topics
 
         self.args = args
         self.ros = ros
         self.nodes = nodes
         self.keys = keys
-        self.success = False
-        self.success_time = 0.0
-        self._lock = threading.Lock()
         self.recording = False
         self.joint_state_seen = threading.Event()
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import JointState
-
+        self._actions_lock = threading.Lock()
+        self.actions_seen = 0  # demonstrator actions received, as the recorder receives them
         ros.node.create_subscription(
             JointState, topics.JOINT_STATES, lambda _msg: self.joint_state_seen.set(), qos_profile_sensor_data
         )
+        # The recorder's QoS for the action topic (reliable, like its publishers).
+        ros.node.create_subscription(
+            Action, topics.ACTION, self._on_action, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        )
         if args.robot == "sim":
-            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+            from world4rl_bringup.sim_episode import SimClock, SimSuccess
 
-            qos = QoSProfile(
-                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-            )
-            ros.node.create_subscription(Bool, topics.SIM_SUCCESS, self._on_success, qos)
+            self.clock = SimClock(ros.node)
+            self.success = SimSuccess(ros.node)
 
-    def _on_success(self, msg) -> None:
-        with self._lock:
-            self.success, self.success_time = bool(msg.data), time.monotonic()
+    def _on_action(self, _msg) -> None:
+        with self._actions_lock:
+            self.actions_seen += 1
+
+    def _actions(self) -> int:
+        with self._actions_lock:
+            return self.actions_seen
 
     def check_nodes(self) -> None:
         for node in self.nodes.values():
@@ -178,6 +189,8 @@ class Collector:
             if time.monotonic() > deadline:
                 raise RosCallError(f"no joint state on {topics.JOINT_STATES} within {timeout:.0f} s: is the robot up?")
             time.sleep(0.1)
+        if self.args.robot == "sim":
+            self.clock.wait_beyond(None, max(1.0, deadline - time.monotonic()))
         time.sleep(0.5)  # the executor subscribes to the same topic: give it a few messages too
 
     # ---------------------------------------------------------------- one episode
@@ -219,36 +232,49 @@ class Collector:
             self.recording = False
 
     def sim_episode(self, index: int) -> str:
+        """One scripted-expert episode. Its length is counted in simulated time and in recorded
+        actions, never on the wall clock: it lasts until the sim has advanced `horizon` control
+        periods and the demonstrator has sent `horizon` actions (a loaded machine slows both, and
+        shortens neither), or until the task has stayed solved for `settle_steps` more actions.
+        The label is the sim's success flag at that point, so the recorder, which receives the same
+        flag and actions, has labelled the episode's last frames the same way."""
+        from world4rl_bringup.ros_session import RosCallError
         from world4rl_msgs.srv import ResetSim
         from world4rl_sim.tasks import TASK_REGISTRY
         from world4rl_spec import topics
 
         seed = self.args.seed + index
         self.ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0)
-        reset_at = time.monotonic()
+        self.success.new_episode()
         horizon = self.args.horizon or TASK_REGISTRY[self.args.task].horizon
         self._start(index, f"scripted expert, seed {seed}, noise {self.args.expert_noise}")
-        start = time.monotonic()
-        deadline = start + horizon / CONTROL_RATE_HZ
-        settle = self.args.settle_steps / CONTROL_RATE_HZ
-        succeeded_at = None
+        sim_start = self.clock.wait_beyond(self.clock.now())
+        actions_start = self._actions()
+        solved_since = None  # action count when the task was first seen solved (and still is)
         outcome = "timeout"
-        while time.monotonic() < deadline:
+        while True:
             self.check_nodes()
             key = self.keys.poll()
             if key in ("n", "r", "q"):
                 outcome = {"n": "next", "r": "discard", "q": "quit"}[key]
                 break
-            with self._lock:
-                # Only flags published after the reset describe this episode.
-                fresh_success = self.success and self.success_time > reset_at + 0.05
-            if fresh_success and succeeded_at is None:
-                succeeded_at = time.monotonic()
-            if succeeded_at is not None and time.monotonic() - succeeded_at >= settle:
-                outcome = "done"
-                break
-            time.sleep(0.02)
-        return self._finish(outcome, succeeded_at is not None)
+            actions, sim_elapsed = self._actions(), self.clock.now() - sim_start
+            if self.success.succeeding:
+                solved_since = actions if solved_since is None else solved_since
+                if actions - solved_since >= self.args.settle_steps:
+                    outcome = "done"
+                    break
+            else:
+                solved_since = None
+                if sim_elapsed >= horizon / CONTROL_RATE_HZ and actions - actions_start >= horizon:
+                    break
+            if sim_elapsed > 2 * horizon / CONTROL_RATE_HZ + 5.0:
+                raise RosCallError(
+                    f"only {actions - actions_start} actions arrived on {topics.ACTION} in {sim_elapsed:.1f} s of "
+                    f"simulated time (the horizon is {horizon}): is the demonstrator running?"
+                )
+            time.sleep(0.01)
+        return self._finish(outcome, solved_since is not None)
 
     def operator_episode(self, index: int) -> str:
         print(f"\nepisode {index}: Enter = start, q = quit")
@@ -266,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.graph_runner import run_graph
     from world4rl_bringup.node_process import NodeDiedError
     from world4rl_bringup.ros_session import RosCallError, RosSession
+    from world4rl_bringup.sim_episode import SimClockError
 
     camera = args.camera or ("sim" if args.robot == "sim" else "realsense")
     out = (args.out or Path("world4rl_data") / "bags" / args.task).resolve()
@@ -284,6 +311,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.settle_steps < 1:
+        print("error: --settle-steps must be at least 1: the success label needs a recorded action after it")
+        return 2
     done = len(complete_episodes(out))
     if done >= args.episodes:
         print(f"{out} already holds {done} complete episodes (asked for {args.episodes}): nothing to record")
@@ -297,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
         "output_dir": str(out),
         "seed": str(args.seed + done),
         "expert_noise": str(args.expert_noise),
+        "real_time_factor": str(args.real_time_factor),
     }
     try:
         resolved = resolve(load_graph("collect"), graph_args)
@@ -322,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
                 with contextlib.suppress(Exception):
                     collector.discard()
                 raise
-    except (RosCallError, NodeDiedError, GraphError) as exc:
+    except (RosCallError, NodeDiedError, GraphError, SimClockError) as exc:
         print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
         return 1
     total = len(complete_episodes(out))

@@ -7,8 +7,10 @@ Episode i:
 1. resets the sim (/sim_only/reset) with seed SEED+i;
 2. arms the policy runner (/policy_runner/arm): arming starts a new frame history, so the policy
    sees only this episode's frames, taken after the reset;
-3. waits for the sim-only success flag (/sim_only/success), the horizon (the task's, in policy
-   steps as PolicyStatus counts them), or a fault of the runner;
+3. waits for the sim-only success flag (/sim_only/success), the horizon, or a fault of the runner.
+   The horizon is the task's, counted twice and never on the wall clock: in policy steps (as
+   PolicyStatus counts them) and in simulated time (the sim's /clock); the episode ends when both
+   have passed, so a loaded machine, which slows the sim or the policy, cuts no episode short;
 4. disarms.
 
 It prints and writes (JSON) the success rate with a 95 % Wilson confidence interval, and each
@@ -46,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=1000, help="episode i uses seed SEED+i (default: 1000, away from collection's 0..)"
     )
     parser.add_argument("--horizon", type=int, default=None, help="policy steps per episode (default: the task's)")
+    parser.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=1.0,
+        help="sim: simulated seconds per wall-clock second (default: 1.0; lower it on a slow machine)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: world4rl_data/deploy/TASK.json)")
     parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: next to --out)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph")
@@ -122,9 +130,9 @@ class Deployer:
     """Drives the sim and the policy runner over a RosSession."""
 
     def __init__(self, ros, nodes: dict, args):
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from std_msgs.msg import Bool
+        from sensor_msgs.msg import JointState
 
+        from world4rl_bringup.sim_episode import SimClock, SimSuccess
         from world4rl_msgs.msg import PolicyStatus
         from world4rl_spec import topics
 
@@ -132,23 +140,14 @@ class Deployer:
         self.nodes = nodes
         self.args = args
         self.lock = threading.Lock()
-        self.success = (False, 0.0)  # (flag, monotonic time received)
         self.status = None
         self.status_time = 0.0
         self.latencies_ms: list[float] = []
         self.joint_state_seen = threading.Event()
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
-        ros.node.create_subscription(Bool, topics.SIM_SUCCESS, self._on_success, latched)
+        self.clock = SimClock(ros.node)
+        self.success = SimSuccess(ros.node)
         ros.node.create_subscription(PolicyStatus, topics.POLICY_STATUS, self._on_status, 10)
-        from sensor_msgs.msg import JointState
-
         ros.node.create_subscription(JointState, topics.JOINT_STATES, lambda _m: self.joint_state_seen.set(), 10)
-
-    def _on_success(self, msg) -> None:
-        with self.lock:
-            self.success = (bool(msg.data), time.monotonic())
 
     def _on_status(self, msg) -> None:
         with self.lock:
@@ -181,6 +180,7 @@ class Deployer:
             if time.monotonic() > deadline:
                 raise RosCallError(f"no joint state / policy status within {timeout:.0f} s: is the graph running?")
             time.sleep(0.1)
+        self.clock.wait_beyond(None, max(1.0, deadline - time.monotonic()))
 
     def _arm(self, on: bool, timeout: float = 5.0):
         from std_srvs.srv import SetBool
@@ -202,29 +202,31 @@ class Deployer:
 
         seed = self.args.seed + index
         self.ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0)
-        reset_at = time.monotonic()
+        self.success.new_episode()
         self._arm(True)
         armed_at = time.monotonic()
-        # A generous wall-clock guard: the horizon counts policy steps, which a loaded machine slows.
-        deadline = armed_at + 3.0 * horizon / CONTROL_RATE_HZ + 10.0
+        sim_start = self.clock.wait_beyond(self.clock.now())
+        horizon_s = horizon / CONTROL_RATE_HZ
         outcome, fault, steps = "timeout", "", 0
-        while time.monotonic() < deadline:
+        while True:
             self.check_nodes()
+            sim_elapsed = self.clock.now() - sim_start
             with self.lock:
-                flag, flag_time = self.success
                 status, status_time = self.status, self.status_time
             fresh = status is not None and status_time > armed_at
             if fresh:
                 steps = int(status.step)
-            # Only flags published after the reset describe this episode.
-            if flag and flag_time > reset_at + 0.05:
+            if self.success.succeeding:
                 outcome = "success"
                 break
-            if fresh and status.armed and steps >= horizon:
+            if fresh and status.armed and steps >= horizon and sim_elapsed >= horizon_s:
                 outcome = "horizon"
                 break
             if fresh and not status.armed and status.fault:
                 outcome, fault = "fault", status.fault
+                break
+            # A guard in simulated time: a runner that stops stepping without a fault ends the episode.
+            if sim_elapsed > 3.0 * horizon_s + 10.0:
                 break
             time.sleep(0.01)
         seconds = time.monotonic() - armed_at
@@ -237,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.graph_runner import check_runnable_here, run_graph
     from world4rl_bringup.node_process import NodeDiedError
     from world4rl_bringup.ros_session import RosCallError, RosSession
+    from world4rl_bringup.sim_episode import SimClockError
 
     policy = args.policy.expanduser().resolve()
     if args.episodes < 1:
@@ -250,7 +253,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --policy {policy}: {exc}", file=sys.stderr)
         return 2
     try:
-        resolved = resolve(load_graph("deploy"), {"robot": args.robot, "policy": str(policy), "task": args.task})
+        resolved = resolve(
+            load_graph("deploy"),
+            {
+                "robot": args.robot,
+                "policy": str(policy),
+                "task": args.task,
+                "real_time_factor": str(args.real_time_factor),
+            },
+        )
         if args.robot == "franka":
             check_runnable_here(resolved)
     except GraphError as exc:
@@ -281,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(deployer.episode(index, horizon))
                 bar.set_postfix(success=sum(r.success for r in results))
             bar.close()
-    except (RosCallError, NodeDiedError, GraphError) as exc:
+    except (RosCallError, NodeDiedError, GraphError, SimClockError) as exc:
         print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
         return 1
 

@@ -30,3 +30,7 @@ SIM_SUCCESS = "/sim_only/success"
 # world4rl_msgs/msg/Action: the sim's scripted expert's action for the current state (it needs the
 # true object poses), which the sim's demonstration node republishes on ACTION like a teleoperator.
 SIM_EXPERT_ACTION = "/sim_only/expert_action"
+# rosgraph_msgs/Clock: the simulated time (ROS's standard clock topic; monotonic across resets). The
+# sim drivers (collect, deploy) measure episodes on it, so a sim that falls behind real time on a
+# loaded machine still gives every episode its full simulated length.
+SIM_CLOCK = "/clock"

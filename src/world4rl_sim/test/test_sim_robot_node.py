@@ -21,18 +21,20 @@ class Recorder:
     """Collects (arrival time, message) per topic."""
 
     def __init__(self, node):
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import CameraInfo, Image, JointState
         from std_msgs.msg import Bool
 
-        from world4rl_sim.sim_robot_node import IMAGE_QOS, LATCHED_QOS, STATE_QOS
+        from world4rl_sim.sim_robot_node import CLOCK_QOS, IMAGE_QOS, LATCHED_QOS, STATE_QOS
 
         self.lock = threading.Lock()
-        self.msgs = {"joints": [], "image": [], "info": [], "success": []}
+        self.msgs = {"joints": [], "image": [], "info": [], "success": [], "clock": []}
         for key, msg_type, topic, qos in (
             ("joints", JointState, topics.JOINT_STATES, STATE_QOS),
             ("image", Image, topics.CAMERA_IMAGE, IMAGE_QOS),
             ("info", CameraInfo, topics.CAMERA_INFO, IMAGE_QOS),
             ("success", Bool, topics.SIM_SUCCESS, LATCHED_QOS),
+            ("clock", Clock, topics.SIM_CLOCK, CLOCK_QOS),
         ):
             node.create_subscription(msg_type, topic, lambda m, k=key: self._add(k, m), qos)
 
@@ -220,6 +222,27 @@ def test_reset_service_and_true_success_flag(launch_node, ros_node):
     send_trajectory(ros_node, ARM_JOINT_NAMES, [(1.5, model_to_fr3(q))])
     assert wait_until(lambda: rec.last("success").data is True, 10, nodes=[node])
     local.close()
+
+
+def test_clock_is_the_simulated_time_and_never_goes_back(launch_node, ros_node):
+    from world4rl_msgs.srv import ResetSim
+
+    node, rec = start(launch_node, ros_node, camera_rate_hz=0.0, task="reach")
+    client = ros_node.create_client(ResetSim, topics.SIM_RESET)
+    assert client.wait_for_service(timeout_sec=20)
+    time.sleep(1.0)
+    for seed in (1, 2, 3):
+        assert wait_future(client.call_async(ResetSim.Request(task="reach", seed=seed)), 20, nodes=[node]).ok
+        time.sleep(0.3)
+    time.sleep(1.0)
+    with rec.lock:
+        clock = [(arrival, m.clock.sec + m.clock.nanosec * 1e-9) for arrival, m in rec.msgs["clock"]]
+    sim_times = np.array([t for _, t in clock])
+    assert np.all(np.diff(sim_times) >= 0), "the simulated time went back (at a reset?)"
+    wall_span, sim_span = clock[-1][0] - clock[0][0], sim_times[-1] - sim_times[0]
+    assert len(clock) > 50 * wall_span, f"{len(clock)} clock messages in {wall_span:.1f} s (100 Hz expected)"
+    # Real time at most (it never runs ahead), and it advanced (it slows down only under load).
+    assert 0.3 * wall_span < sim_span <= wall_span + 0.05, (sim_span, wall_span)
 
 
 def test_yaml_defaults_equal_the_declared_parameters():

@@ -13,6 +13,9 @@ It runs FrankaSim in real time and looks to the rest of the stack like the hardw
   a new trajectory replaces the running one; an empty one holds the current command;
 - offers the franka_gripper actions move / grasp / homing (world4rl_msgs/action/Gripper*, the
   same fields as franka_msgs) on /franka_gripper/{move,grasp,homing};
+- publishes the simulated time on /clock (rosgraph_msgs/Clock, as Gazebo does), counted from the
+  node's start and monotonic across resets: a sim that falls behind real time slows this clock,
+  and the drivers (`world4rl collect`, `world4rl deploy`) measure episode lengths on it;
 - sim only, under /sim_only: the ResetSim service (task + seed), the true success flag
   (std_msgs/Bool), and the task's scripted-expert action for the current state
   (world4rl_msgs/Action on /sim_only/expert_action, for expert_demonstrator), which never exist
@@ -32,6 +35,8 @@ QoS (chosen to match what the real drivers offer and to connect with any subscri
   (SYSTEM_DEFAULT) is reliable as well.
 - /joint_states: RELIABLE, KEEP_LAST 10 (what joint_state_broadcaster uses).
 - trajectory input: RELIABLE, KEEP_LAST 10 (the controller's subscription).
+- /clock: RELIABLE, KEEP_LAST 1 (only the latest time matters; matches rclpy's best-effort clock
+  subscription too).
 - /sim_only/success: RELIABLE, TRANSIENT_LOCAL, depth 1: a late subscriber (an evaluator that
   starts after the episode) gets the last value at once.
 """
@@ -51,6 +56,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
@@ -74,6 +80,7 @@ from world4rl_spec import (
 
 IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2)
 STATE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+CLOCK_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1)
 LATCHED_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     history=HistoryPolicy.KEEP_LAST,
@@ -97,6 +104,11 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_name": (FRONT_CAMERA, "MuJoCo camera to publish: 'front' (fixed) or 'wrist'"),
     "camera_frame_id": ("camera_color_optical_frame", "frame_id of image and camera_info (realsense2_camera's)"),
     "success_rate_hz": (10.0, "rate of the sim-only success flag"),
+    "clock_rate_hz": (
+        100.0,
+        "rate of /clock, the simulated time since the node started (monotonic across resets), which the "
+        "drivers measure episodes on; 0 disables",
+    ),
     "expert_action_rate_hz": (
         CONTROL_RATE_HZ,
         "rate of the scripted expert's action on the sim-only expert topic (for expert_demonstrator); 0 disables",
@@ -209,6 +221,8 @@ class SimRobotNode(Node):
         self.info_pub = self.create_publisher(CameraInfo, topics.CAMERA_INFO, IMAGE_QOS)
         self.success_pub = self.create_publisher(Bool, topics.SIM_SUCCESS, LATCHED_QOS)
         self.expert_pub = self.create_publisher(Action, topics.SIM_EXPERT_ACTION, STATE_QOS)
+        self.clock_pub = self.create_publisher(Clock, topics.SIM_CLOCK, CLOCK_QOS)
+        self._clock_ns = 0  # simulated time since start; data.time restarts at every reset
         group = ReentrantCallbackGroup()
         self.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, STATE_QOS)
         self.create_service(ResetSim, topics.SIM_RESET, self._on_reset, callback_group=group)
@@ -343,7 +357,9 @@ class SimRobotNode(Node):
             "camera": 1.0 / float(p["camera_rate_hz"]) if p["camera_rate_hz"] > 0 else math.inf,
             "success": 1.0 / float(p["success_rate_hz"]) if p["success_rate_hz"] > 0 else math.inf,
             "expert": 1.0 / float(p["expert_action_rate_hz"]) if p["expert_action_rate_hz"] > 0 else math.inf,
+            "clock": 1.0 / float(p["clock_rate_hz"]) if p["clock_rate_hz"] > 0 else math.inf,
         }
+        chunk_ns = round(chunk * dt * 1e9)
         wall0, sim0 = time.monotonic(), sim.time
         next_pub = dict.fromkeys(periods, wall0)
         behind_warned = 0.0
@@ -351,11 +367,16 @@ class SimRobotNode(Node):
             now = time.monotonic()
             target = sim0 + (now - wall0) * rtf
             with self.lock:
-                self._handle_commands()
+                if self._handle_commands():
+                    # A reset restarts data.time at 0: re-anchor, so the new episode starts in real time
+                    # instead of racing through 20 chunks to catch up with the old anchor.
+                    wall0, sim0 = now, sim.time
+                    target = sim0
                 steps = 0
                 while sim.time + chunk * dt <= target + 1e-9 and steps < 20:
                     self._apply_commands(sim.time + chunk * dt)
                     sim.step_physics(chunk)
+                    self._clock_ns += chunk_ns
                     steps += 1
                 if sim.time + 0.1 < target:
                     # Fell behind by > 0.1 s (an overloaded machine): re-anchor instead of racing.
@@ -369,6 +390,7 @@ class SimRobotNode(Node):
                 if "camera" in publish:
                     image = sim.render(int(p["camera_width"]), int(p["camera_height"]), p["camera_name"])
                 success = sim.success() if "success" in publish else None
+                clock_ns = self._clock_ns
                 expert = None
                 if "expert" in publish:
                     # The arm is driven through joint trajectories here: the expert steers from the
@@ -377,6 +399,10 @@ class SimRobotNode(Node):
                     sim.aim_ee_target_at(goal)
                     expert = sim.expert_action()
             stamp = self.get_clock().now().to_msg()
+            if "clock" in publish:
+                clock = Clock()
+                clock.clock.sec, clock.clock.nanosec = divmod(clock_ns, 1_000_000_000)
+                self.clock_pub.publish(clock)
             if joints is not None:
                 joints.header.stamp = stamp
                 self.joint_pub.publish(joints)
@@ -394,9 +420,10 @@ class SimRobotNode(Node):
             wake = min(min(next_pub.values()), wall0 + (sim.time + chunk * dt - sim0) / rtf)
             time.sleep(max(0.0, wake - time.monotonic()))
 
-    def _handle_commands(self) -> None:
-        """Resets and new trajectories (called with the lock held)."""
+    def _handle_commands(self) -> bool:
+        """Resets and new trajectories (called with the lock held); True if the sim was reset."""
         sim = self.sim
+        was_reset = False
         while self._reset_requests:
             request, done, result = self._reset_requests.pop(0)
             task = request.task or sim.task_name
@@ -406,6 +433,7 @@ class SimRobotNode(Node):
             else:
                 seed = None if request.seed < 0 else int(request.seed)
                 used = sim.reset(seed=seed, task=task)
+                was_reset = True
                 self._trajectory = None
                 if self._gripper_goal is not None and not self._gripper_goal.done.is_set():
                     self._gripper_goal.error = "aborted by a simulation reset"
@@ -419,7 +447,7 @@ class SimRobotNode(Node):
             if not msg.points:
                 self._trajectory = None  # hold the current command
                 sim.set_arm_targets(sim.arm_targets())
-                return
+                return was_reset
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             delay = 0.0
             if stamp > 0.0:
@@ -429,6 +457,7 @@ class SimRobotNode(Node):
                 self._trajectory = parse_trajectory(msg, sim.arm_targets(), sim.time + delay)
             except ValueError as err:
                 self.get_logger().error(f"rejected trajectory on {topics.ARM_TRAJECTORY}: {err}")
+        return was_reset
 
     def _apply_commands(self, t: float) -> None:
         """Set the joint and finger targets for the physics chunk that ends at sim time t."""

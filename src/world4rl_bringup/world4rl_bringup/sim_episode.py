@@ -1,0 +1,105 @@
+"""What the sim drivers (`world4rl collect`, `world4rl deploy`) measure an episode with: the sim's
+simulated time and its true success flag, both received over ROS.
+
+Simulated time: sim_robot publishes it on /clock. On a loaded machine the simulation falls behind
+real time (it re-anchors rather than racing), so an episode measured on the wall clock would give
+the robot less simulated time than it is meant to have; measured on this clock it never does.
+
+Success: the flag (/sim_only/success, latched, 10 Hz) carries no stamp, so a True published just
+before a reset can arrive after it. A True counts for the new episode only once a False has
+arrived since the reset (every episode starts unsolved), and `succeeding` follows the latest value,
+so a success that is lost again is not one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from world4rl_spec import topics
+
+
+class SimClockError(RuntimeError):
+    """No simulated time arrived, or it stopped advancing (the sim is not running or is stuck)."""
+
+
+class SimClock:
+    """Latest simulated time from the sim's /clock, in seconds."""
+
+    def __init__(self, node, stall_s: float = 30.0):
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+
+        self.stall_s = float(stall_s)
+        self._cond = threading.Condition()
+        self._seconds: float | None = None
+        self._advanced_at = time.monotonic()  # wall time the clock last moved
+        qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
+        node.create_subscription(Clock, topics.SIM_CLOCK, self._on_clock, qos)
+
+    def _on_clock(self, msg) -> None:
+        seconds = msg.clock.sec + msg.clock.nanosec * 1e-9
+        with self._cond:
+            if self._seconds is None or seconds > self._seconds:
+                self._advanced_at = time.monotonic()
+            self._seconds = seconds
+            self._cond.notify_all()
+
+    def now(self) -> float:
+        """The latest simulated time [s]; raises SimClockError if it has not moved for `stall_s`
+        seconds of wall time (a stuck or dead sim must not hold a driver forever)."""
+        with self._cond:
+            seconds, advanced_at = self._seconds, self._advanced_at
+        if seconds is None or time.monotonic() - advanced_at > self.stall_s:
+            raise SimClockError(
+                f"the simulated time on {topics.SIM_CLOCK} "
+                + ("never arrived" if seconds is None else f"stopped at {seconds:.3f} s")
+                + f" (nothing new for {self.stall_s:.0f} s of wall time): is the sim robot running?"
+            )
+        return seconds
+
+    def wait_beyond(self, seconds: float | None, timeout: float = 10.0) -> float:
+        """Block until a simulated time later than `seconds` arrives (any, if None); return it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._seconds is None or (seconds is not None and self._seconds <= seconds):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SimClockError(
+                        f"no simulated time on {topics.SIM_CLOCK} within {timeout:.0f} s"
+                        + ("" if seconds is None else f" after {seconds:.3f} s")
+                        + ": is the sim robot running?"
+                    )
+                self._cond.wait(left)
+            return self._seconds
+
+
+class SimSuccess:
+    """The sim's success flag for the current episode (call `new_episode()` right after a reset)."""
+
+    def __init__(self, node):
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import Bool
+
+        self._lock = threading.Lock()
+        self._unsolved_seen = False
+        self._succeeding = False
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        node.create_subscription(Bool, topics.SIM_SUCCESS, self._on_success, latched)
+
+    def _on_success(self, msg) -> None:
+        with self._lock:
+            if not msg.data:
+                self._unsolved_seen = True
+            self._succeeding = bool(msg.data) and self._unsolved_seen
+
+    def new_episode(self) -> None:
+        with self._lock:
+            self._unsolved_seen = self._succeeding = False
+
+    @property
+    def succeeding(self) -> bool:
+        with self._lock:
+            return self._succeeding
