@@ -118,6 +118,33 @@ def test_sim_success_topic_labels_each_frame(tmp_path, msgs):
     assert ep.success_per_frame.tolist() == [j >= 6 for j in range(10)]
 
 
+def test_build_reports_episodes_whose_label_and_last_frame_disagree(tmp_path, msgs, capsys):
+    from world4rl_bringup.cli import main
+
+    bags = tmp_path / "bags"
+    make_bag(bags, 0, msgs, steps=10, success=True, sim_success=lambda j: j >= 6)  # agree
+    make_bag(bags, 1, msgs, steps=10, success=False, sim_success=lambda j: False)  # agree
+    # The task was solved mid-episode and lost again, but the episode is labelled a success.
+    make_bag(bags, 2, msgs, steps=10, success=True, sim_success=lambda j: 3 <= j < 6)
+    # Labelled a failure while the flag said solved at the end.
+    make_bag(bags, 3, msgs, steps=10, success=False, sim_success=lambda j: j >= 8)
+    assert not read_episode(bags / "ep_000000").label_disagreement
+    assert "last frame's label (sim_success_topic) is False" in read_episode(bags / "ep_000002").label_disagreement
+
+    dataset = tmp_path / "ds"
+    report = build([bags], dataset)
+    assert [bag.name for bag, _ in report.label_disagreements] == ["ep_000002", "ep_000003"]
+    assert len(report.converted) == 4  # converted as recorded: nothing is lost
+    assert [bool(e["success"]) for e in Dataset(dataset).episodes] == [True, False, True, False]
+
+    again = tmp_path / "ds2"
+    assert main(["dataset", "build", str(bags), "--out", str(again)]) == 0
+    err = capsys.readouterr().err
+    assert f"LABELS DISAGREE {bags / 'ep_000002'}: EpisodeInfo.success is True" in err
+    assert f"LABELS DISAGREE {bags / 'ep_000003'}: EpisodeInfo.success is False" in err
+    assert "2 episode(s) converted with disagreeing success labels" in err
+
+
 def test_actions_before_the_first_image_are_dropped(tmp_path, msgs):
     bag = make_bag(tmp_path, 0, msgs, steps=12)
     # Same bag, but with the images starting late: rebuild it with a 250 ms image gap.

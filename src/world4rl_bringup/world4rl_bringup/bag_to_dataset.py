@@ -14,9 +14,12 @@ Conversion of one episode bag (one dataset episode):
   at every step.
 - Success labels: the episode's label is EpisodeInfo.success. Per frame: if the bag has the
   sim's true success topic (/sim_only/success, std_msgs/Bool), frame t is labelled with its latest
-  value at or before o_t; otherwise (real robot) a successful episode labels its last
-  `success_tail_s` seconds of frames (at least the last frame) as success and the rest not, since
-  the operator stops an episode shortly after the task is done; a failed episode labels none.
+  value at or before a_t (when o_t was acted on); otherwise (real robot) a successful episode labels
+  its last `success_tail_s` seconds of frames (at least the last frame) as success and the rest not,
+  since the operator stops an episode shortly after the task is done; a failed episode labels none.
+  The two agree by construction (`world4rl collect` ends a sim episode only after the solved task
+  has been recorded for a few actions, and labels it with the flag's value then): an episode whose
+  label differs from its last frame's is converted as recorded and reported as a disagreement.
 - Episode kind from Action.source (expert -> expert, teleop -> human, policy -> policy,
   random -> random; anything else -> human), unless --kind is given.
 - A bag already converted (same sha256 over its metadata.yaml and storage files) is skipped.
@@ -91,12 +94,25 @@ class ConvertedEpisode:
     success_source: str  # "sim_success_topic" or "episode_label_tail"
     dropped_leading_actions: int = 0
 
+    @property
+    def label_disagreement(self) -> str:
+        """Why the episode's label and its last frame's label differ ("" when they agree)."""
+        last = bool(self.success_per_frame[-1])
+        if last == self.success:
+            return ""
+        return (
+            f"EpisodeInfo.success is {self.success} but the last frame's label ({self.success_source}) is {last}; "
+            f"{int(self.success_per_frame.sum())} of {len(self.success_per_frame)} frames are labelled successes"
+        )
+
 
 @dataclass
 class BuildReport:
     converted: list[tuple[Path, int]] = field(default_factory=list)  # (bag, dataset episode index)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    # Converted, but the episode's success label and its last frame's label differ.
+    label_disagreements: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def bag_sha256(bag_dir: str | Path) -> str:
@@ -369,6 +385,9 @@ def build(bags: list[str | Path], out: str | Path, config: BuildConfig | None = 
             log(f"error: {exc}")
             continue
         report.converted.append((bag, index))
+        if episode.label_disagreement:
+            report.label_disagreements.append((bag, episode.label_disagreement))
+            log(f"warning: {bag}: labels disagree: {episode.label_disagreement}")
         log(
             f"{bag.name} -> episode {index}: {episode.task}, {'success' if episode.success else 'failure'}, "
             f"{len(episode.frames)} steps at {episode.action_rate_hz:.1f} Hz, kind {episode.kind}"
@@ -509,6 +528,14 @@ def _run(args: argparse.Namespace) -> int:
         )
         for bag, error in report.failed:
             print(f"FAILED {bag}: {error}", file=sys.stderr)
+        for bag, why in report.label_disagreements:
+            print(f"LABELS DISAGREE {bag}: {why}", file=sys.stderr)
+        if report.label_disagreements:
+            print(
+                f"{len(report.label_disagreements)} episode(s) converted with disagreeing success labels (listed "
+                "above): the success classifier learns from these labels; check those bags",
+                file=sys.stderr,
+            )
         return 1 if report.failed else 0
     if args.dataset_command == "info":
         print(summary(args.dataset))
