@@ -119,6 +119,14 @@ def test_unknown_sim_task_is_named(tmp_path):
     assert "--task 'fly' is not a sim task" in out.stderr
 
 
+def test_a_task_name_that_would_leave_the_bag_folder_is_refused(tmp_path):
+    cmd = [sys.executable, "-m", "world4rl_bringup.cli", "collect", "--robot", "franka", "--attach", "--task", "../x"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2
+    assert "--task: '../x' is not a valid task name" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_operator_keys_rerecord_and_quit(ros_domain, tmp_path):
     import os
     import pty

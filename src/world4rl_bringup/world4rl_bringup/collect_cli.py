@@ -294,7 +294,14 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.ros_session import RosCallError, RosSession
     from world4rl_bringup.sim_episode import SimClockError
 
+    from world4rl_spec import check_task_name
+
     camera = args.camera or ("sim" if args.robot == "sim" else "realsense")
+    try:
+        check_task_name(args.task, "--task")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = (args.out or Path("world4rl_data") / "bags" / args.task).resolve()
     if args.robot == "sim":
         from world4rl_sim.tasks import TASKS
