@@ -32,6 +32,7 @@ import time
 import tty
 from pathlib import Path
 
+from world4rl_bringup.sim_episode import add_real_time_factor_argument
 from world4rl_spec import CONTROL_RATE_HZ
 
 EXECUTOR_ARM = "/action_executor/arm"
@@ -51,12 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sim: episode i uses seed SEED+i (default: 0)")
     parser.add_argument("--expert-noise", type=float, default=0.0, help="sim: std of noise on the expert's motion")
     parser.add_argument("--horizon", type=int, default=None, help="sim: control steps per episode (default: task's)")
-    parser.add_argument(
-        "--real-time-factor",
-        type=float,
-        default=1.0,
-        help="sim: simulated seconds per wall-clock second (default: 1.0; lower it on a slow machine)",
-    )
+    add_real_time_factor_argument(parser)
     parser.add_argument("--settle-steps", type=int, default=3, help="sim: steps recorded after success (default: 3)")
     parser.add_argument("--attach", action="store_true", help="drive a graph already started with ros2 launch")
     parser.add_argument("--no-keyboard", action="store_true", help="ignore the terminal (non-interactive runs)")
@@ -293,7 +289,6 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.node_process import NodeDiedError
     from world4rl_bringup.ros_session import RosCallError, RosSession
     from world4rl_bringup.sim_episode import SimClockError
-
     from world4rl_spec import check_task_name
 
     camera = args.camera or ("sim" if args.robot == "sim" else "realsense")

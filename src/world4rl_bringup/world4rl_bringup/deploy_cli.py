@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from world4rl_bringup.sim_episode import add_real_time_factor_argument
+
 RUNNER_ARM = "/policy_runner/arm"
 
 
@@ -48,12 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=1000, help="episode i uses seed SEED+i (default: 1000, away from collection's 0..)"
     )
     parser.add_argument("--horizon", type=int, default=None, help="policy steps per episode (default: the task's)")
-    parser.add_argument(
-        "--real-time-factor",
-        type=float,
-        default=1.0,
-        help="sim: simulated seconds per wall-clock second (default: 1.0; lower it on a slow machine)",
-    )
+    add_real_time_factor_argument(parser)
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: world4rl_data/deploy/TASK.json)")
     parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: next to --out)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph")

@@ -19,6 +19,16 @@ import time
 from world4rl_spec import topics
 
 
+def add_real_time_factor_argument(parser) -> None:
+    """The sim drivers' --real-time-factor (the sim_robot parameter of the same name)."""
+    parser.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=1.0,
+        help="sim: simulated seconds per wall-clock second (default: 1.0; lower it on a slow machine)",
+    )
+
+
 class SimClockError(RuntimeError):
     """No simulated time arrived, or it stopped advancing (the sim is not running or is stuck)."""
 
