@@ -29,7 +29,8 @@ format: setup
 	@$(VENV)/bin/ruff check --fix .
 	@$(VENV)/bin/ruff format .
 
-## make lock: setup
+## make lock: re-pin requirements.lock after an edit to requirements.in.
+lock: setup
 	@$(PY) scripts/lock.py
 
 ## make bench: every benchmark under bench/ (never part of make test); results in bench/results/.
