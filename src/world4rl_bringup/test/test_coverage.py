@@ -142,3 +142,18 @@ def test_whole_recipe_at_toy_scale(tmp_path, monkeypatch):
     # Rerun: all skipped (fast), same result.
     assert cov.run(_args(run, *extra)) == 0
     assert json.loads((run / "stages.json").read_text()) == stages
+
+
+def test_a_task_name_that_is_a_path_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """--task becomes RUN/bc/TASK, RUN/refine/TASK, RUN/eval/TASK: '../x' would leave those folders."""
+    monkeypatch.setenv("WORLD4RL_NO_TCMALLOC", "1")
+    run = tmp_path / "runs" / "run"
+    for bad in ("../x", "../../escaped", "a/b"):
+        code = cov.main(["--run", str(run), "--task", "reach", "--task", bad, "--expert", "1", "--quiet"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("world4rl coverage: error: --task: ")
+        assert f"{bad!r} is not a valid task name" in err
+    assert list(tmp_path.iterdir()) == []  # no run directory, nothing beside it
+    with pytest.raises(ValueError, match="not a valid task name"):
+        cov.CoverageConfig(run=str(run), tasks=["../x"])

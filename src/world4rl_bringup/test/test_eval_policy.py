@@ -151,3 +151,19 @@ def test_cli_and_world4rl_eval_dispatch(two_policies, tmp_path, capsys):
     assert "| " in capsys.readouterr().out
     assert json.loads((tmp_path / "o" / "eval.json").read_text())["episodes"] == 2
     assert ev.main(["--task", "fly", "--policy", str(two_policies / "a"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_task_name_that_is_a_path_is_refused(two_policies, tmp_path, monkeypatch, capsys):
+    """--task becomes world4rl_data/eval/TASK (the default --out): '../x' would leave that folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for bad in ("../x", "../../escaped"):
+        assert ev.main(["--task", bad, "--policy", str(two_policies / "a"), "--episodes", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("world4rl eval policy: error: --task: ")
+        assert f"{bad!r} is not a valid task name" in err
+    with pytest.raises(ValueError, match=r"'\.\./x' is not a valid task name"):
+        ev.evaluate([str(two_policies / "a")], "../x", episodes=1, out=tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd"]
+    assert list(cwd.iterdir()) == []

@@ -67,8 +67,12 @@ class CoverageConfig:
     refine_by_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from world4rl_spec import check_task_name
+
         if not self.tasks:
             raise ValueError("at least one --task")
+        for task in self.tasks:  # each becomes RUN/bc/TASK, RUN/refine/TASK and RUN/eval/TASK
+            check_task_name(task, "--task")
         for task in self.refine_by_task:
             if task not in self.tasks:
                 tasks = ", ".join(self.tasks)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from world4rl_bringup.deploy_cli import wilson_interval
+from world4rl_spec import check_task_name
 
 HELP = "success rate of policy checkpoints in the true sim (Wilson 95 % CI), compared on the same seeds"
 Z95 = 1.959964
@@ -96,6 +97,7 @@ def evaluate(
 
     from world4rl_bringup.sim_rollouts import PolicyActor, make_env, run_episode
 
+    check_task_name(task, "--task")  # the default --out is world4rl_data/eval/TASK
     labels = list(labels) if labels else [str(p) for p in policies]
     if len(labels) != len(policies):
         raise ValueError(f"{len(labels)} --label for {len(policies)} --policy")
@@ -233,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_model.runtime import configure_openmp
 
     configure_openmp()
+    try:
+        check_task_name(args.task, "--task")  # before it becomes a folder: world4rl_data/eval/TASK
+    except ValueError as e:
+        print(f"world4rl eval policy: error: {e}", file=sys.stderr)
+        return 2
     out = args.out or Path("world4rl_data") / "eval" / args.task
     try:
         result = evaluate(

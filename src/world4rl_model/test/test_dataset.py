@@ -1,9 +1,11 @@
 """The dataset format: writer, reader, manifest, crash safety, errors that name the file, split."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -96,7 +98,7 @@ def test_resume_appends_and_hash_changes(tmp_path):
         DatasetWriter(tmp_path / "nope", create_ok=False)
 
 
-def test_crash_debris_is_never_listed_and_cleaned(tmp_path):
+def test_crash_debris_is_never_listed_temp_dirs_cleaned_unlisted_dirs_kept(tmp_path):
     writer = DatasetWriter(tmp_path, image_size=S)
     writer.add_episode(*_episode(3), task="a", success=False, kind="random")
     # A writer that died after renaming ep_000001 into place but before rewriting the manifest,
@@ -106,10 +108,72 @@ def test_crash_debris_is_never_listed_and_cleaned(tmp_path):
     (tmp_path / "episodes" / ".tmp-ep_000001-xyz").mkdir()
     assert len(Dataset(tmp_path)) == 1
     f, a = _episode(4, 9)
-    assert writer.add_episode(f, a, task="a", success=False, kind="random") == 1
+    with pytest.warns(UserWarning, match=r"ep_000001"):
+        assert writer.add_episode(f, a, task="a", success=False, kind="random") == 1
     ds = Dataset(tmp_path)
     np.testing.assert_array_equal(ds.episode(1)["frames"], f)
-    assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == ["ep_000000", "ep_000001"]
+    assert ds.episodes[1]["dir"] == "episodes/ep_000002"  # the unlisted ep_000001 is not overwritten
+    # The writer's own temp dir is debris and goes; the unlisted directory stays, untouched.
+    assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == ["ep_000000", "ep_000001", "ep_000002"]
+    assert (tmp_path / "episodes" / "ep_000001" / "frames.npy").read_bytes() == b"garbage"
+    assert writer.unlisted == ["ep_000001"]
+    assert ds.unlisted_episode_dirs == ["ep_000001"]
+
+
+def _tree_hashes(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_append_under_a_stale_manifest_keeps_every_unlisted_episode(tmp_path):
+    """A manifest restored from before the last episode must not turn that episode into debris."""
+    root = tmp_path / "ds"
+    writer = DatasetWriter(root, image_size=S)
+    for seed in range(2):
+        writer.add_episode(*_episode(4, seed), task="a", success=False, kind="random")
+    older_manifest = (root / "manifest.json").read_bytes()
+    writer.add_episode(*_episode(5, 2), task="b", success=True, kind="expert")
+    before = _tree_hashes(root / "episodes")
+    assert sorted({k.split("/")[0] for k in before}) == ["ep_000000", "ep_000001", "ep_000002"]
+    (root / "manifest.json").write_bytes(older_manifest)  # e.g. restored from a backup
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reopened = DatasetWriter(root, image_size=S)
+        f, a = _episode(6, 7)
+        index = reopened.add_episode(f, a, task="c", success=False, kind="policy")
+
+    after = _tree_hashes(root / "episodes")
+    for name, digest in before.items():  # all three original episodes, byte for byte
+        assert after.get(name) == digest, name
+    ds = Dataset(root)
+    assert index == 2 == len(ds) - 1
+    new_dir = ds.episodes[2]["dir"]
+    assert new_dir not in {"episodes/ep_000000", "episodes/ep_000001", "episodes/ep_000002"}
+    np.testing.assert_array_equal(ds.episode(2)["frames"], f)
+    assert reopened.unlisted == ["ep_000002"]
+    assert ds.unlisted_episode_dirs == ["ep_000002"]
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any("ep_000002" in m and "not listed" in m for m in messages), messages
+    # Appending again still neither overwrites nor forgets it.
+    reopened.add_episode(*_episode(3, 8), task="c", success=False, kind="policy")
+    assert _tree_hashes(root / "episodes")["ep_000002/frames.npy"] == before["ep_000002/frames.npy"]
+    assert len({ep["dir"] for ep in Dataset(root).episodes}) == 4
+
+
+def test_a_task_name_that_is_a_path_is_refused(tmp_path):
+    root = tmp_path / "ds"
+    writer = DatasetWriter(root, image_size=S)
+    for bad in ("../x", "a/b", "..", ".hidden", "", "/abs"):
+        with pytest.raises(ValueError, match="not a valid task name"):
+            writer.add_episode(*_episode(3), task=bad, success=False, kind="random")
+    assert len(Dataset(root)) == 0
+    assert Dataset(root).tasks == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing beside the dataset
+    assert list((root / "episodes").iterdir()) == []
 
 
 def test_bad_input_errors_name_the_file(tmp_path):

@@ -10,8 +10,10 @@ A checkpoint directory::
       training_state.safetensors + training_state.json   optional: optimizer, scheduler, step, RNG states
 
 Writing goes to a temporary directory beside CKPT (same filesystem), fsynced, then renamed into
-place; an existing CKPT is moved aside first and deleted only once the new one is in place (a
-crash between the two renames leaves the old one as ``.CKPT.old-*``, which readers fall back to).
+place; an existing CKPT is moved aside first and deleted only once the new one is in place. An
+interrupted save leaves ``.CKPT.tmp-*/`` (the new one, possibly half written) or, after a crash
+between the two renames, ``.CKPT.old-*/x/`` (the version being replaced). Readers never load these
+in CKPT's place: they refuse and name them, so a person decides what to move back.
 
 A training run keeps several checkpoints and a ``latest`` pointer::
 
@@ -19,8 +21,15 @@ A training run keeps several checkpoints and a ``latest`` pointer::
       latest                   text file holding the name of the newest complete checkpoint
       step_000001000/ ...      save_run_checkpoint() writes these, then replaces `latest` atomically
 
-`load_checkpoint`, `load_config` and `load_training_state` accept either a checkpoint directory
-or a run directory (then they follow `latest`).
+`resolve_checkpoint` turns what a user names into exactly one complete checkpoint directory, or
+raises a CheckpointError saying what was asked, what was found and why it was refused: a checkpoint
+directory is itself; a run directory is what its `latest` pointer names (which must stay inside the
+run: no absolute path, no '..', no symlink leading out), or without a pointer its highest step_*
+directory (same rule); a pointer to a missing step, an incomplete checkpoint (no model.safetensors
+or config.json) and leftovers of interrupted saves are refused, never replaced by another
+checkpoint. `load_checkpoint`, `load_config`, `load_training_state` and `latest_checkpoint` all go
+through it, and `checkpoint_fingerprint` names the result for logs (path, step, sha256 of the
+weights) so the runtime node, deploy and eval can print the same identity.
 
 Non-tensor training state (optimizer hyper-parameters, RNG tuples) goes to JSON through a small
 codec that keeps tuples, integer dict keys and numpy arrays; every tensor goes to safetensors.
@@ -28,6 +37,7 @@ codec that keeps tuples, integer dict keys and numpy arrays; every tensor goes t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -53,6 +63,8 @@ STATE_TENSORS_FILE = "training_state.safetensors"
 STATE_JSON_FILE = "training_state.json"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+# What write_directory_atomically leaves when interrupted: .NAME.tmp-XXXX/ and .NAME.old-XXXX/x/.
+_LEFTOVER_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-[A-Za-z0-9_]+$")
 
 
 class CheckpointError(ValueError):
@@ -255,27 +267,184 @@ def save_checkpoint(
     return write_directory_atomically(directory, write)
 
 
+def _leftovers(parent: Path, name: str | None = None) -> list[Path]:
+    """Leftovers of interrupted saves in `parent` (of checkpoint `name`, or of any): temp dirs
+    `.NAME.tmp-*` and moved-aside old versions `.NAME.old-*/x`."""
+    if not parent.is_dir():
+        return []
+    found = []
+    for child in sorted(parent.iterdir()):
+        m = _LEFTOVER_DIR.match(child.name)
+        if not m or not child.is_dir() or (name is not None and m.group("name") != name):
+            continue
+        found.append(child / "x" if m.group("what") == "old" and (child / "x").is_dir() else child)
+    return found
+
+
+def _leftover_note(leftovers: list[Path]) -> str:
+    if not leftovers:
+        return ""
+    names = ", ".join(str(p) for p in leftovers)
+    return (
+        f"; leftovers of an interrupted save are there ({names}) but are not loaded in its place "
+        "(a .tmp- one may be half written, an .old- one is the version that was being replaced): "
+        "move one into place yourself if it is the checkpoint you mean"
+    )
+
+
+def _incomplete(directory: Path) -> list[str]:
+    return [f for f in (MODEL_FILE, CONFIG_FILE) if not (directory / f).is_file()]
+
+
+def _require_complete(directory: Path, prefix: str) -> Path:
+    missing = _incomplete(directory)
+    if missing:
+        raise CheckpointError(
+            f"{prefix}{directory}: incomplete checkpoint (no {' and no '.join(missing)}); refusing to load it"
+        )
+    return directory
+
+
+def _inside_run(run: Path, target: Path, prefix: str) -> Path:
+    """`target` if it really lies inside `run` (symlinks followed), else a CheckpointError."""
+    run_real = Path(os.path.realpath(run))
+    real = Path(os.path.realpath(target))
+    if real == run_real or not real.is_relative_to(run_real):
+        through = " (through a symlink)" if Path(os.path.abspath(target)).is_relative_to(os.path.abspath(run)) else ""
+        raise CheckpointError(
+            f"{prefix}{target} resolves to {real}{through}, outside the run {run}; a run's pointer and its "
+            "step_* directories must stay inside it: refusing to load it"
+        )
+    return target
+
+
+def _step_dirs(run: Path) -> list[tuple[int, Path]]:
+    """Every step_* entry of a run (complete or not, symlink or not), sorted by step."""
+    if not run.is_dir():
+        return []
+    found = []
+    for child in run.iterdir():
+        m = _STEP_DIR.match(child.name)
+        if m and (child.is_dir() or child.is_symlink()):
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def _follow_latest(run: Path) -> Path:
+    pointer = run / LATEST
+    if pointer.is_symlink():  # some tools make `latest` a symlink: it must not lead out of the run
+        prefix = f"{run}: its '{LATEST}' pointer {pointer} -> {os.readlink(pointer)}: "
+        _inside_run(run, pointer, prefix)
+        if not pointer.exists():
+            raise CheckpointError(f"{prefix}a dangling symlink; refusing to load another checkpoint in its place")
+        if pointer.is_dir():  # the checkpoint directory it links to, named by its place in the run
+            real = Path(os.path.realpath(pointer)).relative_to(os.path.realpath(run))
+            return _require_complete(run / real, prefix)
+    elif pointer.is_dir():  # `latest` is itself the checkpoint directory
+        return _require_complete(pointer, f"{run}: ")
+    text = pointer.read_text().strip()
+    prefix = f"{run}: its '{LATEST}' pointer {pointer} names {text!r}: "
+    if not text:
+        raise CheckpointError(f"{prefix}empty; it must name a checkpoint directory inside the run")
+    if os.path.isabs(text):
+        raise CheckpointError(
+            f"{prefix}an absolute path; it must name a checkpoint directory inside the run: refusing to load it"
+        )
+    target = run / text
+    _inside_run(run, target, prefix)
+    if not target.is_dir():
+        complete = ", ".join(p.name for _, p in list_checkpoints(run)) or "none"
+        raise CheckpointError(
+            f"{prefix}{target} does not exist; refusing to load another checkpoint in its place (complete "
+            f"checkpoints in the run: {complete})" + _leftover_note(_leftovers(target.parent, target.name))
+        )
+    return _require_complete(target, prefix)
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint directory `path` names: itself, the target of its `latest` pointer, or a crash leftover."""
-    path = Path(path)
-    if (path / LATEST).is_file():
-        target = path / (path / LATEST).read_text().strip()
-        if (target / CONFIG_FILE).is_file():
-            return target
-        newest = latest_checkpoint(path)
-        if newest is None:
-            raise CheckpointError(f"{path / LATEST}: points at missing {target.name}, and no other checkpoint")
-        return newest
-    if (path / CONFIG_FILE).is_file():
-        return path
-    # A crash between moving the old checkpoint aside and renaming the new one in.
-    leftovers = sorted(path.parent.glob(f".{path.name}.old-*/x")) if path.parent.exists() else []
-    for old in leftovers:
-        if (old / CONFIG_FILE).is_file():
-            return old
-    if path.is_dir() and (newest := latest_checkpoint(path)) is not None:
-        return newest
-    raise CheckpointError(f"{path}: not a checkpoint (no {CONFIG_FILE}) nor a run directory with a '{LATEST}' pointer")
+    """The one complete checkpoint directory `path` names, or a CheckpointError (see the module doc).
+
+    `path` is a checkpoint directory (returned as given), or a run directory: then the target of
+    its `latest` pointer, or without a pointer its highest step_* directory, which must lie inside
+    the run. Never a leftover of an interrupted save, never another step than the one named.
+    """
+    path = Path(path).expanduser()
+    if (path / LATEST).exists() or (path / LATEST).is_symlink():
+        return _follow_latest(path)
+    if (path / CONFIG_FILE).exists() or (path / MODEL_FILE).exists():
+        return _require_complete(path, "")
+    if not path.exists():
+        raise CheckpointError(
+            f"{path}: not a checkpoint: does not exist" + _leftover_note(_leftovers(path.parent, path.name))
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint: not a directory")
+    steps = _step_dirs(path)
+    if steps:  # a run without a pointer (a crash before the first one was written): its newest step
+        step_dir = steps[-1][1]
+        prefix = f"{path}: no '{LATEST}' pointer, newest step directory: "
+        _inside_run(path, step_dir, prefix)
+        return _require_complete(step_dir, prefix)
+    leftovers = _leftovers(path)
+    if leftovers:
+        raise CheckpointError(
+            f"{path}: no checkpoint here, only leftovers of interrupted saves "
+            f"({', '.join(str(p) for p in leftovers)}); refusing to load them"
+        )
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no {CONFIG_FILE}) nor a run directory with a '{LATEST}' pointer or step_* "
+        "checkpoints"
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointFingerprint:
+    """What a loaded checkpoint is, for logs: its real path, its step, the sha256 of its weights."""
+
+    path: Path
+    sha256: str
+    step: int | None
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+    def __str__(self) -> str:
+        step = "unknown" if self.step is None else self.step
+        return f"{self.path} (step {step}, {MODEL_FILE} sha256 {self.short})"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_fingerprint(path: str | os.PathLike) -> CheckpointFingerprint:
+    """Resolve `path` (resolve_checkpoint) and name what it resolves to: the real path of the
+    checkpoint directory, its step (config.json's "step", else the training state's, else the
+    step_N directory name; None if none says) and the sha256 of model.safetensors (`.short`: the
+    first 12 hex digits; what `sha256sum model.safetensors` prints). Note that safetensors does not
+    order its metadata deterministically, so saving the same weights twice may give two hashes;
+    the hash names a file, which is what a log must pin down."""
+    directory = resolve_checkpoint(path)
+    step: int | None = None
+    try:
+        config_step = json.loads((directory / CONFIG_FILE).read_text()).get("step")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        config_step = None
+    if isinstance(config_step, int) and not isinstance(config_step, bool):
+        step = config_step
+    elif (directory / STATE_JSON_FILE).is_file():
+        try:
+            step = int(json.loads((directory / STATE_JSON_FILE).read_text())["step"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            step = None
+    if step is None and (m := _STEP_DIR.match(Path(os.path.realpath(directory)).name)):
+        step = int(m.group(1))
+    return CheckpointFingerprint(Path(os.path.realpath(directory)), file_sha256(directory / MODEL_FILE), step)
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -296,7 +465,7 @@ def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, config) of a checkpoint dir or of a run dir's latest; checks "kind" if given."""
-    directory = resolve_checkpoint(path)
+    directory = resolve_checkpoint(path)  # once: the config and the weights come from the same directory
     config = load_config(directory)
     if kind is not None and config.get("kind") != kind:
         raise CheckpointError(f"{directory / CONFIG_FILE}: kind is {config.get('kind')!r}, expected {kind!r}")
@@ -339,15 +508,15 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """What `latest` points at (if complete), else the highest-step complete checkpoint, else None."""
+    """The checkpoint a run resumes from: resolve_checkpoint(run_dir), or None while the run has no
+    checkpoint yet (no `latest` pointer, no step_* directory; leftovers of interrupted saves do not
+    count). A pointer or newest step that resolve_checkpoint refuses raises its CheckpointError:
+    a resumed run never silently continues from another checkpoint than the one `latest` names."""
     run_dir = Path(run_dir)
     pointer = run_dir / LATEST
-    if pointer.is_file():
-        target = run_dir / pointer.read_text().strip()
-        if (target / CONFIG_FILE).is_file() and (target / MODEL_FILE).is_file():
-            return target
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
+    if not (pointer.exists() or pointer.is_symlink()) and not _step_dirs(run_dir):
+        return None
+    return resolve_checkpoint(run_dir)
 
 
 def save_run_checkpoint(

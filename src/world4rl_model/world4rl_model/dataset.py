@@ -16,8 +16,13 @@ Transitions are (o_t, a_t) -> o_{t+1} for t < T-1.
 Crash safety: an episode is written into a temporary directory, fsynced, renamed into place and
 only then listed in the manifest, which is itself replaced atomically (write + fsync + rename).
 Writers take an exclusive lock on ``DATASET/.lock`` per episode and re-read the manifest under it,
-so several processes may append to one dataset. Leftovers of a crashed writer (temporary or
-renamed-but-unlisted episode directories) are removed by the next writer.
+so several processes may append to one dataset. The next writer removes only the temporary
+directories of a crashed writer (``episodes/.tmp-ep_NNNNNN-*``, never listed, never complete).
+An episode directory the manifest does not list (a crash between the rename and the manifest
+update, or a stale or restored manifest) is never deleted nor overwritten: writers report it
+(an UnlistedEpisodesWarning, ``DatasetWriter.unlisted``, ``Dataset.unlisted_episode_dirs``) and
+put new episodes into directory names that are still free, so an episode's directory number may
+differ from its index (the manifest's ``dir`` is what readers follow).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,7 @@ from world4rl_spec import (
     CONTROL_RATE_HZ,
     EE_DELTA_SCALE_M,
     LEARNING_IMAGE_SIZE,
+    check_task_name,
 )
 
 FORMAT = "world4rl-dataset"
@@ -55,10 +63,18 @@ EPISODE_KINDS = ("expert", "policy", "random", "human")
 JOINT_POSITIONS_DIM = 9
 _LOCK = ".lock"
 _TMP_PREFIX = ".tmp-"
+# Exactly what add_episode's tempfile.mkdtemp(prefix=".tmp-ep_NNNNNN-") creates: the only names a
+# writer may delete, as leftovers of its own interrupted writes.
+_OWN_TEMP_DIR = re.compile(r"\.tmp-ep_\d{6,}-[A-Za-z0-9_]+")
+_LIST_AT_MOST = 10
 
 
 class DatasetError(ValueError):
     """A dataset file is missing or malformed; the message starts with the offending path."""
+
+
+class UnlistedEpisodesWarning(UserWarning):
+    """DATASET/episodes holds directories the manifest does not list; they are kept, untouched."""
 
 
 def _now() -> str:
@@ -116,6 +132,29 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _unlisted_dirs(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Names of directories in DATASET/episodes that the manifest does not list (a writer's temp
+    dirs aside), sorted."""
+    episodes_dir = root / EPISODES_DIR
+    if not episodes_dir.is_dir():
+        return []
+    listed = {ep.get("dir") for ep in manifest["episodes"]}
+    return sorted(
+        child.name
+        for child in episodes_dir.iterdir()
+        if child.is_dir() and not _OWN_TEMP_DIR.fullmatch(child.name) and f"{EPISODES_DIR}/{child.name}" not in listed
+    )
+
+
+def _free_dirname(episodes_dir: Path, index: int, manifest: dict[str, Any]) -> str:
+    """ep_<n> for the smallest n >= index that neither exists on disk nor is listed in the manifest."""
+    listed = {ep.get("dir") for ep in manifest["episodes"]}
+    n = index
+    while (episodes_dir / _episode_dirname(n)).exists() or f"{EPISODES_DIR}/{_episode_dirname(n)}" in listed:
+        n += 1
+    return _episode_dirname(n)
+
+
 def _describe(array: Any) -> str:
     if isinstance(array, np.ndarray):
         return f"{array.dtype} {list(array.shape)}"
@@ -142,6 +181,11 @@ class DatasetWriter:
         self.root = Path(root)
         self.image_size = int(image_size)
         self.control_rate_hz = float(control_rate_hz)
+        # Directories in DATASET/episodes the manifest does not list: kept, never overwritten,
+        # reported (an UnlistedEpisodesWarning once per writer and set of names). Updated on open
+        # and on every add_episode.
+        self.unlisted: list[str] = []
+        self._warned: set[str] = set()
         manifest_path = self.root / MANIFEST
         if manifest_path.exists():
             manifest = _read_manifest(self.root)
@@ -157,6 +201,8 @@ class DatasetWriter:
                 )
             if manifest["action_space"].get("dim") != ACTION_DIM:
                 raise DatasetError(f"{manifest_path}: action_space.dim {manifest['action_space'].get('dim')}")
+            with self._locked():  # under the lock: no other writer is between its rename and its manifest
+                self._note_unlisted(_read_manifest(self.root))
         else:
             if not create_ok:
                 raise FileNotFoundError(f"{manifest_path}: no dataset here and create_ok=False")
@@ -178,6 +224,7 @@ class DatasetWriter:
                             "updated": now,
                         }
                     )
+                self._note_unlisted(_read_manifest(self.root))  # episodes left without their manifest
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -188,6 +235,22 @@ class DatasetWriter:
                 yield
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _note_unlisted(self, manifest: dict[str, Any]) -> None:
+        self.unlisted = _unlisted_dirs(self.root, manifest)
+        new = [name for name in self.unlisted if name not in self._warned]
+        if new:
+            self._warned.update(new)
+            shown = ", ".join(new[:_LIST_AT_MOST]) + (
+                f" and {len(new) - _LIST_AT_MOST} more" if len(new) > _LIST_AT_MOST else ""
+            )
+            warnings.warn(
+                f"{self.root / EPISODES_DIR}: {len(new)} episode director{'y' if len(new) == 1 else 'ies'} not listed "
+                f"in {self.root / MANIFEST}: {shown}. Kept untouched (a stale or restored manifest, or a writer "
+                "that crashed before listing its episode?); new episodes go to other directories.",
+                UnlistedEpisodesWarning,
+                stacklevel=3,
+            )
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_bytes(self.root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -273,29 +336,31 @@ class DatasetWriter:
         """
         if kind not in EPISODE_KINDS:
             raise ValueError(f"kind must be one of {EPISODE_KINDS}, got {kind!r}")
-        if not isinstance(task, str) or not task:
-            raise ValueError(f"task must be a non-empty string, got {task!r}")
+        check_task_name(task, f"{self.root / MANIFEST}: task of a new episode")  # it becomes RUN/bc/TASK etc.
         length = len(frames)
         if success_per_frame is None:
             success_per_frame = np.zeros(length, dtype=bool)
             if success and length:
                 success_per_frame[-1] = True
-        # Name the files as they would be called (the index is final only under the lock).
-        where = str(self.root / EPISODES_DIR / _episode_dirname(len(self)))
+        episodes_dir = self.root / EPISODES_DIR
+        # Name the files as they would be called (the name is final only under the lock).
+        manifest = self.manifest
+        where = str(episodes_dir / _free_dirname(episodes_dir, len(manifest["episodes"]), manifest))
         frames, actions, success_per_frame, joint_positions = self._validate(
             frames, actions, success_per_frame, joint_positions, where
         )
-        episodes_dir = self.root / EPISODES_DIR
         episodes_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
             manifest = _read_manifest(self.root)
             index = len(manifest["episodes"])
-            name = _episode_dirname(index)
-            listed = {ep["dir"] for ep in manifest["episodes"]}
-            # Under the lock no other writer is mid-episode: every temp dir or unlisted ep_ dir is debris.
+            # Under the lock no other writer is mid-episode, so a temp dir of the writer's own naming
+            # is the leftover of an interrupted add_episode (never listed, possibly half written): the
+            # only thing removed here. Any other unlisted directory is kept and reported.
             for child in episodes_dir.iterdir():
-                if child.name.startswith(_TMP_PREFIX) or (f"{EPISODES_DIR}/{child.name}" not in listed):
+                if child.is_dir() and not child.is_symlink() and _OWN_TEMP_DIR.fullmatch(child.name):
                     shutil.rmtree(child, ignore_errors=True)
+            self._note_unlisted(manifest)
+            name = _free_dirname(episodes_dir, index, manifest)  # never an existing directory
             tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=episodes_dir))
             try:
                 _save_npy(tmp / "frames.npy", frames)
@@ -304,6 +369,10 @@ class DatasetWriter:
                 if joint_positions is not None:
                     _save_npy(tmp / "joint_positions.npy", joint_positions)
                 fsync_path(tmp)
+                if (episodes_dir / name).exists():  # only a non-writer can have made it since (we hold the lock)
+                    raise FileExistsError(
+                        f"{episodes_dir / name}: appeared while the episode was written; not replaced"
+                    )
                 os.rename(tmp, episodes_dir / name)
                 fsync_path(episodes_dir)
             except BaseException:
@@ -352,6 +421,12 @@ class Dataset:
     @property
     def hash(self) -> str:
         return manifest_hash(self.root)
+
+    @property
+    def unlisted_episode_dirs(self) -> list[str]:
+        """Directories in DATASET/episodes that the manifest does not list (writers keep them; see
+        the module doc). Non-empty after a stale or restored manifest or a writer's crash."""
+        return _unlisted_dirs(self.root, self.manifest)
 
     def _load(self, path: Path, dtype: type, shape: tuple[int, ...], what: str) -> np.ndarray:
         try:

@@ -9,6 +9,7 @@ or huge image-dependent (sign-flipping) outputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -49,8 +50,9 @@ STEP = SafetyParams().step_bound()
 LO, HI = np.array(FR3_JOINT_POSITION_MIN), np.array(FR3_JOINT_POSITION_MAX)
 
 
-def write_policy(directory, bias=(0.0, 0.0, 0.0, 0.0), weight_scale=0.0, nan=False, seed=0):
-    """A tiny real checkpoint whose mean action is `bias` (+ weight_scale x image features)."""
+def write_policy(directory, bias=(0.0, 0.0, 0.0, 0.0), weight_scale=0.0, nan=False, seed=0, run_step=None):
+    """A tiny real checkpoint whose mean action is `bias` (+ weight_scale x image features); with
+    run_step, `directory` is a run and this is its step_<run_step>/ checkpoint, `latest` names it."""
     torch.manual_seed(seed)
     policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
     with torch.no_grad():
@@ -58,7 +60,7 @@ def write_policy(directory, bias=(0.0, 0.0, 0.0, 0.0), weight_scale=0.0, nan=Fal
         policy.mean_head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
         if nan:
             policy.mean_head.bias[0] = math.nan
-    return save_policy(directory, policy)
+    return save_policy(directory, policy, run_step=run_step)
 
 
 def write_flipping_policy(directory, frames: list[bytes], scale: float = 1e6):
@@ -217,14 +219,20 @@ def arm_and_run(robot, runner, commands=5) -> None:
 
 @pytest.mark.parametrize("mode", ["trajectory", "forward_position"])
 def test_policy_moves_the_arm_only_when_armed(mode, launch_node, ros_node, tmp_path):
-    ckpt = write_policy(tmp_path / "policy", bias=(0.5, 0.0, 0.0, 1.0))  # +x at half speed, close the gripper
+    # +x at half speed, close the gripper; named by its run directory, which resolves to step 7.
+    ckpt = write_policy(tmp_path / "run", bias=(0.5, 0.0, 0.0, 1.0), run_step=7)
     robot = Robot(ros_node, mode)
-    runner = start(launch_node, ckpt, command_mode=mode)
+    runner = start(launch_node, tmp_path / "run", command_mode=mode)
 
     # Disarmed at start: images and joint states flow, status says disarmed, no command is sent.
     status = wait_status(robot, runner, lambda s: True, timeout=20.0)
     assert not status.armed
-    assert status.policy == str(ckpt.resolve())
+    assert status.policy == str(ckpt.resolve())  # the checkpoint it loaded, not only the name given
+    # The start log names what was loaded: the resolved checkpoint, its step and its weights' hash.
+    digest = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()[:12]
+    log = runner.stderr_tail(20000)
+    assert f"{ckpt.resolve()} (step 7, model.safetensors sha256 {digest})" in log, log
+    assert str(tmp_path / "run") in log  # and the name the user gave
     time.sleep(1.0)
     assert robot.command_count() == 0
 

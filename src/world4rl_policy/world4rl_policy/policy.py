@@ -261,8 +261,9 @@ def load_policy_module(path: str | Path, map_location: str = "cpu") -> tuple[Gau
     """(GaussianPolicy with weights, config.json) from a checkpoint or run directory."""
     from world4rl_model import checkpoint
 
-    tensors, config = checkpoint.load_checkpoint(path, map_location=map_location, kind=CHECKPOINT_KIND)
-    where = checkpoint.resolve_checkpoint(path) / checkpoint.CONFIG_FILE
+    directory = checkpoint.resolve_checkpoint(path)  # once: the one resolver (refuses what it cannot vouch for)
+    tensors, config = checkpoint.load_checkpoint(directory, map_location=map_location, kind=CHECKPOINT_KIND)
+    where = directory / checkpoint.CONFIG_FILE
     if config.get("policy_version") != POLICY_VERSION:
         raise checkpoint.CheckpointError(f"{where}: policy_version {config.get('policy_version')!r} unsupported")
     arch = dict(config["architecture"])
@@ -320,6 +321,10 @@ def pad_history(frames: np.ndarray | Sequence[np.ndarray], length: int) -> np.nd
 class PolicyRunner:
     """A loaded policy for acting: numpy in, numpy out, no autograd; what the runtime node uses."""
 
+    # The checkpoint directory it was loaded from (world4rl_model.checkpoint.resolve_checkpoint's
+    # answer; set by load_policy): what checkpoint_fingerprint names in logs.
+    checkpoint_dir: Path | None = None
+
     def __init__(self, policy: GaussianPolicy, config: dict[str, Any], seed: int | None = None) -> None:
         self.module = policy.eval()
         self.checkpoint_config = config
@@ -371,10 +376,15 @@ def load_policy(checkpoint_dir: str | Path, seed: int | None = None, num_threads
 
     num_threads: torch intra-op threads (default: leave torch's setting). One thread is usually
     fastest for a single small batch and leaves cores to the rest of the node."""
+    from world4rl_model import checkpoint
+
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
-    policy, config = load_policy_module(checkpoint_dir)
-    return PolicyRunner(policy, config, seed=seed)
+    directory = checkpoint.resolve_checkpoint(checkpoint_dir)
+    policy, config = load_policy_module(directory)
+    runner = PolicyRunner(policy, config, seed=seed)
+    runner.checkpoint_dir = directory
+    return runner
 
 
 def gaussian_nll(policy: GaussianPolicy, frames, actions, proprio=None) -> torch.Tensor:

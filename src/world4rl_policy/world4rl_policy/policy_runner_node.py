@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -117,10 +116,13 @@ class PolicyRunnerNode(Node):
         if not policy_path:
             raise ValueError("parameter 'policy' is required: a policy checkpoint directory")
 
+        from world4rl_model.checkpoint import checkpoint_fingerprint
         from world4rl_policy.policy import load_policy  # torch: only once the parameters are sane
 
         self.policy = load_policy(policy_path, num_threads=threads)
-        self.policy_name = str(Path(policy_path).expanduser().resolve())
+        # What was loaded, not only what was asked for: a run directory resolves to one step.
+        self.checkpoint = checkpoint_fingerprint(self.policy.checkpoint_dir)
+        self.policy_name = str(self.checkpoint.path)
         proprio_dim = self.policy.config.proprio_dim
         if proprio_dim not in (0, PROPRIO_ARM, PROPRIO_ARM_AND_FINGERS):
             raise ValueError(
@@ -174,7 +176,8 @@ class PolicyRunnerNode(Node):
         self.create_timer(self.period_s, self._on_timer)
         cfg = self.policy.config
         self.get_logger().info(
-            f"policy {self.policy_name} ({cfg.frame_history} frames of {cfg.image_size}x{cfg.image_size}, "
+            f"policy {self.checkpoint} as asked by policy:={policy_path} "
+            f"({cfg.frame_history} frames of {cfg.image_size}x{cfg.image_size}, "
             f"proprio {proprio_dim}); images from {image_topic}; commands to {params.command_topic} "
             f"({params.command_mode}) at {params.control_rate_hz:g} Hz; disarmed: call ~/arm to start"
         )
