@@ -140,6 +140,8 @@ def test_deploy_on_the_sim_matches_the_direct_api_seed_by_seed(ros_domain, tmp_p
     low, high = result["ci95_wilson"]
     assert low <= result["success_rate"] <= high
     assert result["faults"] == 0
+    assert result["checkpoint"].startswith(f"{ckpt} (step ")
+    assert "model.safetensors sha256 " in result["checkpoint"]
     latency = result["latency_ms"]  # the runner's image -> command latency, from its PolicyStatus
     assert latency["cycles"] >= 3
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]

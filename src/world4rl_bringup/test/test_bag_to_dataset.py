@@ -145,6 +145,23 @@ def test_build_reports_episodes_whose_label_and_last_frame_disagree(tmp_path, ms
     assert "2 episode(s) converted with disagreeing success labels" in err
 
 
+def test_info_names_episode_folders_a_stale_manifest_does_not_list(tmp_path, msgs, capsys):
+    import shutil
+
+    from world4rl_bringup.cli import main
+    from world4rl_model.dataset import MANIFEST
+
+    dataset = tmp_path / "ds"
+    build([make_bag(tmp_path / "bags", 0, msgs)], dataset)
+    shutil.copy(dataset / MANIFEST, tmp_path / "old_manifest.json")
+    build([make_bag(tmp_path / "bags", 1, msgs)], dataset)
+    shutil.copy(tmp_path / "old_manifest.json", dataset / MANIFEST)  # e.g. restored from a backup
+    assert main(["dataset", "info", str(dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "1 episodes" in out
+    assert "NOT IN THE MANIFEST (kept, not read): ep_000001" in out
+
+
 def test_actions_before_the_first_image_are_dropped(tmp_path, msgs):
     bag = make_bag(tmp_path, 0, msgs, steps=12)
     # Same bag, but with the images starting late: rebuild it with a 250 ms image gap.

@@ -429,6 +429,11 @@ def summary(root: str | Path) -> str:
         f"sources: {with_bag} from bags, {len(ds) - with_bag} generated; {size / 1e6:.1f} MB on disk",
         f"manifest: {Path(root) / MANIFEST} (created {m.get('created')}, updated {m.get('updated')})",
     ]
+    if ds.unlisted_episode_dirs:
+        lines.append(
+            f"NOT IN THE MANIFEST (kept, not read): {', '.join(ds.unlisted_episode_dirs)}: episode folders a stale "
+            "or restored manifest does not list"
+        )
     return "\n".join(lines)
 
 

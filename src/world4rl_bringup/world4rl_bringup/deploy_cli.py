@@ -243,9 +243,9 @@ def run(args: argparse.Namespace) -> int:
         print("error: --episodes must be at least 1", file=sys.stderr)
         return 2
     try:
-        from world4rl_model.checkpoint import resolve_checkpoint
+        from world4rl_model.checkpoint import checkpoint_fingerprint
 
-        resolve_checkpoint(policy)
+        fingerprint = checkpoint_fingerprint(policy)
     except Exception as exc:  # a missing or half-written checkpoint: say so before starting anything
         print(f"error: --policy {policy}: {exc}", file=sys.stderr)
         return 2
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     horizon = args.horizon or TASK_REGISTRY[args.task].horizon
     out = (args.out or Path("world4rl_data") / "deploy" / f"{args.task}.json").resolve()
     log_dir = args.log_dir or out.parent / "logs"
-    print(f"deploying {policy} on the sim: task {args.task}, {args.episodes} episode(s) of <= {horizon} steps")
+    print(f"deploying {fingerprint} on the sim: task {args.task}, {args.episodes} episode(s) of <= {horizon} steps")
     results: list[EpisodeResult] = []
     from tqdm import tqdm
 
@@ -298,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
     low, high = wilson_interval(successes, n)
     summary = {
         "policy": str(policy),
+        "checkpoint": str(fingerprint),
         "robot": args.robot,
         "task": args.task,
         "episodes": n,
