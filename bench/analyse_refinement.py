@@ -10,8 +10,8 @@
    RUN/eval/TASK/eval.json). A refined policy whose imagined success rises much more than its
    real success exploits model/classifier errors.
 
-    .venv/bin/python bench/analyse_refinement.py runs/issue7/main --task drawer
-    .venv/bin/python bench/analyse_refinement.py runs/issue7/mw --task plate-slide-v3 --horizon 60
+    .venv/bin/python bench/analyse_refinement.py runs/franka --task drawer
+    .venv/bin/python bench/analyse_refinement.py runs/metaworld --task plate-slide-v3 --horizon 60
 
 Writes RUN/analysis/TASK.json and RUN/analysis/TASK.md (and a real|dreamed video).
 """

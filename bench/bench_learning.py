@@ -26,11 +26,11 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# The results profile (the run reported in issue 7's note): 64x64 frames (the spec's
-# LEARNING_IMAGE_SIZE); many cheap sim demonstrations, because image BC from one fixed camera needs
-# them (60 demos gave 0 %); BC without random-shift augmentation (pixel position is the signal with a
-# fixed camera) and only up to 3 frames past the first success; the paper's 150 policy + 30 random
-# rollouts per task; one world model for all tasks, its classifier trained on its dreams as well.
+# The results profile (its runs and numbers: docs/results.md#the-results-recipe): 64x64 frames (the
+# spec's LEARNING_IMAGE_SIZE); many cheap sim demonstrations, because image BC from one fixed camera
+# needs them (60 demos gave 0 %); BC without random-shift augmentation (pixel position is the signal
+# with a fixed camera) and only up to 3 frames past the first success; the paper's 150 policy + 30
+# random rollouts per task; one world model for all tasks, its classifier trained on its dreams as well.
 FULL = {
     "image_size": 64,
     "expert_episodes": 400,
@@ -55,7 +55,7 @@ METAWORLD_FULL = {
     "world_model": {**FULL["world_model"], "max_minutes": 40},
     "refine": {k: v for k, v in FULL["refine"].items() if k != "horizon"},
 }
-FRANKA_TASKS = "drawer,pick_place"  # reach: no gain (issue 7's note); push: BC never succeeds
+FRANKA_TASKS = "drawer,pick_place"  # reach: no gain; push: BC never succeeds (docs/results.md#findings-per-task)
 METAWORLD_TASKS = "drawer-open-v3,button-press-topdown-v3"
 QUICK = {
     "image_size": 32,

@@ -3,8 +3,9 @@
 
 Baseline, measured in the same run: the bare torch forward of the same network (no numpy
 conversion, no checks), so the ratio act/forward shows what the runner's API adds, and the
-absolute figures can be read against the < 3 ms per act() aim (issue 7) and the 10 ms p99 image
--> command budget (issue 8). Writes bench/results/policy_act.{json,md}.
+absolute figures can be read against the aims: policy act() under 3 ms, and image -> command p99
+under 10 ms (measured figures: docs/results.md#runtime-latency-and-deployment). Writes
+bench/results/policy_act.{json,md}.
 
     .venv/bin/python bench/bench_policy_act.py [--quick] [--threads N]
 """

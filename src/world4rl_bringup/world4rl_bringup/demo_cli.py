@@ -46,7 +46,8 @@ class Sizes:
 
 SIZES = {
     # Image BC from one fixed camera needs many demonstrations: on reach, 400 gave ~50 % success and
-    # a few dozen next to nothing (issue 7's note); the small size shows the loop, not the gain.
+    # a few dozen next to nothing (docs/results.md#what-made-bc-work-at-all); the small size shows
+    # the loop, not the gain.
     "small": Sizes(
         demos=60,
         expert_noise=0.1,

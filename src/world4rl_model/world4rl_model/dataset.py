@@ -1,6 +1,6 @@
 """The episode dataset: a directory of memory-mappable numpy episodes plus a JSON manifest. ROS-free.
 
-Layout (see /work/notes/dataset_format.md, the format's specification)::
+Layout (this docstring is the format's specification)::
 
     DATASET/
       manifest.json

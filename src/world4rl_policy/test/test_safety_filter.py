@@ -1,4 +1,4 @@
-"""The safety filter, case by case, then a 10,000-cycle adversarial fuzz (issue 8, part 4, at filter level)."""
+"""The safety filter, case by case, then a 10,000-cycle adversarial fuzz at filter level."""
 
 from __future__ import annotations
 
