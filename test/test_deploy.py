@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from world4rl_bringup.deploy_cli import direct_api_outcomes, wilson_interval
+from world4rl_bringup.deploy_cli import direct_api_outcomes
 from world4rl_bringup.graph import GraphError, load_graph, resolve
 from world4rl_bringup.graph_runner import check_runnable_here
 from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
@@ -75,14 +75,6 @@ def test_launch_file_is_the_deploy_graph_and_is_installed():
 
 
 # ---------------------------------------------------------------------------------- CLI
-
-
-def test_wilson_interval_matches_published_values():
-    # Newcombe (1998), Table I: 0/10 -> 0..0.2775, 1/29 -> 0.0061..0.1718; 10/20 -> 0.2993..0.7007.
-    np.testing.assert_allclose(wilson_interval(0, 10), (0.0, 0.2775), atol=1e-4)
-    np.testing.assert_allclose(wilson_interval(1, 29), (0.0061, 0.1718), atol=1e-4)
-    np.testing.assert_allclose(wilson_interval(10, 20), (0.2993, 0.7007), atol=1e-4)
-    assert wilson_interval(20, 20)[1] == 1.0
 
 
 def test_cli_refuses_the_real_arm_and_a_missing_checkpoint(tmp_path):

@@ -11,38 +11,9 @@ import pytest
 
 from world4rl_bringup import eval_policy_cli as ev
 from world4rl_bringup.sim_rollouts import ExpertActor, PolicyActor, RandomWalkActor, make_env, run_episode
+from world4rl_model.statistics import wilson_interval
 
 S = 32
-
-
-def test_wilson_interval_published_values():
-    # Newcombe (1998), Stat. Med. 17:857, table I: 81/263 -> 0.2553..0.3662; 15/148 -> 0.0624..0.1605.
-    np.testing.assert_allclose(ev.wilson_interval(81, 263), (0.2553, 0.3662), atol=1e-4)
-    np.testing.assert_allclose(ev.wilson_interval(15, 148), (0.0624, 0.1605), atol=1e-4)
-    np.testing.assert_allclose(ev.wilson_interval(0, 50), (0.0, 0.0713), atol=1e-4)
-    low, high = ev.wilson_interval(25, 50)
-    assert low == pytest.approx(1 - high)  # symmetric at p = 1/2
-
-
-def test_newcombe_difference_published_values():
-    # Newcombe (1998), Stat. Med. 17:873, table II, method 10: 56/70 - 48/80 -> +0.0524..+0.3339,
-    # and 9/10 - 3/10 -> +0.1705..+0.8090.
-    d, low, high = ev.newcombe_difference(48, 80, 56, 70)
-    assert d == pytest.approx(0.2)
-    assert (low, high) == pytest.approx((0.0524, 0.3339), abs=1e-4)
-    d, low, high = ev.newcombe_difference(3, 10, 9, 10)
-    assert (low, high) == pytest.approx((0.1705, 0.8090), abs=1e-4)
-    d, low, high = ev.newcombe_difference(10, 10, 0, 10)
-    assert d == -1.0
-    assert -1.0 <= low < high < 0
-
-
-def test_mcnemar_exact_p_by_hand():
-    assert ev.mcnemar_exact_p(0, 0) == 1.0
-    assert ev.mcnemar_exact_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
-    assert ev.mcnemar_exact_p(9, 1) == ev.mcnemar_exact_p(1, 9)
-    assert ev.mcnemar_exact_p(5, 5) == 1.0
-    assert ev.mcnemar_exact_p(0, 6) == pytest.approx(2 / 64)
 
 
 def test_run_episode_labels_success_per_frame_and_aligns_actions():
@@ -119,7 +90,7 @@ def test_evaluate_runs_every_policy_on_the_same_seeds(two_policies, tmp_path):
     assert pushy["trainer"] == "ppo-imagination"
     for r in (bc, pushy):
         assert r["successes"] == sum(e["success"] for e in r["per_episode"])
-        assert r["ci95_wilson"] == pytest.approx(ev.wilson_interval(r["successes"], 3))
+        assert r["ci95_wilson"] == pytest.approx(wilson_interval(r["successes"], 3))
         assert all(e["steps"] == 30 for e in r["per_episode"] if not e["success"])  # reach's horizon
     v = pushy["vs_baseline"]
     assert v["baseline"] == "bc"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from world4rl_bringup.sim_episode import add_real_time_factor_argument
+from world4rl_model.statistics import latency_summary, wilson_interval
 
 RUNNER_ARM = "/policy_runner/arm"
 
@@ -62,17 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion (sensible at 0 and n successes too)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def direct_api_outcomes(checkpoint: Path, task: str, seeds, horizon: int) -> list[bool]:
     """The checkpoint on the simulator's direct API (world4rl_sim.env.FrankaSimEnv, no ROS): for each
     seed, success within `horizon` steps. The env renders the learning image directly (the view the
@@ -98,18 +87,6 @@ def direct_api_outcomes(checkpoint: Path, task: str, seeds, horizon: int) -> lis
     finally:
         env.close()
     return outcomes
-
-
-def latency_summary(latencies_ms: list[float]) -> dict | None:
-    """p50 / p99 / max of the runner's reported cycle latencies (None if it reported none)."""
-    if not latencies_ms:
-        return None
-    ordered = sorted(latencies_ms)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-    return {"p50": pct(0.5), "p99": pct(0.99), "max": ordered[-1], "cycles": len(ordered)}
 
 
 @dataclass

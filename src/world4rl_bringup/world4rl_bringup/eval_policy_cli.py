@@ -19,41 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from world4rl_bringup.deploy_cli import wilson_interval
+from world4rl_model.statistics import mcnemar_exact_p, newcombe_difference, wilson_interval
 from world4rl_spec import check_task_name
 
 HELP = "success rate of policy checkpoints in the true sim (Wilson 95 % CI), compared on the same seeds"
-Z95 = 1.959964
-
-__all__ = ["add_arguments", "mcnemar_exact_p", "newcombe_difference", "run", "wilson_interval"]
-
-
-def newcombe_difference(s1: int, n1: int, s2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
-    """p2 - p1 with Newcombe's hybrid-score 95 % interval (method 10; independent samples, so it is
-    conservative for our paired seeds)."""
-    p1, p2 = s1 / n1, s2 / n2
-    l1, u1 = wilson_interval(s1, n1, z)
-    l2, u2 = wilson_interval(s2, n2, z)
-    d = p2 - p1
-    low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
-    high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
-    return d, max(-1.0, low), min(1.0, high)
-
-
-def mcnemar_exact_p(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test: P(a split at least this uneven | discordant pairs split 50/50)."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
