@@ -99,13 +99,20 @@ def test_data_and_bc_stages_resume_and_skip(tmp_path, capsys):
     assert out.count("done, skipped") == 3
     assert (run / "dataset" / "manifest.json").stat().st_mtime_ns == mtime
 
-    # More expert episodes requested: the stage notes the change; --redo tops up only the missing seed.
+    # More expert episodes requested: the stage says what changed, reruns and tops up only the missing seed.
     cfg3 = cov.config_from_args(_args(run, "--expert", "3"))
-    cov.run_pipeline(cfg3, only=["expert"])
-    assert "settings changed" in capsys.readouterr().out
-    book = cov.run_pipeline(cfg3, redo=["expert"], only=["expert"])
+    book = cov.run_pipeline(cfg3, only=["expert", "bc"])
+    out = capsys.readouterr().out
+    assert "expert/reach: changed since it ran: setting n: running again" in out
     assert book["expert/reach"]["added"] == 1
     assert sorted(s for _, k, s, _ in _episodes(run) if k == "expert") == [0, 1, 2]
+    # BC builds on the expert data: it is trained again from scratch, its earlier run moved aside, not deleted.
+    assert "bc/reach: changed since it ran: stage expert/reach ran again: running again (earlier output kept in" in out
+    (superseded,) = (run / "superseded").iterdir()
+    assert (superseded / "reach" / "best" / "config.json").is_file()
+    assert (run / "bc" / "reach" / "best" / "config.json").is_file()
+    book = cov.run_pipeline(cfg3, redo=["expert"], only=["expert"])
+    assert book["expert/reach"]["added"] == 0  # --redo reruns it; nothing is missing
     stages = json.loads((run / "stages.json").read_text())
     assert stages["expert/reach"]["settings"]["n"] == 3
     assert stages["bc/reach"]["done"]

@@ -1,6 +1,8 @@
 """`world4rl coverage`: World4RL's data-coverage recipe and refinement as one resumable command.
 
-Stages (each skipped when RUN/stages.json marks it done; `--redo STAGE` runs it again):
+Stages (world4rl_bringup.stages: each skipped when RUN/stages.json says it finished with the
+same settings; a changed setting, or a rerun of a stage it builds on, runs it again and says why;
+`--redo STAGE` runs it again; a training stage's earlier output is moved to RUN/superseded/):
 
 1. expert      scripted-expert demonstrations per task (noise configurable), straight from the
                simulator's Python API into RUN/dataset (kind "expert", per-frame success);
@@ -15,23 +17,24 @@ Stages (each skipped when RUN/stages.json marks it done; `--redo STAGE` runs it 
 Counts are per task; the paper's Meta-World recipe is 50 expert + 150 policy + 30 random
 trajectories of 50 steps. Data stages top up what is missing (episode by episode, so an
 interrupted stage continues where it stopped); training stages resume from their run's latest
-checkpoint. Any setting of a stage's trainer can be overridden with --bc-set / --wm-set /
---reward-set / --refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig,
-RewardTrainConfig, PPOConfig); --refine-set TASK:KEY=VALUE sets one task's PPO (e.g. a longer
-imagined horizon for a task whose expert needs more steps).
+checkpoint when interrupted, and start afresh when their settings or inputs changed. Any
+setting of a stage's trainer can be overridden with --bc-set / --wm-set / --reward-set /
+--refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig, RewardTrainConfig,
+PPOConfig); --refine-set TASK:KEY=VALUE sets one task's PPO (e.g. a longer imagined horizon for a
+task whose expert needs more steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from world4rl_bringup.stages import Stages
 
 STAGES = ("expert", "bc", "rollouts", "world-model", "reward", "refine", "eval")
 HELP = "data-coverage recipe: expert demos -> BC -> BC/random rollouts -> world model + reward -> refine -> eval"
@@ -99,45 +102,7 @@ class CoverageConfig:
         return self.root / "dataset"
 
 
-# ---------------------------------------------------------------------------------- bookkeeping
-
-
-class StageBook:
-    """RUN/stages.json: which stages finished, with which settings and how long they took."""
-
-    def __init__(self, root: Path) -> None:
-        self.path = root / "stages.json"
-        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def done(self, stage: str) -> bool:
-        return bool(self.data.get(stage, {}).get("done"))
-
-    def settings_changed(self, stage: str, settings: dict[str, Any]) -> bool:
-        return self.done(stage) and self.data[stage].get("settings_sha256") != _digest(settings)
-
-    def finish(self, stage: str, settings: dict[str, Any], seconds: float, **info: Any) -> None:
-        self.data[stage] = {
-            "done": True,
-            "settings_sha256": _digest(settings),
-            "settings": settings,
-            "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **info,
-        }
-        self._write()
-
-    def forget(self, stage: str) -> None:
-        if self.data.pop(stage, None) is not None:
-            self._write()
-
-    def _write(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        tmp.replace(self.path)
-
-
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+# ---------------------------------------------------------------------------------- stages
 
 
 def stage_keys(cfg: CoverageConfig) -> list[str]:
@@ -271,31 +236,17 @@ def _refine_config(cfg: CoverageConfig, task: str):
 
 
 def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """Run the stages not yet done (in order); returns RUN/stages.json's content."""
+    """Run the stages that are not done with these settings (in order); returns RUN/stages.json's content."""
     from world4rl_bringup.sim_rollouts import ExpertActor, PolicyActor, RandomWalkActor
 
     cfg.root.mkdir(parents=True, exist_ok=True)
     (cfg.root / "coverage.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
-    book = StageBook(cfg.root)
-    for stage in redo or []:
-        matched = [k for k in stage_keys(cfg) if k == stage or k.split("/")[0] == stage]
-        if not matched:
-            raise ValueError(f"--redo {stage}: no such stage; stages: {', '.join(stage_keys(cfg))}")
-        for key in matched:
-            book.forget(key)
-
-    def stage(key: str, settings: dict[str, Any], body) -> None:
-        if only and key.split("/")[0] not in only and key not in only:
-            return
-        if book.done(key):
-            note = " (its settings changed since; --redo to rerun)" if book.settings_changed(key, settings) else ""
-            print(f"[coverage] {key}: done, skipped{note}", flush=True)
-            return
-        print(f"[coverage] {key}: running", flush=True)
-        t0 = time.time()
-        info = body() or {}
-        book.finish(key, settings, time.time() - t0, **info)
-        print(f"[coverage] {key}: done in {time.time() - t0:.0f} s {json.dumps(info)}", flush=True)
+    for name in redo or []:
+        if not any(k == name or k.split("/")[0] == name for k in stage_keys(cfg)):
+            raise ValueError(f"--redo {name}: no such stage; stages: {', '.join(stage_keys(cfg))}")
+    stages = Stages(cfg.root, redo=redo or (), only=only, log=lambda text: print(f"[coverage] {text}", flush=True))
+    stage = stages.run
+    data_stages = [f"{kind}/{t}" for kind in ("expert", "rollouts") for t in cfg.tasks]
 
     common = {"suite": cfg.suite, "image_size": cfg.image_size, "horizon": cfg.horizon}
     for task in cfg.tasks:
@@ -314,7 +265,9 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
             summary = train_bc(_bc_config(cfg, task))
             return {"best_val_nll": summary["best_val_nll"], "train_episodes": summary["train_episodes"]}
 
-        stage(f"bc/{task}", _bc_config(cfg, task).to_dict(), bc)
+        stage(
+            f"bc/{task}", _bc_config(cfg, task).to_dict(), bc, after=[f"expert/{task}"], fresh=[cfg.root / "bc" / task]
+        )
     for task in cfg.tasks:
 
         def rollouts(task=task):
@@ -329,6 +282,7 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
             "sampled": cfg.policy_sampled,
             "random": cfg.random_episodes,
         }
+        # Data stages top up the shared dataset; they are not redone when the BC policy changes.
         stage(f"rollouts/{task}", settings, rollouts)
 
     def world_model():
@@ -337,7 +291,13 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
         train_world_model(_wm_config(cfg))
         return {}
 
-    stage("world-model", dataclasses.asdict(_wm_config(cfg)), world_model)
+    stage(
+        "world-model",
+        dataclasses.asdict(_wm_config(cfg)),
+        world_model,
+        after=data_stages,
+        fresh=[cfg.root / "world_model"],
+    )
 
     def reward():
         from world4rl_model.reward import train_reward
@@ -345,7 +305,13 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
         train_reward(_reward_config(cfg))
         return {}
 
-    stage("reward", dataclasses.asdict(_reward_config(cfg)), reward)
+    stage(
+        "reward",
+        dataclasses.asdict(_reward_config(cfg)),
+        reward,
+        after=[*data_stages, "world-model"],
+        fresh=[cfg.root / "reward"],
+    )
     for task in cfg.tasks:
 
         def refine(task=task):
@@ -355,7 +321,13 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
             last = summary.get("last", {})
             return {k: last.get(k) for k in ("episode_success", "episode_return", "kl_bc", "std")}
 
-        stage(f"refine/{task}", _refine_config(cfg, task).to_dict(), refine)
+        stage(
+            f"refine/{task}",
+            _refine_config(cfg, task).to_dict(),
+            refine,
+            after=[f"bc/{task}", "world-model", "reward"],
+            fresh=[cfg.root / "refine" / task],
+        )
     for task in cfg.tasks:
 
         def evaluate(task=task):
@@ -381,8 +353,14 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
                 "vs_bc": ref_r["vs_baseline"],
             }
 
-        stage(f"eval/{task}", {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed}, evaluate)
-    return book.data
+        stage(
+            f"eval/{task}",
+            {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed},
+            evaluate,
+            after=[f"bc/{task}", f"refine/{task}"],
+            fresh=[cfg.root / "eval" / task],
+        )
+    return stages.book.data
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -395,8 +373,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "example (small, CPU):\n"
         "  world4rl coverage --run runs/cov_push --task push --image-size 32 --expert 20 --policy-episodes 40 \\\n"
         "      --random 20 --wm-set size=small --wm-set steps=6000 --refine-set total_steps=40000\n"
-        "rerun the same command to resume; --redo world-model retrains the world model and what follows it\n"
-        "is NOT redone automatically (pass each stage to --redo)."
+        "rerun the same command to resume; a changed setting reruns its stage and what builds on it;\n"
+        "--redo world-model retrains the world model, and the stages that build on it run again too."
     )
     parser.add_argument("--run", required=True, help="run directory (dataset, checkpoints, stages.json)")
     parser.add_argument("--task", action="append", dest="tasks", required=True, help="task (repeatable)")

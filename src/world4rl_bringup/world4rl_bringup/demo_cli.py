@@ -1,8 +1,11 @@
 """`world4rl demo` (`make demo`): the whole loop on the embedded robot, with a report.
 
 Stages, each a `world4rl` command run as a child process (so each one is exactly what a user
-would type), each skipped when a previous run finished it (RUN/.stages/NAME.done), and each
-resumable on its own where the command is:
+would type), run by the stage engine (world4rl_bringup.stages): a stage is skipped when a previous
+run finished it with the same command line (RUN/stages.json); another --size, --task, --seed or
+--demos changes the command lines, and the stages they change rerun, with the stages that build
+on them (their earlier outputs moved to RUN/superseded/, never deleted). An interrupted stage
+resumes where its command can:
 
   collect      scripted-expert demonstrations on the sim, through the ROS graph -> rosbag2 bags
   dataset      bags -> dataset (64x64 frames, actions, per-frame success)
@@ -120,49 +123,100 @@ def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, lis
     ]  # fmt: skip
 
 
+# What each stage builds on, and the outputs a rerun must build from scratch (else it would resume them).
+AFTER = {
+    "collect": [],
+    "dataset": ["collect"],
+    "bc": ["dataset"],
+    "world_model": ["dataset"],
+    "reward": ["dataset", "world_model"],
+    "dream": ["dataset", "world_model"],
+    "refine": ["dataset", "bc", "world_model", "reward"],
+    "deploy_bc": ["bc"],
+    "deploy_refined": ["refine"],
+}
+OUTPUTS = {
+    "collect": ["bags"],
+    "dataset": ["dataset"],
+    "bc": ["bc"],
+    "world_model": ["world_model"],
+    "reward": ["reward"],
+    "dream": ["dream"],
+    "refine": ["refined"],
+    "deploy_bc": ["deploy/bc.json"],
+    "deploy_refined": ["deploy/refined.json"],
+}
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _settings(commands: list[list[str]], run_dir: Path) -> dict:
+    """A stage's settings: its command lines, with the run folder and interpreter named generically
+    (a moved run folder or another venv changes nothing)."""
+    lines = [shlex.join(c).replace(str(run_dir), "RUN").replace(sys.executable, "python") for c in commands]
+    return {"commands": lines}
+
+
 def run(args: argparse.Namespace) -> int:
+    from world4rl_bringup.stages import Stages
+
     run_dir = args.out.resolve()
     sizes = SIZES[args.size]
     if args.demos is not None:
         sizes = dataclasses.replace(sizes, demos=args.demos)
-    marks = run_dir / ".stages"
-    marks.mkdir(parents=True, exist_ok=True)
     plan = stages(run_dir, args.task, sizes, args.seed)
     names = [name for name, _ in plan] + ["report"]
     for name in [*args.redo, *([args.until] if args.until else [])]:
         if name not in names:
             print(f"error: unknown stage {name!r}; stages: {', '.join(names)}", file=sys.stderr)
             return 2
-    for name in args.redo:
-        (marks / f"{name}.done").unlink(missing_ok=True)
     log = run_dir / "demo.log"
     started = time.monotonic()
     timings: dict[str, float] = _load_timings(run_dir)
-    for index, (name, commands) in enumerate(plan, 1):
-        mark = marks / f"{name}.done"
-        if mark.is_file():
-            print(f"[{index}/{len(names)}] {name}: done earlier, skipped")
-        else:
-            print(f"[{index}/{len(names)}] {name} ...", flush=True)
-            stage_start = time.monotonic()
+    position = {name: f"[{i}/{len(names)}]" for i, name in enumerate(names, 1)}
+
+    def say(text: str) -> None:  # the engine's "STAGE: ..." lines, numbered
+        print(f"{position[text.split(':')[0]]} {text}", flush=True)
+
+    engine = Stages(run_dir, redo=args.redo, log=say)
+
+    def body(name: str, commands: list[list[str]]):
+        def run_commands() -> dict:
             for command in commands:
                 with log.open("a") as out:
                     out.write(f"\n$ {shlex.join(command)}\n")
                 code = subprocess.call(command, stdin=subprocess.DEVNULL)
                 if code != 0:
-                    print(f"stage {name} failed (exit {code}): {shlex.join(command)}", file=sys.stderr)
-                    print("fix the cause and run the demo again: finished stages are kept", file=sys.stderr)
-                    return 1
+                    raise StageFailed(f"stage {name} failed (exit {code}): {shlex.join(command)}")
+            return {}
+
+        return run_commands
+
+    for name, commands in plan:
+        stage_start = time.monotonic()
+        try:
+            ran = engine.run(
+                name,
+                _settings(commands, run_dir),
+                body(name, commands),
+                after=AFTER[name],
+                fresh=[run_dir / p for p in OUTPUTS[name]],
+            )
+        except StageFailed as exc:
+            print(exc, file=sys.stderr)
+            print("fix the cause and run the demo again: finished stages are kept", file=sys.stderr)
+            return 1
+        if ran:
             timings[name] = time.monotonic() - stage_start
             (run_dir / "timings.json").write_text(json.dumps(timings, indent=2))
-            mark.write_text(json.dumps({"commands": [shlex.join(c) for c in commands]}, indent=2))
-            print(f"[{index}/{len(names)}] {name}: {timings[name]:.0f} s", flush=True)
         if args.until == name:
             return 0
     from world4rl_bringup.demo_report import write_report
 
     report = write_report(run_dir, args.task, timings)
-    print(f"[{len(names)}/{len(names)}] report: {report} (this run {time.monotonic() - started:.0f} s)")
+    print(f"{position['report']} report: {report} (this run {time.monotonic() - started:.0f} s)")
     return 0
 
 

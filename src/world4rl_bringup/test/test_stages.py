@@ -1,0 +1,74 @@
+"""The stage engine: skip when done with the same settings, rerun on a changed setting or a rerun
+upstream (and say why), move a rerun's earlier output aside, --redo, --only, and old books."""
+
+import hashlib
+import json
+
+from world4rl_bringup.stages import Stages
+
+
+def _pipeline(root, n: int, lr: float, log: list, **kwargs) -> Stages:
+    stages = Stages(root, log=log.append, **kwargs)
+
+    def data():
+        out = root / "data"
+        out.mkdir(exist_ok=True)
+        for i in range(n):
+            (out / f"{i}.txt").touch()  # a data stage tops up
+        return {"episodes": n}
+
+    def train():
+        out = root / "model"
+        assert not out.exists(), "a rerun must start from scratch"
+        out.mkdir()
+        (out / "weights").write_text(f"lr={lr}")
+
+    stages.run("data", {"n": n}, data)
+    stages.run("train", {"lr": lr}, train, after=["data"], fresh=[root / "model"])
+    return stages
+
+
+def test_a_changed_setting_reruns_its_stage_and_what_builds_on_it(tmp_path):
+    log: list[str] = []
+    assert _pipeline(tmp_path, 2, 0.1, log).ran == ["data", "train"]
+    assert _pipeline(tmp_path, 2, 0.1, log).ran == []
+    assert log[-2:] == ["data: done, skipped", "train: done, skipped"]
+
+    log.clear()
+    assert _pipeline(tmp_path, 2, 0.2, log).ran == ["train"]
+    assert log[0] == "data: done, skipped"
+    assert log[1].startswith("train: changed since it ran: setting lr: running again (earlier output kept in ")
+    (first,) = (tmp_path / "superseded").iterdir()
+    assert (first / "model" / "weights").read_text() == "lr=0.1"  # moved aside, not deleted
+    assert (tmp_path / "model" / "weights").read_text() == "lr=0.2"
+
+    log.clear()
+    assert _pipeline(tmp_path, 3, 0.2, log).ran == ["data", "train"]
+    assert log[0] == "data: changed since it ran: setting n: running again"
+    assert log[2].startswith("train: changed since it ran: stage data ran again: running again")
+    assert len(list((tmp_path / "superseded").iterdir())) == 2
+    book = json.loads((tmp_path / "stages.json").read_text())
+    assert book["data"]["episodes"] == 3
+    assert book["train"]["after"] == {"data": book["data"]["run_id"]}
+
+
+def test_redo_and_only(tmp_path):
+    log: list[str] = []
+    _pipeline(tmp_path, 1, 0.1, log)
+    log.clear()
+    assert _pipeline(tmp_path, 1, 0.1, log, redo=["data"]).ran == ["data", "train"]  # train builds on it
+    assert log[0] == "data: --redo: running again"
+    assert _pipeline(tmp_path, 1, 0.5, log, only=["data"]).ran == []  # train has changed, but is not asked for
+    assert _pipeline(tmp_path, 1, 0.5, log, only=["train"]).ran == ["train"]
+
+
+def test_a_book_written_before_upstream_tracking_still_counts_as_done(tmp_path):
+    settings = {"n": 2}
+    legacy = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    (tmp_path / "stages.json").write_text(
+        json.dumps({"data": {"done": True, "settings_sha256": legacy, "settings": settings, "seconds": 1.0}})
+    )
+    log: list[str] = []
+    stages = Stages(tmp_path, log=log.append)
+    assert not stages.run("data", settings, lambda: None)
+    assert stages.run("data", {"n": 3}, lambda: None)
