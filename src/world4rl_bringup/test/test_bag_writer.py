@@ -1,19 +1,24 @@
 """Episode bags: written with rosbags' MCAP writer, read back with the rosbags reader; crash recovery
-after a real SIGKILL; a real full disk (tmpfs) and a real file size limit (RLIMIT_FSIZE)."""
+after a real SIGKILL; a real full disk (tmpfs) and a real file size limit (RLIMIT_FSIZE); errors inside
+the writer thread; the fsync/rename order that makes every published file durable."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from world4rl_bringup import bag_writer
 from world4rl_bringup.bag_writer import (
     INCOMPLETE_SUFFIX,
     PARTIAL_SUFFIX,
@@ -306,3 +311,255 @@ def test_file_size_limit_gives_a_clear_error(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("DiskFullError"), out.stdout + out.stderr
     assert "the file size limit was reached" in out.stdout
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by relative path: proof that a bag was not touched."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _counts(bag: dict) -> dict[str, int]:
+    return {t: n for t, (_, n) in bag["topics"].items() if n}
+
+
+def _earlier_episode(out_dir: Path, msgs) -> tuple[Path, dict[str, str]]:
+    earlier = _open_writer(out_dir, 0)
+    _record(earlier, msgs, 3, 100)
+    path = earlier.close().path
+    return path, tree_hashes(path)
+
+
+def test_a_message_on_an_undeclared_topic_fails_the_episode_loudly_and_loses_nothing(tmp_path, msgs, bag_reader):
+    # A KeyError in the writer thread (no connection for the topic) once ended the thread silently:
+    # no error, and close() returned None.
+    earlier, before = _earlier_episode(tmp_path, msgs)
+    writer = _open_writer(tmp_path, 1, flush_period_s=60.0)  # no periodic flush: what is kept comes from the failure
+    _record(writer, msgs, 5, 1000)
+    assert writer.write("/never/declared", 2000, b"\x00" * 8)  # the caller side takes it; the thread cannot
+    for i in range(5):
+        writer.write(JOINTS, 3000 + i, msgs.joint_state(3000 + i, [0.0] * 9))  # queued behind it
+    assert wait_until(lambda: writer.error is not None, timeout=5), "the writer thread's failure was not recorded"
+    error = writer.error
+    assert isinstance(error, BagWriteError)
+    assert "ep_000001.incomplete" in str(error)
+    assert "/never/declared" in str(error)
+    assert "KeyError" in str(error)
+    assert "25 messages" in str(error)  # what was kept
+    assert isinstance(error.__cause__, KeyError)
+    # The thread drains what was queued behind the failure and refuses (and counts) anything new.
+    assert wait_until(lambda: writer.queued_bytes == 0, timeout=5)
+    dropped = writer.dropped
+    assert not writer.write(IMAGE, 4000, msgs.image(4000, _frame(0)))
+    assert writer.dropped == dropped + 1
+    t0 = time.monotonic()
+    with pytest.raises(BagWriteError) as raised:
+        writer.close()
+    assert time.monotonic() - t0 < 2.0
+    assert raised.value is error
+    # Every message written before the failure is recoverable; the earlier episode is untouched.
+    bag = bag_reader(recover_incomplete(tmp_path / "ep_000001.incomplete"))
+    assert _counts(bag) == {IMAGE: 5, JOINTS: 15, ACTION: 5}
+    assert bag["custom"]["world4rl.status"] == STATUS_RECOVERED
+    assert tree_hashes(earlier) == before
+
+
+def test_a_rosbags_error_in_the_writer_thread_is_reported_with_topic_and_cause(tmp_path, msgs, bag_reader):
+    earlier, before = _earlier_episode(tmp_path, msgs)
+    writer = _open_writer(tmp_path, 1, flush_period_s=0.05)
+    _record(writer, msgs, 5, 1000)
+    assert wait_until(lambda: writer.flushed_messages == 25, timeout=10)
+    # A negative stamp (a broken clock): rosbags' MCAP writer raises OverflowError packing it.
+    assert writer.write(JOINTS, -1, msgs.joint_state(0, [0.0] * 9))
+    assert wait_until(lambda: writer.error is not None, timeout=5), "the writer thread's failure was not recorded"
+    error = writer.error
+    assert JOINTS in str(error)
+    assert "OverflowError" in str(error)
+    assert "ep_000001.incomplete" in str(error)
+    assert isinstance(error.__cause__, OverflowError)
+    t0 = time.monotonic()
+    with pytest.raises(BagWriteError):
+        writer.close()
+    assert time.monotonic() - t0 < 2.0
+    bag = bag_reader(recover_incomplete(tmp_path / "ep_000001.incomplete"))
+    assert _counts(bag) == {IMAGE: 5, JOINTS: 15, ACTION: 5}  # everything flushed before the failure
+    assert tree_hashes(earlier) == before
+
+
+def test_a_failure_while_closing_is_raised_not_swallowed(tmp_path, msgs, bag_reader):
+    # The close path itself failing (here: EpisodeInfo cannot be serialized) once killed the thread
+    # and close() returned None as if all was well.
+    writer = _open_writer(tmp_path, 0, flush_period_s=60.0)
+    _record(writer, msgs, 4, 1000)
+    t0 = time.monotonic()
+    with pytest.raises(BagWriteError) as raised:
+        writer.close(EpisodeMeta(index=0, task=None))
+    assert time.monotonic() - t0 < 2.0
+    assert "closing" in str(raised.value)
+    assert "ep_000000.incomplete" in str(raised.value)
+    assert isinstance(raised.value.__cause__, AttributeError)
+    assert writer.error is raised.value
+    assert not (tmp_path / "ep_000000").exists()  # never published as complete
+    bag = bag_reader(recover_incomplete(tmp_path / "ep_000000.incomplete"))
+    assert _counts(bag) == {IMAGE: 4, JOINTS: 12, ACTION: 4}
+
+
+def test_start_refuses_a_name_taken_after_the_index_was_chosen_and_deletes_nothing(tmp_path, msgs):
+    # The name is taken between next_episode_index() and start(): a dangling link is invisible to the
+    # directory listing (and to Path.exists()) but takes the name for the atomic mkdir.
+    taken = tmp_path / "ep_000000.incomplete"
+    taken.symlink_to(tmp_path / "elsewhere")
+    assert next_episode_index(tmp_path) == 0
+    with pytest.raises(bag_writer.EpisodeExistsError, match="ep_000000"):
+        _open_writer(tmp_path, 0)
+    assert taken.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep_000000.incomplete"]
+    writer = _open_writer(tmp_path, 1)
+    _record(writer, msgs, 2, 100)
+    assert writer.close().path == tmp_path / "ep_000001"
+
+
+def test_the_writer_queue_is_bounded_and_overflow_is_counted(tmp_path, msgs):
+    meta = EpisodeMeta(index=9, task="push")
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="max_queue_bytes"):
+            EpisodeBagWriter(tmp_path / "ep_000009", meta, msgs.store, max_queue_bytes=bad)
+    frame = msgs.image(0, _frame(0, 480, 640))
+    bound = int(2.5 * len(frame))
+    writer = _open_writer(tmp_path, 0, max_queue_bytes=bound, fsync=False)
+    accepted = sum(writer.write(IMAGE, i, frame) for i in range(200))  # far faster than any disk
+    assert 0 < accepted < 200
+    assert writer.dropped == 200 - accepted
+    result = writer.close()
+    assert 0 < result.max_queue_bytes_seen <= bound
+    assert result.dropped_queue_full == 200 - accepted
+    assert result.topic_counts[IMAGE] == accepted
+
+
+class _FsLog:
+    """Records os.fsync / os.rename / os.replace / os.mkdir / os.unlink / shutil.rmtree, in order, as
+    (operation, path, ...) while still doing them."""
+
+    def __init__(self, monkeypatch):
+        self.entries: list[tuple] = []
+        self._lock = threading.Lock()
+        self._in_rmtree = threading.local()
+        real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+        real_mkdir, real_unlink, real_rmtree = os.mkdir, os.unlink, shutil.rmtree
+
+        def add(*entry):
+            if not getattr(self._in_rmtree, "on", False):
+                with self._lock:
+                    self.entries.append(entry)
+
+        def fsync(fd):
+            add("fsync", os.readlink(f"/proc/self/fd/{fd}"))
+            return real_fsync(fd)
+
+        def published(op, real):
+            def wrapper(src, dst, *args, **kwargs):
+                real(src, dst, *args, **kwargs)
+                dst = str(dst)
+                add(op, str(src), dst, sorted(os.listdir(dst)) if os.path.isdir(dst) else None)
+
+            return wrapper
+
+        def mkdir(path, *args, **kwargs):
+            real_mkdir(path, *args, **kwargs)
+            add("mkdir", str(path))
+
+        def unlink(path, *args, **kwargs):
+            real_unlink(path, *args, **kwargs)
+            if kwargs.get("dir_fd") is None:
+                add("unlink", str(path))
+
+        def rmtree(path, *args, **kwargs):
+            add("rmtree", str(path))
+            self._in_rmtree.on = True
+            try:
+                return real_rmtree(path, *args, **kwargs)
+            finally:
+                self._in_rmtree.on = False
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", published("rename", real_rename))
+        monkeypatch.setattr(os, "replace", published("replace", real_replace))
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        monkeypatch.setattr(os, "unlink", unlink)
+        monkeypatch.setattr(shutil, "rmtree", rmtree)
+
+    def mark(self, phase: str) -> None:
+        self.entries.append(("phase", phase))
+
+    def index(self, *entry) -> int:
+        return next(i for i, e in enumerate(self.entries) if e[: len(entry)] == entry)
+
+    def check_published(self) -> int:
+        """Every rename/replace is preceded by fsyncs of what it publishes (a file; or a directory's
+        files, then the directory itself after its last change) and followed, before the next one,
+        by an fsync of the destination's parent. Returns how many were checked."""
+        log = self.entries
+        publishes = [i for i, e in enumerate(log) if e[0] in ("rename", "replace")]
+        for n, i in enumerate(publishes):
+            op, src, dst, listing = log[i]
+            if os.path.basename(dst) == "metadata.yaml":
+                # rosbags' own temp file + replace, inside a bag directory not yet published: that
+                # directory's rename (checked here too) requires metadata.yaml fsynced before it.
+                continue
+            synced = [(j, e[1]) for j, e in enumerate(log[:i]) if e[0] == "fsync"]
+            if listing is None:  # a file
+                assert any(p == src for _, p in synced), f"{op} {src} -> {dst}: {src} never fsynced before"
+            else:  # a directory: its files, then the directory after its last change
+                for name in listing:
+                    assert any(p == os.path.join(src, name) for _, p in synced), (
+                        f"{op} {src} -> {dst}: {name} not fsynced before"
+                    )
+                changes = [
+                    j for j, e in enumerate(log[:i]) if e[0] in ("unlink", "replace", "rename", "mkdir")
+                    and os.path.dirname(e[2] if e[0] in ("replace", "rename") else e[1]) == src
+                ]  # fmt: skip
+                last_change = max(changes, default=-1)
+                assert any(j > last_change and p == src for j, p in synced), (
+                    f"{op} {src} -> {dst}: the directory was not fsynced after its last change"
+                )
+            end = publishes[n + 1] if n + 1 < len(publishes) else len(log)
+            parent = os.path.dirname(dst)
+            assert ("fsync", parent) in log[i + 1 : end], f"{op} {src} -> {dst}: no fsync of {parent} after it"
+        return len(publishes)
+
+
+def test_every_published_file_and_directory_is_durable_before_and_after_its_rename(tmp_path, msgs, monkeypatch):
+    out = tmp_path / "bags"
+    fs = _FsLog(monkeypatch)
+    fs.mark("start")
+    writer = _open_writer(out, 0, flush_period_s=0.05)  # start + three sidecar updates
+    fs.mark("started")
+    episode_dir = str(out / "ep_000000.incomplete")
+    # The new episode directory is made durable in its parent before start() returns.
+    assert fs.index("mkdir", episode_dir) < fs.index("fsync", str(out)) < fs.index("phase", "started")
+    _record(writer, msgs, 5, 1000)
+    fs.mark("close")
+    writer.close()
+
+    # A crashed episode (its flushed copy) and its recovery.
+    crashed = _open_writer(out, 1, flush_period_s=0.05)
+    _record(crashed, msgs, 5, 1000)
+    assert wait_until(lambda: crashed.flushed_messages == 25, timeout=10)
+    shutil.copytree(crashed.path, out / "ep_000002.incomplete")
+    crashed.discard()
+    fs.mark("recover")
+    partial = recover_incomplete(out / "ep_000002.incomplete")
+    fs.mark("recovered")
+
+    replaced = [e for e in fs.entries if e[0] == "replace"]
+    assert len(replaced) >= 4  # the sidecar: at start and for each of the three topics
+    assert fs.check_published() >= len(replaced) + 2
+    # Recovery deletes its source only after the .partial bag is durable.
+    source = str(out / "ep_000002.incomplete")
+    published = fs.index("rename", str(out / "ep_000002.recovering"), str(partial))
+    durable = next(j for j in range(published + 1, len(fs.entries)) if fs.entries[j] == ("fsync", str(out)))
+    assert durable < fs.index("rmtree", source)
+    assert not Path(source).exists()

@@ -1,16 +1,21 @@
 """The episode recorder node over real DDS: services, bag contents read back with rosbags, a real
-kill -9 mid-episode, a real full disk (tmpfs), and the one-recorder-per-directory lock."""
+kill -9 mid-episode, a real full disk (tmpfs), the one-recorder-per-directory lock, failures reported
+in the replies and the status topic, and the memory bounds' parameters."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import resource
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from world4rl_bringup.bag_writer import PARTIAL_SUFFIX, STATUS_INTERRUPTED, STATUS_RECOVERED
+from world4rl_bringup.bag_writer import PARTIAL_SUFFIX, STATUS_INTERRUPTED, STATUS_RECOVERED, recover_incomplete
 from world4rl_bringup.camera_sources import decode_frame_number
 from world4rl_bringup.node_process import NodeProcess, wait_until
 from world4rl_spec import ARM_JOINT_NAMES, topics
@@ -112,6 +117,11 @@ def test_start_stop_discard_and_the_bag_contents(launch_node, ros_node, tmp_path
     refused = start(ros_node, task="")
     assert not refused.ok
     assert "no task given" in refused.message
+    traversal = start(ros_node, task="../x")
+    assert not traversal.ok
+    assert "StartEpisode.task: '../x' is not a valid task name" in traversal.message
+    assert [p.name for p in out.iterdir()] == [".episode_recorder.lock"]  # no episode folder
+    assert not (tmp_path / "x").exists()
 
     started = start(ros_node, task="push", operator_note="first demo")
     assert started.ok, started.message
@@ -294,3 +304,204 @@ def test_lock_is_released_by_a_crash(ros_domain, tmp_path):
         assert wait_until(lambda: "recording into" in second.stderr_tail(), timeout=30, nodes=[second])
     finally:
         second.stop()
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def status_topic() -> str:
+    from world4rl_bringup import episode_recorder_node
+
+    return episode_recorder_node.STATUS_TOPIC
+
+
+def subscribe_status(ros_node) -> list[dict]:
+    """The recorder's status messages (std_msgs/String, JSON), decoded, as they arrive."""
+    from std_msgs.msg import String
+
+    statuses: list[dict] = []
+    ros_node.create_subscription(String, status_topic(), lambda m: statuses.append(json.loads(m.data)), 10)
+    return statuses
+
+
+def test_start_survives_an_unusable_output_directory(launch_node, ros_node, tmp_path):
+    out = tmp_path / "bags"
+    pubs = Publishers(ros_node)
+    recorder = launch_node(RECORDER, "episode_recorder", params={"output_dir": str(out)})
+    wait_subscribed(ros_node, [topics.JOINT_STATES], nodes=[recorder])
+    # The output directory is replaced by a file (a drive unmounted and its mount point reused, a
+    # script gone wrong): creating the episode's bag fails with an OSError.
+    for entry in out.iterdir():
+        entry.unlink()
+    out.rmdir()
+    out.write_text("not a directory")
+    refused = start(ros_node, task="push")
+    assert not refused.ok
+    assert str(out / "ep_000000") in refused.message  # the bag
+    assert "File exists" in refused.message  # and the cause
+    assert recorder.is_running()
+    # Once the directory is back, recording works: the node survived.
+    out.unlink()
+    out.mkdir()
+    started = start(ros_node, task="push")
+    assert started.ok, started.message
+    pubs.burst(5)
+    time.sleep(0.3)
+    stopped = stop(ros_node, success=True)
+    assert stopped.ok, stopped.message
+    assert stopped.bag_path == str(out / "ep_000000")
+
+
+def test_a_name_taken_between_index_and_start_moves_on_to_the_next_index(launch_node, ros_node, tmp_path, bag_reader):
+    out = tmp_path / "bags"
+    out.mkdir()
+    # Taken for the atomic mkdir, invisible to the listing that chose the index: the same outcome as
+    # another process creating ep_000000.incomplete between the two.
+    taken = out / "ep_000000.incomplete"
+    taken.symlink_to(tmp_path / "nowhere")
+    pubs = Publishers(ros_node)
+    recorder = launch_node(RECORDER, "episode_recorder", params={"output_dir": str(out)})
+    wait_subscribed(ros_node, [topics.JOINT_STATES], nodes=[recorder])
+    started = start(ros_node, task="push")
+    assert started.ok, started.message
+    assert started.episode_index == 1
+    assert started.bag_path == str(out / "ep_000001")
+    pubs.burst(5)
+    time.sleep(0.3)
+    assert stop(ros_node, success=True).ok
+    assert taken.is_symlink()
+    assert bag_reader(out / "ep_000001")["topics"][topics.JOINT_STATES][1] == 5
+    assert recorder.is_running()
+
+
+def test_a_discard_that_outlasts_its_timeout_is_answered_and_finished_later(ros_domain, ros_node, tmp_path):
+    out = tmp_path / "bags"
+    pubs = Publishers(ros_node)
+    statuses = subscribe_status(ros_node)
+    params = {"output_dir": str(out), "close_timeout_s": 0.01}
+    recorder = NodeProcess(RECORDER, "episode_recorder", params=params, log_dir=tmp_path).start()
+    try:
+        wait_subscribed(ros_node, [topics.JOINT_STATES], nodes=[recorder])
+        assert start(ros_node, task="push").ok
+        pubs.burst(5)
+        # A slow disk: deleting this bag takes far longer (~0.1-1 s) than the 10 ms the node waits.
+        junk = out / "ep_000000.incomplete" / "junk"
+        junk.mkdir()
+        for i in range(20_000):
+            (junk / str(i)).touch()
+        seen = len(statuses)
+        discarded = discard(ros_node)
+        assert not discarded.ok
+        assert "ep_000000" in discarded.message
+        assert "did not finish within" in discarded.message
+        assert recorder.is_running()
+        # The writer finishes in the background; the status and the next reply say so.
+        assert wait_until(lambda: any(s["values"]["pending_writers"] == "1" for s in statuses[seen:]), timeout=10)
+        assert wait_until(lambda: not (out / "ep_000000.incomplete").exists(), timeout=30, nodes=[recorder])
+        assert wait_until(lambda: statuses[-1]["values"]["pending_writers"] == "0", timeout=10, nodes=[recorder])
+        started = start(ros_node, task="push")
+        assert started.ok, started.message
+        assert started.episode_index == 0
+        assert "episode 0 was discarded" in started.message
+        assert "episode 0 was discarded" not in stop(ros_node, success=True).message  # reported once
+        # A close that may still be pending (10 ms is short for a close with fsync) ends cleanly at shutdown.
+        assert recorder.stop() == 0, recorder.stderr_tail()
+    finally:
+        recorder.stop()
+    assert "Traceback" not in recorder.stderr_tail(20_000)
+    assert (out / "ep_000000" / "metadata.yaml").is_file()
+
+
+def test_a_writer_failure_is_reported_in_the_status_and_the_next_replies(launch_node, ros_node, tmp_path, bag_reader):
+    out = tmp_path / "bags"
+    pubs = Publishers(ros_node)
+    statuses = subscribe_status(ros_node)
+    recorder = launch_node(RECORDER, "episode_recorder", params={"output_dir": str(out), "flush_period_s": 0.1})
+    wait_subscribed(ros_node, [topics.JOINT_STATES, topics.ACTION], nodes=[recorder])
+    assert wait_until(lambda: statuses, timeout=10, nodes=[recorder]), "no status published"
+    idle = statuses[-1]
+    assert (idle["name"], idle["level"]) == ("episode_recorder", "OK")
+    assert idle["values"]["recording"] == "false"
+    assert start(ros_node, task="push").ok
+    pubs.burst(20)
+    time.sleep(0.3)
+    assert wait_until(lambda: statuses[-1]["values"]["recording"] == "true", timeout=5, nodes=[recorder])
+    recording = statuses[-1]
+    assert recording["values"]["recording"] == "true"
+    assert recording["values"]["episode_index"] == "0"
+    assert recording["values"]["bag_path"] == str(out / "ep_000000")
+    assert {"queued_bytes", "dropped_messages", "last_error"} <= set(recording["values"])
+    assert stop(ros_node, success=True).ok
+    before = tree_hashes(out / "ep_000000")
+
+    # From now on the recorder may not write a file over 2 MB (RLIMIT_FSIZE: as a full disk would).
+    soft, hard = resource.prlimit(recorder.process.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(recorder.process.pid, resource.RLIMIT_FSIZE, (2_000_000, hard))
+    camera = launch_node(CAMERA, "camera", params={"source": "test_pattern"})  # 640x480 at 30 fps: 2 MB in 0.1 s
+    wait_subscribed(ros_node, [topics.CAMERA_IMAGE], nodes=[recorder, camera])
+    assert start(ros_node, task="push").episode_index == 1
+
+    def failed():
+        return statuses and statuses[-1]["level"] == "ERROR"
+
+    assert wait_until(failed, timeout=20, nodes=[recorder]), f"no ERROR status: {statuses[-1:]}"
+    values = statuses[-1]["values"]
+    assert values["recording"] == "true"
+    assert values["episode_index"] == "1"
+    assert "the file size limit was reached" in values["last_error"]
+    assert "the file size limit was reached" in statuses[-1]["message"]
+    stopped = stop(ros_node, success=True)
+    assert not stopped.ok
+    assert "episode 1 was not saved as a complete bag" in stopped.message
+    assert "the file size limit was reached" in stopped.message
+    assert "ep_000001.incomplete" in stopped.message  # what was kept
+    assert wait_until(lambda: statuses[-1]["values"]["recording"] == "false", timeout=5, nodes=[recorder])
+    assert statuses[-1]["level"] == "WARN"  # idle, the last episode failed
+    assert "the file size limit was reached" in statuses[-1]["values"]["last_error"]
+
+    # The limit lifted, the next episode records; its start mentions the failure, once.
+    resource.prlimit(recorder.process.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    again = start(ros_node, task="push")
+    assert again.ok, again.message
+    assert again.episode_index == 2
+    assert "episode 1 failed" in again.message
+    assert wait_until(lambda: statuses[-1]["level"] == "OK", timeout=5, nodes=[recorder])
+    time.sleep(0.3)
+    assert stop(ros_node, success=True).ok
+    third = start(ros_node, task="push")
+    assert third.ok
+    assert "failed" not in third.message
+    assert stop(ros_node, success=True).ok
+    assert recorder.is_running()
+    assert tree_hashes(out / "ep_000000") == before
+    assert bag_reader(out / "ep_000000")["topics"][topics.JOINT_STATES][1] == 20
+    recovered = bag_reader(recover_incomplete(out / "ep_000001.incomplete"))  # the failed episode is readable
+    assert recovered["topics"][topics.CAMERA_IMAGE][1] >= 1
+
+
+def test_memory_bounds_are_parameters_with_checked_ranges(launch_node, ros_node, tmp_path):
+    out = tmp_path / "bags"
+    for name, value in (("max_queue_mb", 0.0), ("image_history_s", -1.0), ("qos_depth", 0)):
+        node = NodeProcess(RECORDER, f"recorder_{name}", params={"output_dir": str(out), name: value}, log_dir=tmp_path)
+        node.start()
+        try:
+            assert wait_until(lambda n=node: not n.is_running(), timeout=15), f"{name}={value} was accepted"
+            assert node.returncode == 1
+            assert f"parameter {name}" in node.stderr_tail()
+        finally:
+            node.stop()
+    # Defaults: image topics keep 1 s of 30 fps frames (0.92 MB each), other topics 1000 messages.
+    camera = launch_node(CAMERA, "camera", params=SMALL_CAMERA)
+    recorder = launch_node(RECORDER, "episode_recorder", params={"output_dir": str(out)})
+    for line in (
+        f"subscribed {topics.CAMERA_IMAGE} (sensor_msgs/msg/Image, reliable, depth 30)",
+        f"subscribed {topics.CAMERA_INFO} (sensor_msgs/msg/CameraInfo, reliable, depth 1000)",
+    ):
+        assert wait_until(
+            lambda text=line: text in recorder.stderr_tail(20_000), timeout=30, nodes=[camera, recorder]
+        ), f"not in the log: {line}\n{recorder.stderr_tail()}"

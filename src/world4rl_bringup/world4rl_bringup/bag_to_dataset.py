@@ -172,12 +172,15 @@ def _describe_truncation(bag: Path) -> str:
     notes = []
     for mcap in sorted(bag.glob("*.mcap")):
         try:
-            scan = scan_mcap(mcap)
+            scan = scan_mcap(mcap, keep_messages=False)  # counts only: a long bag must not fill the memory
         except (BagWriteError, OSError) as exc:
             notes.append(f"{mcap.name}: {exc}")
             continue
         if scan.truncated:
-            counts = Counter(scan.channels[cid][0] for cid, _, _ in scan.messages if cid in scan.channels)
+            counts = Counter()
+            for cid, n in scan.message_counts.items():
+                if cid in scan.channels:
+                    counts[scan.channels[cid][0]] += n
             per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items())) or "no messages"
             notes.append(f"{mcap.name} is truncated: {scan.complete_chunks} complete chunks survive ({per_topic})")
     return "; ".join(notes)

@@ -17,10 +17,18 @@ Crash safety: a bag is only renamed to its final name after its summary, metadat
 fsync, so a name without a suffix always means a complete bag. While recording, the pending MCAP
 chunk is closed and written out every `flush_period_s` (and whenever it exceeds 1 MiB), so a
 `kill -9` loses at most that period; `recover_incomplete(dir)` turns what was flushed into a
-readable `.partial` bag.
+readable `.partial` bag, streaming (one MCAP chunk, about 1 MiB, in memory at a time).
+
+Durability (power loss, with fsync on): every file is fsynced before the rename or replace that
+publishes it (a directory: its files, then the directory itself), and the parent directory is
+fsynced after it; a new episode directory is fsynced into its parent before start() returns; the
+sidecar is replaced atomically (world4rl_model.atomic_io); recovery deletes its source only after
+the `.partial` bag is durable.
 
 Messages arrive in the caller's thread and are written by a writer thread, so a slow disk never
 blocks the ROS executor (the queue is bounded by `max_queue_bytes`; overflow is counted, not hidden).
+Any exception in the writer thread becomes `error` (a BagWriteError naming the bag, the topic and
+the cause, chained), the thread keeps draining until close/discard, and close() raises it at once.
 """
 
 from __future__ import annotations
@@ -40,12 +48,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rosbags.interfaces import Nodetype
-from rosbags.rosbag2 import CompressionMode, StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionMode, StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.metadata import parse_qos
 from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from world4rl_model.atomic_io import atomic_write_bytes, fsync_path
 from world4rl_spec import topics
 
 EPISODE_INFO_TYPE = "world4rl_msgs/msg/EpisodeInfo"
@@ -56,6 +65,8 @@ SIDECAR_NAME = "world4rl_episode.json"
 EPISODE_PREFIX = "ep_"
 CUSTOM_PREFIX = "world4rl."
 ROSBAG_VERSION = 9  # Jazzy's; rosbags also writes 8 (Humble-readable)
+# The writer queue's default bound: ~3.6 s of two 640x480 rgb8 cameras at 30 fps (2 x 27.6 MB/s).
+DEFAULT_MAX_QUEUE_BYTES = 200_000_000
 
 STATUS_COMPLETE = "complete"
 STATUS_RECOVERED = "recovered"  # rebuilt from an .incomplete bag after a crash or a write error
@@ -69,6 +80,15 @@ class BagWriteError(RuntimeError):
 
 class DiskFullError(BagWriteError):
     """The disk (or the file size limit) ran out while recording."""
+
+
+class EpisodeExistsError(BagWriteError):
+    """The episode's name is taken (e.g. it appeared between choosing the index and start())."""
+
+
+class WriterTimeoutError(BagWriteError):
+    """close()/discard() stopped waiting for the writer thread; it goes on and finishes on its own
+    (check `finished`, then `error` / `result`)."""
 
 
 def episode_dir_name(index: int) -> str:
@@ -98,12 +118,20 @@ def free_bytes(path: str | os.PathLike) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _describe_exception(exc: BaseException) -> str:
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{name}: {exc}"
+
+
+def _publish_dir(src: Path, dst: Path, files: Iterable[Path] = ()) -> None:
+    """Rename a finished bag directory into place durably: fsync its files and the directory (its
+    entries), rename, fsync the parent (the rename)."""
+    for file in files:
+        fsync_path(file)
+    fsync_path(src)
+    src.rename(dst)
+    fsync_path(dst.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +317,14 @@ class _StemDir:
 
 class _EpisodeWriter(Writer):
     STORAGE_PLUGINS = {StoragePlugin.MCAP: _FlushableMcapWriter}  # noqa: RUF012 (rosbags' own mapping type)
+    claimed = False  # True once open() created the directory: only then is it ours to delete
+
+    def open(self) -> None:
+        """rosbags' open(), but the bag directory is claimed with one atomic mkdir (its parent must
+        exist): FileExistsError if anything, even a dangling link, has the name."""
+        self.path.mkdir(mode=0o755)
+        self.claimed = True
+        self.storage = self.STORAGE_PLUGINS[self.storage_plugin](self.path, self.compression_mode)
 
 
 _CLOSE = "close"
@@ -319,8 +355,12 @@ class EpisodeBagWriter:
         flush_period_s: float = 1.0,
         fsync: bool = True,
         min_free_bytes: int = 0,
-        max_queue_bytes: int = 1 << 30,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     ):
+        if int(max_queue_bytes) <= 0:
+            raise ValueError(f"max_queue_bytes must be > 0 (got {max_queue_bytes}): it bounds the writer queue")
+        if float(flush_period_s) < 0:
+            raise ValueError(f"flush_period_s must be >= 0 (got {flush_period_s})")
         self.final_path = Path(final_path)
         self.path = self.final_path.with_name(self.final_path.name + INCOMPLETE_SUFFIX)
         self.meta = meta
@@ -342,6 +382,7 @@ class EpisodeBagWriter:
         self._thread: threading.Thread | None = None
         self._result: CloseResult | None = None
         self.error: BagWriteError | None = None
+        self._end_error: BagWriteError | None = None  # close/discard itself failed
         self.partial_path: Path | None = None  # set when the disk reserve stopped the episode
         self.flushed_messages = 0  # messages that a kill -9 can no longer lose (recoverable)
         self._finished = threading.Event()
@@ -350,22 +391,53 @@ class EpisodeBagWriter:
     # -- caller side ------------------------------------------------------------------------
 
     def start(self) -> EpisodeBagWriter:
-        if self.final_path.exists() or self.path.exists():
-            raise BagWriteError(f"{self.final_path}: an episode bag with this name exists already")
-        self.final_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.min_free_bytes and free_bytes(self.final_path.parent) < self.min_free_bytes:
+        """Create NAME.incomplete/ (atomically: EpisodeExistsError if the name is taken) and start
+        the writer thread. Any failure is a BagWriteError naming the bag and the cause."""
+        partial = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
+        for taken in (self.final_path, partial):
+            if taken.exists() or taken.is_symlink():
+                raise EpisodeExistsError(f"{taken}: an episode bag with this name exists already")
+        parent = self.final_path.parent
+        try:
+            created_parent = not parent.is_dir()
+            parent.mkdir(parents=True, exist_ok=True)
+            if created_parent and self.fsync:
+                fsync_path(parent.parent)
+            free = free_bytes(parent) if self.min_free_bytes else 0
+        except OSError as exc:
+            raise BagWriteError(f"{self.final_path}: cannot use the output directory {parent}: {exc}") from exc
+        if self.min_free_bytes and free < self.min_free_bytes:
             raise DiskFullError(
-                f"{self.final_path.parent}: only {free_bytes(self.final_path.parent) / 1e6:.0f} MB free, "
+                f"{parent}: only {free / 1e6:.0f} MB free, "
                 f"below the recorder's reserve of {self.min_free_bytes / 1e6:.0f} MB; free some space"
             )
-        writer = _EpisodeWriter(self.path, version=ROSBAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        writer = None
         try:
+            writer = _EpisodeWriter(self.path, version=ROSBAG_VERSION, storage_plugin=StoragePlugin.MCAP)
             writer.open()
+            self._writer = writer
             self._write_sidecar()
-        except OSError as exc:
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise self._os_error(exc, "creating the bag") from exc
-        self._writer = writer
+            if self.fsync:  # the MCAP header, the directory's entries, the directory in its parent
+                writer.storage.flush(fsync=True)
+                fsync_path(self.path)
+                fsync_path(parent)
+        except Exception as exc:
+            self._writer = None
+            claimed = writer is not None and writer.claimed
+            if getattr(writer, "storage", None) is not None:
+                writer.storage.abort_quietly()
+            if claimed:  # never delete what another writer (or anything else) owns
+                shutil.rmtree(self.path, ignore_errors=True)
+            name_taken = isinstance(exc, FileExistsError) or (
+                isinstance(exc, WriterError) and os.path.lexists(self.path)
+            )
+            if name_taken and not claimed:
+                raise EpisodeExistsError(
+                    f"{self.path}: the name was taken before this episode could claim it ({exc})"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise self._os_error(exc, "creating the bag") from exc
+            raise BagWriteError(f"{self.path}: creating the bag failed: {_describe_exception(exc)}") from exc
         self._thread = threading.Thread(target=self._run, name=f"bag-writer-{self.meta.index}", daemon=True)
         self._thread.start()
         return self
@@ -401,72 +473,115 @@ class EpisodeBagWriter:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
+    @property
+    def finished(self) -> bool:
+        """The writer thread is done (closed, discarded, or failed while closing)."""
+        return self._finished.is_set()
+
+    @property
+    def result(self) -> CloseResult | None:
+        return self._result
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a close()/discard() that timed out to finish; True once the thread is done."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._finished.is_set()
+
+    @property
+    def end_error(self) -> BagWriteError | None:
+        """Why close()/discard() itself failed, once finished (None: it did what was asked)."""
+        return self._end_error
+
     def message_count(self) -> int:
-        return sum(self._counts.values())
+        return sum(self._counts.copy().values())  # a snapshot: the writer thread may be adding a topic
 
     def close(
         self, meta: EpisodeMeta | None = None, timeout: float = 60.0, status: str = STATUS_COMPLETE
     ) -> CloseResult:
         """Write EpisodeInfo, the summary and metadata.yaml, fsync, rename to the final name.
         With another status (e.g. STATUS_INTERRUPTED) the bag is closed readable but unlabelled:
-        no EpisodeInfo, renamed to NAME.partial."""
+        no EpisodeInfo, renamed to NAME.partial. Raises the writer's error (BagWriteError) if it
+        failed, WriterTimeoutError if it is still busy after `timeout` seconds."""
         if meta is not None:
             self.meta = meta
         self._close_log_ns = time.time_ns()  # EpisodeInfo's log time: the recorder's clock, like every message
         return self._finish((_CLOSE, status), timeout)
 
     def discard(self, timeout: float = 60.0) -> None:
-        """Stop and delete the bag."""
+        """Stop and delete the bag (messages still queued are dropped, not written)."""
         self._finish((_DISCARD,), timeout)
 
     def _finish(self, op: tuple, timeout: float) -> CloseResult | None:
         if self._thread is None:
             raise BagWriteError(f"{self.path}: writer was never started")
-        self._queue.put(op)
+        if not self._finished.is_set():
+            if op[0] == _DISCARD:
+                self._discarding = True
+            self._queue.put(op)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise BagWriteError(f"{self.path}: the writer did not finish within {timeout:.0f} s")
-        if op[0] == _CLOSE and self.error is not None:
+            raise WriterTimeoutError(
+                f"{self.path}: the writer did not finish within {timeout:g} s "
+                f"({self._queued_bytes / 1e6:.1f} MB still queued); it goes on in the background"
+            )
+        if op[0] == _DISCARD:
+            if self._end_error is not None:
+                raise self._end_error
+            return None
+        if self.error is not None:
             raise self.error
         return self._result
 
     # -- writer thread ----------------------------------------------------------------------
 
+    _discarding = False  # set by discard(): queued messages are dropped, not written
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # never die silently, whatever happened
+            self._fail(self._error_for(exc, "running the writer thread"), flush=not isinstance(exc, OSError))
+            self._end_error = self._end_error or self.error
+        finally:
+            self._finished.set()
+
+    def _loop(self) -> None:
         next_flush = time.monotonic() + self.flush_period_s
         while True:
             # A failed writer only drains until close/discard: block, never spin on an overdue flush.
-            timeout = None if self.error is not None else max(0.0, next_flush - time.monotonic())
+            idle = self.error is not None or self._discarding
+            timeout = None if idle else max(0.0, next_flush - time.monotonic())
             try:
                 op = self._queue.get(timeout=timeout)
             except queue.Empty:
                 op = None
             if op is not None and op[0] in (_CLOSE, _DISCARD):
-                self._end(*op)
-                self._finished.set()
+                self._end_safely(*op)
                 return
-            if self.error is not None:
-                if op is not None and op[0] != _CONN:
-                    self._release(len(op[2]))
-                continue  # failed: drain until close/discard
+            if op is not None and op[0] != _CONN:
+                self._release(len(op[2]))
+            if self.error is not None or self._discarding:
+                continue  # failed or being discarded: drain until close/discard
+            topic = None
             try:
                 if op is not None:
+                    topic = op[1] if op[0] == _CONN else op[0]
                     if op[0] == _CONN:
                         self._add_connection(*op[1:])
                     else:
-                        topic, stamp, data = op
-                        self._release(len(data))
+                        _, stamp, data = op
                         self._writer.write(self._connections[topic], stamp, data)
                         self._counts[topic] += 1
+                    topic = None
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + self.flush_period_s
                     self._writer.storage.flush(self.fsync)
                     self.flushed_messages = sum(self._counts.values())
                     self._check_free_space()
-            except OSError as exc:
-                self._fail(self._os_error(exc, "writing"))
-            except BagWriteError as exc:
-                self._fail(exc)
+            except Exception as exc:
+                doing = f"writing a message on {topic}" if topic else "writing"
+                self._fail(self._error_for(exc, doing), flush=not isinstance(exc, OSError))
 
     def _release(self, size: int) -> None:
         with self._bytes_lock:
@@ -483,9 +598,13 @@ class EpisodeBagWriter:
         self._write_sidecar()
 
     def _write_sidecar(self) -> None:
-        tmp = self.path / (SIDECAR_NAME + ".tmp")
-        tmp.write_text(json.dumps(asdict(self._sidecar), indent=1))
-        tmp.replace(self.path / SIDECAR_NAME)
+        data = json.dumps(asdict(self._sidecar), indent=1).encode()
+        if self.fsync:
+            atomic_write_bytes(self.path / SIDECAR_NAME, data)  # fsync temp file, replace, fsync the directory
+        else:
+            tmp = self.path / (SIDECAR_NAME + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(self.path / SIDECAR_NAME)
 
     def _check_free_space(self) -> None:
         if not self.min_free_bytes:
@@ -494,11 +613,15 @@ class EpisodeBagWriter:
         if free < self.min_free_bytes:
             # Stop while there is still room for the summary: the bag stays readable.
             self._writer.custom_data.update(self.meta.custom_data(STATUS_DISK_FULL))
+            mcap_file = self._writer.storage.path
             self._writer.close()
             self._writer = None
             partial = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
             (self.path / SIDECAR_NAME).unlink(missing_ok=True)
-            self.path.rename(partial)
+            if self.fsync:
+                _publish_dir(self.path, partial, (mcap_file, self.path / "metadata.yaml"))
+            else:
+                self.path.rename(partial)
             self.partial_path = partial
             raise DiskFullError(
                 f"disk almost full: {free / 1e6:.1f} MB left on {self.final_path.parent}, below the reserve "
@@ -506,11 +629,39 @@ class EpisodeBagWriter:
                 f"unlabelled, as {partial} ({self.message_count()} messages); earlier episodes are intact"
             )
 
-    def _fail(self, exc: BagWriteError) -> None:
-        self.error = exc
-        if self._writer is not None and self._writer.storage is not None:
-            self._writer.storage.abort_quietly()
+    def _error_for(self, exc: BaseException, doing: str) -> BagWriteError:
+        """The BagWriteError that `exc` means here: names the bag, what was being done (and the
+        topic), the cause; the original is chained. The writer's own errors pass through."""
+        if isinstance(exc, BagWriteError):
+            return exc
+        if isinstance(exc, OSError):
+            error = self._os_error(exc, doing)
+        else:
+            error = BagWriteError(f"{self.path}: {doing} failed ({_describe_exception(exc)})")
+        error.__cause__ = exc
+        return error
+
+    def _fail(self, exc: BagWriteError, *, flush: bool = False) -> None:
+        """Record the writer's error and stop writing. With flush (the failure was not the file's
+        I/O), what was written so far is first flushed to the file, so recovery keeps all of it."""
+        storage = self._writer.storage if self._writer is not None else None
+        if storage is not None:
+            if flush:
+                with contextlib.suppress(Exception):
+                    storage.flush(self.fsync)
+                    self.flushed_messages = sum(self._counts.values())
+            storage.abort_quietly()
             self._writer.storage = None
+        if not isinstance(exc, DiskFullError) and self.path.is_dir():
+            kept = (
+                f" Episode {self.meta.index} was stopped; its first {self.flushed_messages} messages are kept in "
+                f"{self.path.name} and recovered into a .partial bag when the recorder next starts (or by "
+                f"recover_incomplete); earlier episodes are intact"
+            )
+            cause = exc.__cause__
+            exc = BagWriteError(str(exc) + "." + kept)
+            exc.__cause__ = cause
+        self.error = exc
 
     def _os_error(self, exc: OSError, doing: str) -> BagWriteError:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
@@ -524,41 +675,55 @@ class EpisodeBagWriter:
             )
         return BagWriteError(f"{self.path}: {doing} failed: {exc}")
 
+    def _end_safely(self, kind: str, status: str = STATUS_COMPLETE) -> None:
+        """close/discard in the writer thread; whatever fails is recorded, never lost."""
+        try:
+            self._end(kind, status)
+        except Exception as exc:
+            doing = "discarding" if kind == _DISCARD else "closing"
+            error = self._error_for(exc, doing)
+            if kind == _CLOSE and self.error is None:
+                self._fail(error, flush=not isinstance(exc, OSError))
+                error = self.error
+            self._end_error = error
+
     def _end(self, kind: str, status: str = STATUS_COMPLETE) -> None:
         t0 = time.monotonic()
         if kind == _DISCARD:
             if self._writer is not None and self._writer.storage is not None:
                 self._writer.storage.abort_quietly()
-            shutil.rmtree(self.path, ignore_errors=True)
-            if self.partial_path is not None:
-                shutil.rmtree(self.partial_path, ignore_errors=True)
+                self._writer.storage = None
+            for path in (self.path, self.partial_path):
+                if path is not None:
+                    shutil.rmtree(path, ignore_errors=True)
+                    if os.path.lexists(path):
+                        raise BagWriteError(f"{path}: could not be deleted")
+            if self.fsync:
+                with contextlib.suppress(OSError):
+                    fsync_path(self.path.parent)
             return
         if self.error is not None:
             return
         target = self.final_path
         if status != STATUS_COMPLETE:
             target = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
-        try:
-            if status == STATUS_COMPLETE:
-                info_topic = topics.EPISODE_INFO
-                if info_topic not in self._connections:
-                    self._add_connection(info_topic, EPISODE_INFO_TYPE, ())
-                info = episode_info_cdr(self.store, self.meta)
-                self._writer.write(self._connections[info_topic], self._close_log_ns, info)
-                self._counts[info_topic] += 1
-            self._writer.custom_data.update(self.meta.custom_data(status))
-            mcap_file = self._writer.storage.path
-            self._writer.close()
-            if self.fsync:
-                _fsync_path(mcap_file)
-                _fsync_path(self.path / "metadata.yaml")
-            (self.path / SIDECAR_NAME).unlink(missing_ok=True)
+        if os.path.lexists(target):
+            raise EpisodeExistsError(f"{target}: exists already; the episode stays in {self.path.name}")
+        if status == STATUS_COMPLETE:
+            info_topic = topics.EPISODE_INFO
+            if info_topic not in self._connections:
+                self._add_connection(info_topic, EPISODE_INFO_TYPE, ())
+            info = episode_info_cdr(self.store, self.meta)
+            self._writer.write(self._connections[info_topic], self._close_log_ns, info)
+            self._counts[info_topic] += 1
+        self._writer.custom_data.update(self.meta.custom_data(status))
+        mcap_file = self._writer.storage.path
+        self._writer.close()
+        (self.path / SIDECAR_NAME).unlink(missing_ok=True)
+        if self.fsync:
+            _publish_dir(self.path, target, (mcap_file, self.path / "metadata.yaml"))
+        else:
             self.path.rename(target)
-            if self.fsync:
-                _fsync_path(target.parent)
-        except OSError as exc:
-            self._fail(self._os_error(exc, "closing"))
-            return
         self._result = CloseResult(
             path=target,
             status=status,
@@ -573,6 +738,8 @@ class EpisodeBagWriter:
 # --------------------------------------------------------------------------------------------
 # Recovery of .incomplete bags
 
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
 
 @dataclass
 class McapScan:
@@ -580,9 +747,10 @@ class McapScan:
 
     schemas: dict[int, tuple[str, str]]  # id -> (name, msgdef text)
     channels: dict[int, tuple[str, int, bytes]]  # id -> (topic, schema id, metadata bytes)
-    messages: list[tuple[int, int, bytes]]  # (channel id, log time, data)
+    messages: list[tuple[int, int, bytes]]  # (channel id, log time, data); empty with keep_messages=False
     complete_chunks: int
     truncated: bool  # the file ended inside a record
+    message_counts: dict[int, int] = field(default_factory=dict)  # channel id -> messages found
 
 
 def _read_string(buf: memoryview, pos: int) -> tuple[str, int]:
@@ -590,59 +758,87 @@ def _read_string(buf: memoryview, pos: int) -> tuple[str, int]:
     return bytes(buf[pos + 4 : pos + 4 + length]).decode(), pos + 4 + length
 
 
-def _parse_records(buf: memoryview, scan: McapScan, *, top_level: bool) -> int:
-    """Parse MCAP records from buf; returns the offset after the last complete record."""
-    pos = 0
-    while pos + 9 <= len(buf):
-        opcode = buf[pos]
-        (length,) = struct.unpack_from("<Q", buf, pos + 1)
-        body_start, end = pos + 9, pos + 9 + length
-        if end > len(buf):
-            scan.truncated = True
-            return pos
-        body = buf[body_start:end]
-        if opcode == 0x03:  # Schema
-            (sid,) = struct.unpack_from("<H", body, 0)
-            name, p = _read_string(body, 2)
-            _, p = _read_string(body, p)  # encoding
-            data, _ = _read_string(body, p)
-            scan.schemas[sid] = (name, data)
-        elif opcode == 0x04:  # Channel
-            cid, sid = struct.unpack_from("<HH", body, 0)
-            topic, p = _read_string(body, 4)
-            _, p = _read_string(body, p)  # message encoding
-            (meta_len,) = struct.unpack_from("<I", body, p)
-            scan.channels[cid] = (topic, sid, bytes(body[p + 4 : p + 4 + meta_len]))
-        elif opcode == 0x05:  # Message
-            cid, _seq, log_time, _pub = struct.unpack_from("<HIQQ", body, 0)
-            scan.messages.append((cid, log_time, bytes(body[22:])))
-        elif opcode == 0x06 and top_level:  # Chunk (uncompressed: rosbags writes no compression here)
-            p = 8 + 8 + 8 + 4
-            compression, p = _read_string(body, p)
-            (records_len,) = struct.unpack_from("<Q", body, p)
-            if compression:
-                raise BagWriteError(f"compressed chunks ({compression}) are not supported by recovery")
-            inner = McapScan({}, {}, [], 0, False)
-            inner.schemas, inner.channels = scan.schemas, scan.channels
-            _parse_records(body[p + 8 : p + 8 + records_len], inner, top_level=False)
-            scan.messages.extend(inner.messages)
-            scan.complete_chunks += 1
-        elif opcode in (0x0F, 0x02) and top_level:  # DataEnd / Footer: the rest is the summary
-            return end
-        pos = end
-    if pos != len(buf):
-        scan.truncated = True
-    return pos
+def _record_events(opcode: int, body: memoryview, scan: McapScan, *, top_level: bool) -> Iterator[tuple]:
+    """Parse one complete MCAP record: schemas and channels go into `scan`; yields ("channel",
+    id) and ("message", channel id, log time, data view) events, in file order."""
+    if opcode == 0x03:  # Schema
+        (sid,) = struct.unpack_from("<H", body, 0)
+        name, p = _read_string(body, 2)
+        _, p = _read_string(body, p)  # encoding
+        data, _ = _read_string(body, p)
+        scan.schemas[sid] = (name, data)
+    elif opcode == 0x04:  # Channel
+        cid, sid = struct.unpack_from("<HH", body, 0)
+        topic, p = _read_string(body, 4)
+        _, p = _read_string(body, p)  # message encoding
+        (meta_len,) = struct.unpack_from("<I", body, p)
+        scan.channels[cid] = (topic, sid, bytes(body[p + 4 : p + 4 + meta_len]))
+        yield ("channel", cid)
+    elif opcode == 0x05:  # Message
+        cid, _seq, log_time, _pub = struct.unpack_from("<HIQQ", body, 0)
+        scan.message_counts[cid] = scan.message_counts.get(cid, 0) + 1
+        yield ("message", cid, log_time, body[22:])
+    elif opcode == 0x06 and top_level:  # Chunk (uncompressed: rosbags writes no compression here)
+        p = 8 + 8 + 8 + 4
+        compression, p = _read_string(body, p)
+        (records_len,) = struct.unpack_from("<Q", body, p)
+        if compression:
+            raise BagWriteError(f"compressed chunks ({compression}) are not supported by recovery")
+        records = body[p + 8 : p + 8 + records_len]
+        pos = 0
+        while pos + 9 <= len(records):  # a record cut short inside a complete chunk ends the chunk
+            inner_opcode = records[pos]
+            (length,) = struct.unpack_from("<Q", records, pos + 1)
+            end = pos + 9 + length
+            if end > len(records):
+                break
+            yield from _record_events(inner_opcode, records[pos + 9 : end], scan, top_level=False)
+            pos = end
+        scan.complete_chunks += 1
 
 
-def scan_mcap(path: str | os.PathLike) -> McapScan:
-    """Every message in the complete records of an MCAP file, tolerating a truncated tail."""
-    data = Path(path).read_bytes()
-    magic = b"\x89MCAP0\r\n"
-    if not data.startswith(magic):
-        raise BagWriteError(f"{path}: not an MCAP file (bad magic)")
+def iter_mcap(path: str | os.PathLike, scan: McapScan) -> Iterator[tuple]:
+    """Stream the complete records of a possibly truncated MCAP file, reading one top-level record
+    (a chunk: about 1 MiB as rosbags writes them) at a time and skipping indexes with a seek, so
+    memory stays bounded by the largest chunk whatever the file's size. Fills `scan` (schemas,
+    channels, counts, truncation) as it goes and yields the events of _record_events. Stops at the
+    summary (DataEnd/Footer) or at the first incomplete record (scan.truncated)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+            raise BagWriteError(f"{path}: not an MCAP file (bad magic)")
+        pos = len(MCAP_MAGIC)
+        while True:
+            header = f.read(9)
+            if len(header) < 9:
+                scan.truncated = scan.truncated or bool(header)
+                return
+            opcode = header[0]
+            (length,) = struct.unpack_from("<Q", header, 1)
+            end = pos + 9 + length
+            if end > size:
+                scan.truncated = True
+                return
+            if opcode in (0x0F, 0x02):  # DataEnd / Footer: the rest is the summary
+                return
+            if opcode in (0x03, 0x04, 0x05, 0x06):
+                body = f.read(length)
+                if len(body) < length:
+                    scan.truncated = True
+                    return
+                yield from _record_events(opcode, memoryview(body), scan, top_level=True)
+            else:  # header, message indexes, metadata, ...: not needed
+                f.seek(end)
+            pos = end
+
+
+def scan_mcap(path: str | os.PathLike, *, keep_messages: bool = True) -> McapScan:
+    """Every message in the complete records of an MCAP file, tolerating a truncated tail. With
+    keep_messages=False only the counts are kept (memory independent of the file's size)."""
     scan = McapScan({}, {}, [], 0, False)
-    _parse_records(memoryview(data)[len(magic) :], scan, top_level=True)
+    for event in iter_mcap(path, scan):
+        if keep_messages and event[0] == "message":
+            scan.messages.append((event[1], event[2], bytes(event[3])))
     return scan
 
 
@@ -659,31 +855,48 @@ def _qos_from_channel_metadata(metadata: bytes) -> str:
 
 def recover_incomplete(bag_dir: str | os.PathLike) -> Path:
     """Rebuild a readable `.partial` bag from an `.incomplete` one (every message in its flushed,
-    complete chunks), then delete the `.incomplete` directory. Needs free space for a copy; on
-    failure the `.incomplete` directory is left untouched."""
+    complete chunks), then delete the `.incomplete` directory. Streams: each message is copied as
+    it is read, one chunk in memory at a time, whatever the bag's size. Needs free space for a
+    copy; on failure the `.incomplete` directory is left untouched. The source is deleted only
+    once the `.partial` bag (its files, directory and name) is on disk (fsync)."""
     bag_dir = Path(bag_dir)
     if not bag_dir.name.endswith(INCOMPLETE_SUFFIX):
         raise BagWriteError(f"{bag_dir}: not an {INCOMPLETE_SUFFIX} bag directory")
     stem = bag_dir.name[: -len(INCOMPLETE_SUFFIX)]
     target = bag_dir.with_name(stem + PARTIAL_SUFFIX)
-    work = bag_dir.with_name(stem + ".recovering")
+    work = bag_dir.with_name(stem + RECOVERING_SUFFIX)
+    if (target / "metadata.yaml").is_file():
+        # An earlier recovery published the .partial bag and was stopped before deleting its source.
+        shutil.rmtree(bag_dir)
+        fsync_path(bag_dir.parent)
+        return target
     shutil.rmtree(work, ignore_errors=True)
     sidecar_path = bag_dir / SIDECAR_NAME
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {"meta": {}, "connections": []}
     digests = {c["msgtype"]: c["rihs01"] for c in sidecar.get("connections", [])}
     mcaps = sorted(bag_dir.glob("*.mcap"))
-    scan = scan_mcap(mcaps[0]) if mcaps else McapScan({}, {}, [], 0, False)
     meta_fields = sidecar.get("meta", {})
     meta = (
         EpisodeMeta(**{k: v for k, v in meta_fields.items() if k in EpisodeMeta.__dataclass_fields__})
         if (meta_fields)
         else EpisodeMeta(index=parse_episode_index(stem) or 0, task="")
     )
+    scan = McapScan({}, {}, [], 0, False)
     writer = _EpisodeWriter(work, version=ROSBAG_VERSION, storage_plugin=StoragePlugin.MCAP)
     writer.open()
     try:
         connections = {}
-        for cid, (topic, sid, metadata) in sorted(scan.channels.items()):
+        for event in iter_mcap(mcaps[0], scan) if mcaps else ():
+            if event[0] == "message":
+                _, cid, stamp, data = event
+                if cid not in connections:
+                    raise BagWriteError(f"{mcaps[0]}: a message on channel {cid}, which no channel record declares")
+                writer.write(connections[cid], stamp, data)
+                continue
+            cid = event[1]
+            if cid in connections:
+                continue
+            topic, sid, metadata = scan.channels[cid]
             msgtype, msgdef = scan.schemas[sid]
             digest = digests.get(msgtype)
             if digest is None:
@@ -694,21 +907,20 @@ def recover_incomplete(bag_dir: str | os.PathLike) -> Path:
             connections[cid] = writer.add_connection(
                 topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=qos
             )
-        for cid, stamp, data in scan.messages:
-            writer.write(connections[cid], stamp, data)
         custom = meta.custom_data(STATUS_RECOVERED)
         custom[CUSTOM_PREFIX + "recovered_chunks"] = str(scan.complete_chunks)
         custom[CUSTOM_PREFIX + "truncated_tail"] = "true" if scan.truncated else "false"
         for key, value in custom.items():
             writer.set_custom_data(key, value)
+        mcap_file = writer.storage.path
         writer.close()
+        _publish_dir(work, target, (mcap_file, work / "metadata.yaml"))
     except BaseException:
         writer.abort()
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _fsync_path(work / f"{stem}.mcap")
-    work.rename(target)
     shutil.rmtree(bag_dir)
+    fsync_path(bag_dir.parent)
     return target
 
 
@@ -722,6 +934,6 @@ def recover_all_incomplete(output_dir: str | os.PathLike) -> list[tuple[Path, Pa
         if bag_dir.is_dir() and bag_dir.name.endswith(INCOMPLETE_SUFFIX):
             try:
                 results.append((bag_dir, recover_incomplete(bag_dir)))
-            except (OSError, BagWriteError, KeyError, ValueError, struct.error) as exc:
+            except Exception as exc:  # reported per bag; one bad bag never stops the others (or the node)
                 results.append((bag_dir, exc))
     return results

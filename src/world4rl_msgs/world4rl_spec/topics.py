@@ -22,6 +22,9 @@ POLICY_STATUS = "/world4rl/policy_status"
 RECORDER_START = "/episode_recorder/start"
 RECORDER_STOP = "/episode_recorder/stop"
 RECORDER_DISCARD = "/episode_recorder/discard"
+# std_msgs/String holding JSON with DiagnosticStatus's fields (level, message, values): the
+# recorder's health, published every second and after each service call.
+RECORDER_STATUS = "/episode_recorder/status"
 POLICY_ARM = "/policy_runner/arm"
 
 # Simulation only: never present on the real robot, so nothing in a deploy graph can rely on them.
