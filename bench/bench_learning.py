@@ -38,7 +38,7 @@ FULL = {
     "policy_episodes": 150,
     "random_episodes": 30,
     "eval_episodes": 100,
-    "bc": {"steps": 3000, "lr": 1e-3, "eval_every": 250, "augment_shift": 0},
+    "bc": {"steps": 3000, "lr": 1e-3, "val_every": 250, "augment_shift": 0},
     "world_model": {"size": "default", "steps": 100000, "lr": 5e-4, "bf16": True, "max_minutes": 50},
     "reward": {"steps": 2000, "bf16": True},
     "refine": {"total_steps": 40960, "horizon": 30, "bf16": True, "kl_bc_coef": 0.1},
@@ -64,11 +64,33 @@ QUICK = {
     "policy_episodes": 2,
     "random_episodes": 2,
     "eval_episodes": 5,
-    "bc": {"steps": 30, "channels": [8, 16, 16, 16], "hidden_dim": 32, "eval_every": 30},
+    "bc": {"steps": 30, "channels": [8, 16, 16, 16], "hidden_dim": 32, "val_every": 30},
     "world_model": {"size": "tiny", "steps": 20, "batch_size": 8, "val_every": 20},
     "reward": {"steps": 20, "channels": [8, 8]},
     "refine": {"total_steps": 256, "num_envs": 8, "num_steps": 8, "video_episodes": 1},
 }
+
+
+def _task_row(run: Path, book: dict, task: str, num_tasks: int) -> dict:
+    """One task's result: BC vs refined in the true simulator, and what its stages cost."""
+    ev = json.loads((run / "eval" / task / "eval.json").read_text())
+    bc, refined = ev["policies"]
+    v = refined["vs_baseline"]
+    task_stages = {k: book[k]["seconds"] for k in book if k.endswith("/" + task)}
+    shared = {k: book[k]["seconds"] for k in ("world-model", "reward") if k in book}
+    return {
+        "task": task,
+        "episodes": ev["episodes"],
+        "bc": {k: bc[k] for k in ("successes", "success_rate", "ci95_wilson")},
+        "refined": {k: refined[k] for k in ("successes", "success_rate", "ci95_wilson")},
+        "ratio_refined_vs_bc": refined["success_rate"] / bc["success_rate"] if bc["successes"] else None,
+        "difference_ci95_newcombe": v["difference_ci95_newcombe"],
+        "mcnemar_exact_p": v["mcnemar_exact_p"],
+        "refined_ci_above_bc_ci": v["beats_baseline_ci"],
+        "stage_seconds": task_stages,
+        # The world model and classifier are shared by the tasks: each task is charged its share.
+        "pipeline_minutes_per_task": (sum(task_stages.values()) + sum(shared.values()) / num_tasks) / 60,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,28 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CoverageConfig(run=str(run), tasks=tasks, suite=args.suite, threads=args.threads, **profile)
     t0 = time.time()
     book = run_pipeline(cfg)
-    rows = []
-    for task in tasks:
-        ev = json.loads((run / "eval" / task / "eval.json").read_text())
-        bc, refined = ev["policies"]
-        v = refined["vs_baseline"]
-        task_stages = {k: book[k]["seconds"] for k in book if k.endswith("/" + task)}
-        shared = {k: book[k]["seconds"] for k in ("world-model", "reward") if k in book}
-        rows.append(
-            {
-                "task": task,
-                "episodes": ev["episodes"],
-                "bc": {k: bc[k] for k in ("successes", "success_rate", "ci95_wilson")},
-                "refined": {k: refined[k] for k in ("successes", "success_rate", "ci95_wilson")},
-                "ratio_refined_vs_bc": refined["success_rate"] / bc["success_rate"] if bc["successes"] else None,
-                "difference_ci95_newcombe": v["difference_ci95_newcombe"],
-                "mcnemar_exact_p": v["mcnemar_exact_p"],
-                "refined_ci_above_bc_ci": v["beats_baseline_ci"],
-                "stage_seconds": task_stages,
-                # The world model and classifier are shared by the tasks: each task is charged its share.
-                "pipeline_minutes_per_task": (sum(task_stages.values()) + sum(shared.values()) / len(tasks)) / 60,
-            }
-        )
+    rows = [_task_row(run, book, task, len(tasks)) for task in tasks]
     result = {
         "profile": "quick" if args.quick else "full",
         "settings": profile,

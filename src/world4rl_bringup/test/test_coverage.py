@@ -11,7 +11,7 @@ import pytest
 from world4rl_bringup import coverage_cli as cov
 
 S = 32
-TINY_BC = ["steps=4", "channels=[8,8,8,8]", "hidden_dim=16", "eval_every=2", "checkpoint_every=2"]
+TINY_BC = ["steps=4", "channels=[8,8,8,8]", "hidden_dim=16", "val_every=2", "checkpoint_every=2"]
 
 
 def _args(run, *extra):

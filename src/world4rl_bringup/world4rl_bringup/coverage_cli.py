@@ -180,7 +180,7 @@ def _bc_config(cfg: CoverageConfig, task: str):
 
     base = {"dataset": str(cfg.dataset), "out": str(cfg.root / "bc" / task), "tasks": [task], "progress": cfg.progress}
     if cfg.threads:
-        base["num_threads"] = cfg.threads
+        base["threads"] = cfg.threads
     return BCConfig(**{**base, **cfg.bc})
 
 

@@ -35,7 +35,7 @@ def _cfg(ds, out, **kw):
         "batch_size": 8,
         "val_every": 4,
         "val_samples": 8,
-        "ckpt_every": 100,
+        "checkpoint_every": 100,
         "progress": False,
         "threads": 1,
     }

@@ -169,7 +169,7 @@ def test_brief_training_learns_that_actions_move_the_square(tmp_path):
         lr=1e-3,
         warmup_steps=20,
         val_fraction=0.0,
-        ckpt_every=10**9,
+        checkpoint_every=10**9,
         progress=False,
         threads=1,  # robust when the cores are shared: 2 spinning OpenMP threads stall under contention
         model_overrides={"unet": {"channels": [16, 32], "cond_dim": 64}},

@@ -16,7 +16,6 @@ and per episode (does the classifier fire in successful episodes and stay silent
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -28,25 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world4rl_model.checkpoint import (
-    capture_training_state,
-    latest_checkpoint,
-    load_checkpoint,
-    load_training_state,
-    restore_training_state,
-    save_run_checkpoint,
-)
+from world4rl_model.checkpoint import load_checkpoint, load_config
 from world4rl_model.data import EpisodeStore
-from world4rl_model.dataset import Dataset, manifest_hash
-from world4rl_model.runtime import (
-    configure_threads,
-    derive_seed,
-    init_distributed,
-    resolve_device,
-    seed_everything,
-    shutdown_distributed,
-    tcmalloc_active,
-)
+from world4rl_model.dataset import Dataset
+from world4rl_model.harness import Component, Harness, LoopSettings
+from world4rl_model.runtime import derive_seed, tcmalloc_active
+from world4rl_model.training import EpisodeSplit, training_record
 from world4rl_model.world_model import frames_to_float
 from world4rl_spec import LEARNING_IMAGE_SIZE
 
@@ -313,8 +299,8 @@ class RewardTrainConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     val_every: int = 500
-    ckpt_every: int = 1000
-    keep: int = 2
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
     log_every: int = 20
     seed: int = 0
     device: str = "auto"
@@ -405,130 +391,98 @@ def _frame_pools(store: EpisodeStore, ds: Dataset, negatives: str) -> tuple[torc
 
 
 def train_reward(cfg: RewardTrainConfig) -> Path:
-    dist_info = init_distributed(cfg.device if cfg.device != "auto" else "cpu")
-    try:
-        return _train_reward(cfg, dist_info)
-    finally:
-        shutdown_distributed()
+    """Train (or resume) the success classifier; returns the run directory (report.json/md: the last validation)."""
+    with Harness(LoopSettings.from_config(cfg)) as harness:
+        training = _RewardTraining(cfg, harness)
+        harness.fit(training)
+        if harness.is_main:
+            training.finish()
+    return Path(cfg.out)
 
 
-def _train_reward(cfg: RewardTrainConfig, dist_info) -> Path:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-    from tqdm import tqdm
+def _draw(pool: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """`n` entries of `pool` drawn with replacement."""
+    return pool[torch.randint(len(pool), (n,), generator=g).to(pool.device)]
 
-    device = resolve_device(cfg.device, dist_info)
-    configure_threads(cfg.threads, dist_info)
-    run_dir = Path(cfg.out)
-    ds = Dataset(cfg.dataset)
-    train_idx, val_idx = ds.split(cfg.val_fraction, cfg.split_seed)
-    train_idx, val_idx = ds.select(train_idx, tasks=cfg.tasks), ds.select(val_idx, tasks=cfg.tasks)
-    store = EpisodeStore(ds, train_idx, device)
-    val_store = EpisodeStore(ds, val_idx, device) if val_idx else None
-    pos, neg = _frame_pools(store, ds, cfg.negatives)
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(
-            f"{ds.root}: the reward classifier needs success and failure frames; training split has "
-            f"{len(pos)} success and {len(neg)} failure frames"
-        )
-    dreams = None
-    if cfg.dream_world_model and cfg.dream_fraction > 0:
-        dreams = dreamed_pool(
+
+def _balanced(pos: torch.Tensor, neg: torch.Tensor, n: int, balance: float, g: torch.Generator) -> torch.Tensor:
+    """`n` frame indices, round(n * balance) of them from `pos` (balance 0: from both at their natural rate)."""
+    if balance > 0:
+        n_pos = round(n * balance)
+        return torch.cat([_draw(pos, n_pos, g), _draw(neg, n - n_pos, g)])
+    return _draw(torch.cat([pos, neg]), n, g)
+
+
+class _RewardTraining(Component):
+    """The classifier for the harness: balanced (and partly dreamed) batches of frames, BCE on success."""
+
+    name = "reward"
+    kind = KIND
+    ddp = True
+    progress_tags = ("train/loss", "train/accuracy_balanced_batch")
+
+    def __init__(self, cfg: RewardTrainConfig, harness: Harness):
+        self.cfg, self.harness = cfg, harness
+        self.batch_size = cfg.batch_size
+        split = EpisodeSplit.load(cfg, harness.device)
+        ds, self.store, self.val_store = split.dataset, split.store, split.val_store
+        self.pos, self.neg = _frame_pools(self.store, ds, cfg.negatives)
+        if len(self.pos) == 0 or len(self.neg) == 0:
+            raise ValueError(
+                f"{ds.root}: the reward classifier needs success and failure frames; training split has "
+                f"{len(self.pos)} success and {len(self.neg)} failure frames"
+            )
+        self.model = _build_classifier(cfg, ds, harness)
+        self.dreams = None
+        if cfg.dream_world_model and cfg.dream_fraction > 0:
+            self.dreams = self._dreams(self.store, "dreams", progress=harness.is_main)
+            self.dream_pools = self.dreams.pools()
+            if len(self.dream_pools[0]) == 0 or len(self.dream_pools[1]) == 0:
+                raise ValueError(
+                    f"{cfg.dream_world_model}: the dreams of {ds.root}'s training episodes have "
+                    f"{len(self.dream_pools[0])} success and {len(self.dream_pools[1])} failure frames; the "
+                    "classifier needs both"
+                )
+        self.autocast_device = "cuda" if harness.device.startswith("cuda") else "cpu"
+        self.report: dict[str, Any] | None = None
+        self.dataset_info = split.record(cfg)
+        self.train_info = training_record(cfg)
+        if harness.is_main:
+            print(
+                f"[reward] {ds.root}: {len(split.train)} train / {len(split.val)} val episodes; {len(self.pos)} "
+                f"success and {len(self.neg)} failure frames ({cfg.negatives}); tasks {ds.tasks}; device "
+                f"{harness.device}; tcmalloc {tcmalloc_active()}{harness.resuming()}",
+                flush=True,
+            )
+
+    def _dreams(self, store: EpisodeStore, seed_tag: str, progress: bool = False) -> DreamPool:
+        """The dream world model's open-loop dreams of `store`'s episodes."""
+        cfg = self.cfg
+        return dreamed_pool(
             cfg.dream_world_model,
             store,
             cfg.dream_horizon,
             cfg.dream_stride,
             cfg.dream_sampling_steps,
             cfg.bf16,
-            derive_seed(cfg.seed, "dreams"),
-            progress=dist_info.is_main,
-        )
-        dream_pos, dream_neg = dreams.pools()
-        if len(dream_pos) == 0 or len(dream_neg) == 0:
-            raise ValueError(
-                f"{cfg.dream_world_model}: the dreams of {ds.root}'s training episodes have {len(dream_pos)} "
-                f"success and {len(dream_neg)} failure frames; the classifier needs both"
-            )
-    seed_everything(cfg.seed)
-    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is not None:
-        state, saved = load_checkpoint(ckpt, map_location=device, kind=KIND)
-        rcfg = RewardConfig(**saved["model"])
-        if rcfg.tasks != ds.tasks:
-            raise ValueError(f"{ckpt}: trained on tasks {rcfg.tasks}, dataset now has {ds.tasks}; use a new --out")
-    else:
-        rcfg = RewardConfig(image_size=ds.image_size, tasks=list(ds.tasks), channels=list(cfg.channels))
-    model = RewardClassifier(rcfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed_before = 0, 0.0
-    if ckpt is not None:
-        model.load_state_dict(state)
-        ts = load_training_state(ckpt)
-        if ts is not None:
-            step = restore_training_state(ts, opt, restore_rng=False)
-            elapsed_before = float(ts.extra.get("elapsed_s", 0.0))
-    net = DistributedDataParallel(model) if dist_info.enabled else model
-    autocast_device = "cuda" if device.startswith("cuda") else "cpu"
-    dataset_info = {
-        "path": str(ds.root.absolute()),
-        "manifest_sha256": manifest_hash(ds.root),
-        "tasks": ds.tasks,
-        "val_episodes": val_idx,
-        "split_seed": cfg.split_seed,
-        "val_fraction": cfg.val_fraction,
-    }
-    train_info = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dataset", "out")}
-    writer = None
-    if dist_info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
-        print(
-            f"[reward] {ds.root}: {len(train_idx)} train / {len(val_idx)} val episodes; {len(pos)} success and "
-            f"{len(neg)} failure frames ({cfg.negatives}); tasks {ds.tasks}; device {device}; "
-            f"tcmalloc {tcmalloc_active()}" + (f"; resuming {ckpt.name} at step {step}" if ckpt else ""),
-            flush=True,
+            derive_seed(cfg.seed, seed_tag),
+            progress=progress,
         )
 
-    def save(step: int, elapsed: float, report: dict | None) -> None:
-        ts = capture_training_state(step, opt, extra={"elapsed_s": elapsed}, include_rng=False)
-        extra = {"dataset": dataset_info, "training": train_info, "step": step}
-        if report is not None:
-            extra["val_report"] = {"frames": {k: v for k, v in report["frames"].items() if k != "reliability"}}
-        save_run_checkpoint(run_dir, step, model.state_dict(), model.checkpoint_config(**extra), ts, cfg.keep)
-        if report is not None:
-            (run_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-            (run_dir / "report.md").write_text(report_markdown(report))
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
-    start = time.monotonic()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (dist_info.is_main and cfg.progress), desc="reward")
-    report = None
-    while step < cfg.steps:
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed, dist_info.rank, step, "batch"))
-        if cfg.balance > 0:
-            n_pos = round(cfg.batch_size * cfg.balance)
-            idx = torch.cat(
-                [
-                    pos[torch.randint(len(pos), (n_pos,), generator=g).to(pos.device)],
-                    neg[torch.randint(len(neg), (cfg.batch_size - n_pos,), generator=g).to(neg.device)],
-                ]
-            )
-        else:
-            pool = torch.cat([pos, neg])
-            idx = pool[torch.randint(len(pool), (cfg.batch_size,), generator=g).to(pool.device)]
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg, store = self.cfg, self.store
+        g = self.harness.generator(step, "batch")
+        idx = _balanced(self.pos, self.neg, cfg.batch_size, cfg.balance, g)
         images, label, task = store.frames[idx], store.success[idx], store.task[idx]
-        if dreams is not None:
+        if self.dreams is not None:
             # Replace the first part of the batch by dreams, balanced the same way.
+            dreams = self.dreams
             n_dream = round(cfg.batch_size * cfg.dream_fraction)
-            n_dpos = round(n_dream * cfg.balance) if cfg.balance > 0 else 0
             if cfg.balance > 0:
-                didx = torch.cat(
-                    [
-                        dream_pos[torch.randint(len(dream_pos), (n_dpos,), generator=g).to(dream_pos.device)],
-                        dream_neg[torch.randint(len(dream_neg), (n_dream - n_dpos,), generator=g).to(dream_neg.device)],
-                    ]
-                )
+                didx = _balanced(*self.dream_pools, n_dream, cfg.balance, g)
             else:
                 didx = torch.randint(len(dreams.success), (n_dream,), generator=g).to(dreams.success.device)
             keep = torch.randperm(cfg.batch_size, generator=g)[: cfg.batch_size - n_dream].to(idx.device)
@@ -536,64 +490,54 @@ def _train_reward(cfg: RewardTrainConfig, dist_info) -> Path:
             label = torch.cat([dreams.success[didx], label[keep]])
             task = torch.cat([dreams.task[didx], task[keep]])
         frames = random_shift(frames_to_float(images), cfg.augment_pad, g)
-        label = label.float()
-        with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = net(frames, task)
+        return frames, task, label.float()
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        frames, task, label = batch
+        with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            logits = self.model(frames, task)
         loss = F.binary_cross_entropy_with_logits(logits.float(), label)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        elapsed = elapsed_before + time.monotonic() - start
-        stop = cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60
-        if dist_info.enabled:
-            flag = torch.tensor([1.0 if stop else 0.0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if dist_info.is_main:
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == 1:
-                acc = ((logits.detach() > 0).float() == label).float().mean().item()
-                bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{acc:.3f}")
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/accuracy_balanced_batch", acc, step)
-            final = step >= cfg.steps or stop
-            if val_store is not None and (step % cfg.val_every == 0 or final):
-                report = evaluate_classifier(model, val_store)
-                model.train()
-                for k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "ece", "bce"):
-                    v = report["frames"][k]
-                    if not math.isnan(v):
-                        writer.add_scalar(f"val/{k}", v, step)
-                bar.write(
-                    f"[reward] step {step}: val acc {_fmt(report['frames']['accuracy'])}, "
-                    f"precision {_fmt(report['frames']['precision'])}, recall {_fmt(report['frames']['recall'])}, "
-                    f"ECE {_fmt(report['frames']['ece'])}"
-                )
-            if step % cfg.ckpt_every == 0 or final:
-                save(step, elapsed, report)
-            writer.flush()
-        if stop:
-            break
-    bar.close()
-    if dist_info.is_main and dreams is not None and val_store is not None and report is not None:
-        # How the classifier judges the world model's dreams of held-out episodes (what PPO will see).
-        val_dreams = dreamed_pool(
-            cfg.dream_world_model,
-            val_store,
-            cfg.dream_horizon,
-            cfg.dream_stride,
-            cfg.dream_sampling_steps,
-            cfg.bf16,
-            derive_seed(cfg.seed, "val-dreams"),
-        )
-        report["dreamed_frames"] = evaluate_on_dreams(model, val_dreams)
-        (run_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        (run_dir / "report.md").write_text(report_markdown(report))
-    if dist_info.is_main:
-        if report is not None:
-            print(report_markdown(report), flush=True)
-        writer.close()
-    if dist_info.enabled:
-        dist.barrier()
-    return run_dir
+        acc = ((logits.detach() > 0).float() == label).float().mean()
+        return loss, {"train/loss": loss.detach(), "train/accuracy_balanced_batch": acc}
+
+    def validate(self, step: int) -> dict[str, Any]:
+        if self.val_store is None:
+            return {}
+        self.report = evaluate_classifier(self.model, self.val_store)
+        self.model.train()
+        self._write_report()
+        keys = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "ece", "bce")
+        return {f"val/{k}": self.report["frames"][k] for k in keys}
+
+    def _write_report(self) -> None:
+        run_dir = Path(self.cfg.out)
+        (run_dir / "report.json").write_text(json.dumps(self.report, indent=1) + "\n")
+        (run_dir / "report.md").write_text(report_markdown(self.report))
+
+    def checkpoint_config(self, step: int) -> dict[str, Any]:
+        extra = {"dataset": self.dataset_info, "training": self.train_info, "step": step}
+        if self.report is not None:
+            extra["val_report"] = {"frames": {k: v for k, v in self.report["frames"].items() if k != "reliability"}}
+        return self.model.checkpoint_config(**extra)
+
+    def finish(self) -> None:
+        """After training: how the classifier judges the world model's dreams of held-out episodes (what PPO
+        will see), added to the report, which is printed."""
+        if self.report is None:
+            return
+        if self.dreams is not None and self.val_store is not None:
+            self.report["dreamed_frames"] = evaluate_on_dreams(self.model, self._dreams(self.val_store, "val-dreams"))
+            self._write_report()
+        print(report_markdown(self.report), flush=True)
+
+
+def _build_classifier(cfg: RewardTrainConfig, ds: Dataset, harness: Harness) -> RewardClassifier:
+    """The run's classifier: the latest checkpoint's when resuming, else a new one for the dataset's tasks."""
+    ckpt = harness.checkpoint
+    if ckpt is not None:  # its architecture; the harness loads its weights
+        rcfg = RewardConfig(**load_config(ckpt)["model"])
+        if rcfg.tasks != ds.tasks:
+            raise ValueError(f"{ckpt}: trained on tasks {rcfg.tasks}, dataset now has {ds.tasks}; use a new --out")
+    else:
+        rcfg = RewardConfig(image_size=ds.image_size, tasks=list(ds.tasks), channels=list(cfg.channels))
+    return RewardClassifier(rcfg).to(harness.device)

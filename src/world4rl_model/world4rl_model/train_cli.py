@@ -31,7 +31,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="fraction of episodes held out (deterministic, by episode)")
     p.add_argument("--split-seed", type=int, help="seed of the train/val split")
     p.add_argument("--val-every", type=int, help="validate every N steps")
-    p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
+    p.add_argument("--checkpoint-every", "--ckpt-every", type=int, help="checkpoint every N steps")
     p.add_argument("--tasks", type=_csv, help="comma-separated task names to train on (default: all)")
     p.add_argument("--seed", type=int, help="random seed (model init and batches)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "val_fraction": "val_fraction",
         "split_seed": "split_seed",
         "val_every": "val_every",
-        "ckpt_every": "ckpt_every",
+        "checkpoint_every": "checkpoint_every",
         "tasks": "tasks",
         "seed": "seed",
         "threads": "threads",

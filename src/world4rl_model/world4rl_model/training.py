@@ -1,4 +1,4 @@
-"""Training loop of the diffusion world model: seeded, resumable, DDP-ready, TensorBoard, atomic checkpoints.
+"""Training of the diffusion world model: its batches, loss and validation for the one loop (world4rl_model.harness).
 
 Run it through the CLI (`world4rl train world-model DATASET --out RUN`), directly, or under
 `torchrun --nproc_per_node N` (each rank draws its own batches; DDP averages gradients; rank 0
@@ -9,36 +9,17 @@ so a resumed run continues exactly where an uninterrupted one would have been.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from world4rl_model.checkpoint import (
-    capture_training_state,
-    latest_checkpoint,
-    load_checkpoint,
-    load_training_state,
-    restore_training_state,
-    save_run_checkpoint,
-)
+from world4rl_model.checkpoint import load_config
 from world4rl_model.data import EpisodeStore
 from world4rl_model.dataset import Dataset, manifest_hash
-from world4rl_model.runtime import (
-    DistInfo,
-    configure_threads,
-    derive_seed,
-    init_distributed,
-    resolve_device,
-    seed_everything,
-    shutdown_distributed,
-    tcmalloc_active,
-)
+from world4rl_model.harness import Component, Harness, LoopSettings
+from world4rl_model.runtime import derive_seed, tcmalloc_active
 from world4rl_model.world_model import (
     KIND,
     WorldModel,
@@ -70,8 +51,8 @@ class WorldModelTrainConfig:
     split_seed: int = 0
     val_every: int = 500
     val_samples: int = 64
-    ckpt_every: int = 1000
-    keep: int = 3
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
     log_every: int = 20
     seed: int = 0
     device: str = "auto"
@@ -85,31 +66,62 @@ class WorldModelTrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-class _LossModule(nn.Module):
-    """forward() = the training loss, so that DDP's hooks see the whole computation."""
-
-    def __init__(self, model: WorldModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, frames: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        model = self.model
-        t = model.config.context_frames
-        horizon = frames.shape[1] - t
-        context = frames_to_float(frames[:, :t])
-        total = frames.new_zeros((), dtype=torch.float32)
-        for step in range(horizon):
-            acts = actions[:, step : step + t]
-            total = total + model.loss(context, acts, frames[:, t + step], generator=generator)
-            if step < horizon - 1:
-                # DIAMOND: later steps condition on the model's own sampled (8-bit) frames.
-                nxt = model.sample(context, acts, generator=generator)
-                context = torch.cat([context[:, 1:], nxt.unsqueeze(1)], dim=1)
-        return total / horizon
+def rollout_loss(
+    model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The training loss over `frames.shape[1] - T` steps; later steps condition on the model's own frames."""
+    t = model.config.context_frames
+    horizon = frames.shape[1] - t
+    context = frames_to_float(frames[:, :t])
+    total = frames.new_zeros((), dtype=torch.float32)
+    for step in range(horizon):
+        acts = actions[:, step : step + t]
+        total = total + model.loss(context, acts, frames[:, t + step], generator=generator)
+        if step < horizon - 1:
+            # DIAMOND: later steps condition on the model's own sampled (8-bit) frames.
+            nxt = model.sample(context, acts, generator=generator)
+            context = torch.cat([context[:, 1:], nxt.unsqueeze(1)], dim=1)
+    return total / horizon
 
 
-def _select_episodes(ds: Dataset, indices: list[int], cfg: WorldModelTrainConfig) -> list[int]:
-    return ds.select(indices, tasks=cfg.tasks, kinds=cfg.kinds)
+@dataclass
+class EpisodeSplit:
+    """A dataset's training and validation episodes (split by episode, then filtered by task and kind),
+    in memory as EpisodeStores: what the world model and the reward classifier train and validate on."""
+
+    dataset: Dataset
+    train: list[int]
+    val: list[int]
+    store: EpisodeStore
+    val_store: EpisodeStore | None
+
+    @classmethod
+    def load(cls, cfg: Any, device: str, kinds: list[str] | None = None) -> EpisodeSplit:
+        """`cfg`'s dataset, val_fraction, split_seed and tasks."""
+        ds = Dataset(cfg.dataset)
+        train, val = ds.split(cfg.val_fraction, cfg.split_seed)
+        train, val = ds.select(train, tasks=cfg.tasks, kinds=kinds), ds.select(val, tasks=cfg.tasks, kinds=kinds)
+        if not train:
+            raise ValueError(f"{ds.root}: no training episodes after filtering (tasks={cfg.tasks}, kinds={kinds})")
+        return cls(ds, train, val, EpisodeStore(ds, train, device), EpisodeStore(ds, val, device) if val else None)
+
+    def record(self, cfg: Any, **extra: Any) -> dict[str, Any]:
+        """The checkpoint config's "dataset": what the run trained on and which episodes it held out."""
+        ds = self.dataset
+        return {
+            "path": str(ds.root.absolute()),
+            "manifest_sha256": manifest_hash(ds.root),
+            "tasks": ds.tasks,
+            **extra,
+            "val_episodes": self.val,
+            "split_seed": cfg.split_seed,
+            "val_fraction": cfg.val_fraction,
+        }
+
+
+def training_record(cfg: Any) -> dict[str, Any]:
+    """The checkpoint config's "training": the trainer's settings but the dataset and run paths."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dataset", "out")}
 
 
 @torch.no_grad()
@@ -146,34 +158,75 @@ def _validate(
 
 def train_world_model(cfg: WorldModelTrainConfig) -> Path:
     """Train (or resume) a world model; returns the run directory (its `latest` is the final checkpoint)."""
-    dist_info: DistInfo = init_distributed(cfg.device if cfg.device != "auto" else "cpu")
-    try:
-        return _train(cfg, dist_info)
-    finally:
-        shutdown_distributed()
+    with Harness(LoopSettings.from_config(cfg)) as harness:
+        harness.fit(_WorldModelTraining(cfg, harness))
+    return Path(cfg.out)
 
 
-def _train(cfg: WorldModelTrainConfig, dist_info: DistInfo) -> Path:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-    from tqdm import tqdm
+class _WorldModelTraining(Component):
+    """The world model for the harness: batches of (frames, actions, noise generator), the diffusion loss."""
 
-    device = resolve_device(cfg.device, dist_info)
-    threads = configure_threads(cfg.threads, dist_info)
-    run_dir = Path(cfg.out)
-    ds = Dataset(cfg.dataset)
-    train_idx, val_idx = ds.split(cfg.val_fraction, cfg.split_seed)
-    train_idx, val_idx = _select_episodes(ds, train_idx, cfg), _select_episodes(ds, val_idx, cfg)
-    if not train_idx:
-        raise ValueError(f"{ds.root}: no training episodes after filtering (tasks={cfg.tasks}, kinds={cfg.kinds})")
-    store = EpisodeStore(ds, train_idx, device)
-    val_store = EpisodeStore(ds, val_idx, device) if val_idx else None
+    name = "world-model"
+    kind = KIND
+    ddp = True
+    progress_tags = ("train/loss", "train/samples_per_s")
 
-    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
-    seed_everything(cfg.seed)
-    if ckpt is not None:
-        state, saved = load_checkpoint(ckpt, map_location=device, kind=KIND)
-        model_cfg = WorldModelConfig.from_dict(saved["model"])
+    def __init__(self, cfg: WorldModelTrainConfig, harness: Harness):
+        self.cfg, self.harness = cfg, harness
+        self.batch_size = cfg.batch_size
+        device = harness.device
+        split = EpisodeSplit.load(cfg, device, kinds=cfg.kinds)
+        ds, self.store, self.val_store = split.dataset, split.store, split.val_store
+        self.model = _build_model(cfg, ds, harness)
+        self.horizon = max(1, cfg.rollout_steps)
+        self.autocast_device = "cuda" if device.startswith("cuda") else "cpu"
+        self.dataset_info = split.record(cfg, num_transitions=ds.num_transitions, train_episodes=len(split.train))
+        self.train_info = training_record(cfg)
+        if harness.is_main:
+            print(
+                f"[world-model] {ds.root}: {len(split.train)} train / {len(split.val)} val episodes, "
+                f"{self.store.num_frames} train frames; model {count_parameters(self.model) / 1e6:.2f}M params; "
+                f"device {device}, {harness.threads} threads, world size {harness.dist.world_size}, bf16 {cfg.bf16}, "
+                f"tcmalloc {tcmalloc_active()}{harness.resuming()}",
+                flush=True,
+            )
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+        g_cpu = self.harness.generator(step, "batch")
+        g_dev = self.harness.generator(step, "noise", self.harness.device)
+        starts = self.store.sample_starts(self.cfg.batch_size, self.horizon, g_cpu)
+        frames, actions = self.store.gather(starts, self.model.config.context_frames, self.horizon)
+        return frames, actions, g_dev
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Generator]) -> tuple[torch.Tensor, dict[str, Any]]:
+        frames, actions, generator = batch
+        with self.autocast():
+            loss = rollout_loss(self.model, frames, actions, generator)
+        return loss, {"train/loss": loss.detach()}
+
+    def validate(self, step: int) -> dict[str, Any]:
+        if self.val_store is None:
+            return {}
+        metrics, grid = _validate(self.model, self.val_store, self.cfg, self.harness.device, self.autocast)
+        return {**metrics, "val/last_real_dreamed": grid}
+
+    def checkpoint_config(self, step: int) -> dict[str, Any]:
+        return self.model.checkpoint_config(dataset=self.dataset_info, training=self.train_info, step=step)
+
+
+def _build_model(cfg: WorldModelTrainConfig, ds: Dataset, harness: Harness) -> WorldModel:
+    """The run's model: the latest checkpoint's when resuming, else the preset for this dataset."""
+    if harness.checkpoint is not None:  # its architecture; the harness loads its weights
+        model_cfg = WorldModelConfig.from_dict(load_config(harness.checkpoint)["model"])
     else:
         model_cfg = preset_config(
             cfg.size,
@@ -184,122 +237,7 @@ def _train(cfg: WorldModelTrainConfig, dist_info: DistInfo) -> Path:
             quantize=cfg.quantize,
             **dict(cfg.model_overrides),
         )
-    model = WorldModel(model_cfg).to(device)
-    if cfg.channels_last and device == "cpu":
+    model = WorldModel(model_cfg).to(harness.device)
+    if cfg.channels_last and harness.device == "cpu":
         model.use_channels_last()
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    step, elapsed_before = 0, 0.0
-    if ckpt is not None:
-        model.load_state_dict(state)
-        ts = load_training_state(ckpt)
-        if ts is not None:
-            step = restore_training_state(ts, opt, sched, restore_rng=False)
-            elapsed_before = float(ts.extra.get("elapsed_s", 0.0))
-    loss_module = _LossModule(model)
-    if dist_info.enabled:
-        loss_module = DistributedDataParallel(loss_module)
-
-    autocast_device = "cuda" if device.startswith("cuda") else "cpu"
-
-    def autocast():
-        return torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=cfg.bf16)
-
-    dataset_info = {
-        "path": str(ds.root.absolute()),
-        "manifest_sha256": manifest_hash(ds.root),
-        "tasks": ds.tasks,
-        "num_transitions": ds.num_transitions,
-        "train_episodes": len(train_idx),
-        "val_episodes": val_idx,
-        "split_seed": cfg.split_seed,
-        "val_fraction": cfg.val_fraction,
-    }
-    train_info = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dataset", "out")}
-
-    def save(step: int, elapsed: float) -> Path:
-        ts = capture_training_state(step, opt, sched, extra={"elapsed_s": elapsed}, include_rng=False)
-        config = model.checkpoint_config(dataset=dataset_info, training=train_info, step=step)
-        return save_run_checkpoint(run_dir, step, model.state_dict(), config, ts, keep=cfg.keep)
-
-    writer = None
-    if dist_info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
-        writer.add_text(
-            "config", "```\n" + json.dumps(model.checkpoint_config(training=train_info), indent=1) + "\n```"
-        )
-        print(
-            f"[world-model] {ds.root}: {len(train_idx)} train / {len(val_idx)} val episodes, "
-            f"{store.num_frames} train frames; model {count_parameters(model) / 1e6:.2f}M params; "
-            f"device {device}, {threads} threads, world size {dist_info.world_size}, bf16 {cfg.bf16}, "
-            f"tcmalloc {tcmalloc_active()}" + (f"; resuming {ckpt.name} at step {step}" if ckpt else ""),
-            flush=True,
-        )
-
-    horizon = max(1, cfg.rollout_steps)
-    t_ctx = model_cfg.context_frames
-    start = time.monotonic()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (dist_info.is_main and cfg.progress), desc="world-model")
-    last_saved = step
-    window_t, window_n = time.monotonic(), 0
-    while step < cfg.steps:
-        g_cpu = torch.Generator().manual_seed(derive_seed(cfg.seed, dist_info.rank, step, "batch"))
-        g_dev = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, dist_info.rank, step, "noise"))
-        starts = store.sample_starts(cfg.batch_size, horizon, g_cpu)
-        frames, actions = store.gather(starts, t_ctx, horizon)
-        with autocast():
-            loss = loss_module(frames, actions, g_dev)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        step += 1
-        window_n += cfg.batch_size
-        elapsed = elapsed_before + time.monotonic() - start
-        stop = cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60
-        if dist_info.enabled:  # every rank stops at the same step
-            flag = torch.tensor([1.0 if stop else 0.0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"world-model loss is {loss.item()} at step {step}")
-        if dist_info.is_main:
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == 1:
-                now = time.monotonic()
-                rate = window_n * dist_info.world_size / max(now - window_t, 1e-9)
-                window_t, window_n = now, 0
-                bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-                writer.add_scalar("train/samples_per_s", rate, step)
-            final = step >= cfg.steps or stop
-            if val_store is not None and (step % cfg.val_every == 0 or final):
-                metrics, grid = _validate(model, val_store, cfg, device, autocast)
-                for k, v in metrics.items():
-                    writer.add_scalar(k, v, step)
-                writer.add_image("val/last_real_dreamed", grid, step)
-                bar.write(f"[world-model] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if step % cfg.ckpt_every == 0 or final:
-                save(step, elapsed)
-                last_saved = step
-            writer.flush()
-        if stop:
-            break
-    if dist_info.is_main and last_saved != step:
-        save(step, elapsed_before + time.monotonic() - start)
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if dist_info.enabled:
-        dist.barrier()
-    return run_dir
+    return model

@@ -12,7 +12,7 @@ import torch
 from world4rl_policy import bc
 from world4rl_policy import policy as pol
 
-TINY = {"channels": (8, 16, 16, 16), "hidden_dim": 64, "progress": False, "num_threads": 1}
+TINY = {"channels": (8, 16, 16, 16), "hidden_dim": 64, "progress": False, "threads": 1}
 
 
 def _cfg(data, out, **kw):
@@ -125,7 +125,7 @@ def test_bc_loss_goes_down_and_imitates_the_expert_better_than_chance(dot_datase
     from world4rl_model.dataset import Dataset
 
     data = dot_dataset(episodes=24, length=16, seed=1)
-    cfg = _cfg(data, tmp_path / "run", steps=500, batch_size=32, lr=1e-3, eval_every=125, held_out_fraction=0.25,
+    cfg = _cfg(data, tmp_path / "run", steps=500, batch_size=32, lr=1e-3, val_every=125, val_fraction=0.25,
                augment_shift=1, log_std_max=2.0, checkpoint_every=200)  # fmt: skip
     summary = bc.train_bc(cfg)
     hist = summary["history"]
@@ -165,9 +165,9 @@ def test_bc_loss_goes_down_and_imitates_the_expert_better_than_chance(dot_datase
 
 def test_resume_continues_exactly_where_it_stopped(dot_dataset, tmp_path):
     data = dot_dataset(episodes=6, length=8, seed=2)
-    straight = bc.train_bc(_cfg(data, tmp_path / "a", steps=16, checkpoint_every=8, eval_every=8, batch_size=8))
-    bc.train_bc(_cfg(data, tmp_path / "b", steps=8, checkpoint_every=8, eval_every=8, batch_size=8))
-    resumed = bc.train_bc(_cfg(data, tmp_path / "b", steps=16, checkpoint_every=8, eval_every=8, batch_size=8))
+    straight = bc.train_bc(_cfg(data, tmp_path / "a", steps=16, checkpoint_every=8, val_every=8, batch_size=8))
+    bc.train_bc(_cfg(data, tmp_path / "b", steps=8, checkpoint_every=8, val_every=8, batch_size=8))
+    resumed = bc.train_bc(_cfg(data, tmp_path / "b", steps=16, checkpoint_every=8, val_every=8, batch_size=8))
     assert resumed["steps"] == 16
     wa, _ = pol.load_policy_module(tmp_path / "a")
     wb, _ = pol.load_policy_module(tmp_path / "b")
@@ -198,7 +198,7 @@ def test_task_and_kind_filtering(dot_dataset, tmp_path):
         bc.select_episodes(ds, _cfg(data, tmp_path / "x", tasks=["push"], kinds=["human"]))
     with pytest.warns(UserWarning, match="no task was chosen"):
         bc.select_episodes(ds, _cfg(data, tmp_path / "x"))
-    summary = bc.train_bc(_cfg(data, tmp_path / "push", tasks=["push"], steps=4, eval_every=2, batch_size=4))
+    summary = bc.train_bc(_cfg(data, tmp_path / "push", tasks=["push"], steps=4, val_every=2, batch_size=4))
     config = json.loads((tmp_path / "push" / "best" / "config.json").read_text())
     assert config["tasks"] == ["push"]
     assert set(config["train_episodes"] + config["val_episodes"]) == {0, 2, 4, 6}
@@ -207,7 +207,7 @@ def test_task_and_kind_filtering(dot_dataset, tmp_path):
 
 def test_proprio_policy_trains_and_stores_its_normaliser(dot_dataset, tmp_path):
     data = dot_dataset(episodes=4, length=6)
-    bc.train_bc(_cfg(data, tmp_path / "p", steps=3, eval_every=3, batch_size=4, use_proprio=True))
+    bc.train_bc(_cfg(data, tmp_path / "p", steps=3, val_every=3, batch_size=4, use_proprio=True))
     runner = pol.load_policy(tmp_path / "p" / "best")
     assert runner.config.proprio_dim == 9
     std = np.array(runner.checkpoint_config["normaliser"]["proprio_std"])
@@ -222,7 +222,7 @@ def test_cli_trains_and_reports(dot_dataset, tmp_path, capsys):
 
     data = dot_dataset(episodes=4, length=6)
     rc = train_bc_cli.main(
-        ["--dataset", str(data), "--out", str(tmp_path / "cli"), "--steps", "3", "--eval-every", "3",
+        ["--dataset", str(data), "--out", str(tmp_path / "cli"), "--steps", "3", "--val-every", "3",
          "--batch-size", "4", "--no-progress", "--threads", "1", "--hidden-dim", "32"]
     )  # fmt: skip
     assert rc == 0

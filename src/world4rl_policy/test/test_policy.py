@@ -39,10 +39,10 @@ def test_log_prob_is_the_gaussian_density_and_bc_nll_is_consistent():
     torch.testing.assert_close(p.log_prob(x, actions), manual)
     # BC's loss is exactly PPO's log-prob, averaged per action dimension.
     torch.testing.assert_close(pol.gaussian_nll(p, x, actions), -manual.mean() / ACTION_DIM)
-    lp, ent, value = p.evaluate_actions(x, actions)
-    torch.testing.assert_close(lp, manual)
-    torch.testing.assert_close(ent, (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1))
-    assert value.shape == (3,)
+    # PPO's update: log-prob and entropy of the policy's Gaussian (what `distribution` returns).
+    dist = p.distribution(x)
+    torch.testing.assert_close(dist.log_prob(actions).sum(-1), manual)
+    torch.testing.assert_close(dist.entropy().sum(-1), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1))
     # Saturated demo actions (gripper exactly +-1) have finite NLL: no atanh anywhere.
     assert torch.isfinite(pol.gaussian_nll(p, x, actions.clamp(-1, 1)))
 
@@ -51,12 +51,15 @@ def test_sample_and_clip():
     torch.manual_seed(0)
     p = pol.GaussianPolicy(pol.PolicyConfig(**SMALL))
     x = _frames()
-    mean, _, _ = p(x)
-    det, lp_det, _ = p.sample(x, deterministic=True)
-    torch.testing.assert_close(det, mean)
-    torch.testing.assert_close(lp_det, p.log_prob(x, det))
-    raw, lp, _ = p.sample(x)
-    torch.testing.assert_close(lp, p.log_prob(x, raw))
+    mean, log_std, _ = p(x)
+    dist = p.distribution(x)
+    torch.testing.assert_close(dist.mean, mean)
+    torch.testing.assert_close(dist.log_prob(mean).sum(-1), p.log_prob(x, mean))
+    raw = dist.sample()  # what PPO's rollout executes (clipped) and scores (raw)
+    assert raw.shape == mean.shape
+    assert not torch.equal(raw, mean)
+    torch.testing.assert_close(dist.log_prob(raw).sum(-1), p.log_prob(x, raw))
+    torch.testing.assert_close(dist.stddev, log_std.exp())
     big = torch.tensor([[3.0, -3.0, 0.5, 1.5]])
     assert pol.clip_action(big).tolist() == [[1.0, -1.0, 0.5, 1.0]]
     np.testing.assert_array_equal(pol.clip_action(big.numpy()), [[1.0, -1.0, 0.5, 1.0]])

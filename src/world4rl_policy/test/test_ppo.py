@@ -313,7 +313,7 @@ def test_ppo_raises_imagined_success_in_a_trained_world_model(tmp_path):
     train_world_model(
         WorldModelTrainConfig(
             dataset=str(tmp_path / "ds"), out=str(tmp_path / "wm"), size="tiny", steps=800, batch_size=32, lr=1e-3,
-            warmup_steps=20, val_fraction=0.0, ckpt_every=10**9, progress=False, threads=1,
+            warmup_steps=20, val_fraction=0.0, checkpoint_every=10**9, progress=False, threads=1,
             model_overrides={"unet": {"channels": [16, 32], "cond_dim": 64}},
         )
     )  # fmt: skip

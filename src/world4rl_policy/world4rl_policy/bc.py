@@ -31,7 +31,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from world4rl_policy.policy import GaussianPolicy, PolicyConfig, gaussian_nll, load_policy_module, save_policy
+from world4rl_model.harness import Component, Harness, LoopSettings
+from world4rl_policy.policy import (
+    CHECKPOINT_KIND,
+    GaussianPolicy,
+    PolicyConfig,
+    gaussian_nll,
+    load_policy_module,
+    policy_checkpoint_config,
+    save_policy,
+)
 
 
 @dataclass
@@ -43,7 +52,7 @@ class BCConfig:
     tasks: list[str] | None = None  # None: every task in the dataset
     kinds: list[str] = field(default_factory=lambda: ["expert", "human"])
     successful_only: bool = True
-    held_out_fraction: float = 0.1
+    val_fraction: float = 0.1  # episodes held out for validation
     split_seed: int = 0
     seed: int = 0
     steps: int = 5000
@@ -65,10 +74,12 @@ class BCConfig:
     hidden_dim: int = 256
     log_std_min: float = -5.0
     log_std_max: float = 0.0
-    eval_every: int = 250
+    max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
+    log_every: int = 10
+    val_every: int = 250
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
-    num_threads: int | None = None
+    threads: int | None = None
     resume: bool = True
     progress: bool = True
 
@@ -221,20 +232,118 @@ def _evaluate(policy: GaussianPolicy, data: BCData, batch_size: int, max_samples
 
 def train_bc(cfg: BCConfig) -> dict[str, Any]:
     """Train (or resume) a BC policy; returns a summary with the final and best validation metrics."""
-    from world4rl_model import checkpoint
-    from world4rl_model.dataset import Dataset
+    with Harness(LoopSettings.from_config(cfg)) as harness:
+        bc = _BCTraining(cfg, harness)
+        t0 = time.time()
+        step = harness.fit(bc)
+    if bc.val is None and not (bc.out / "best").exists():
+        save_policy(bc.out / "best", bc.model, step=step, **bc.provenance)
+    return {
+        "steps": step,
+        "seconds": time.time() - t0,
+        "train_episodes": len(bc.train_eps),
+        "val_episodes": len(bc.val_eps),
+        "train_samples": len(bc.train),
+        "final_val": bc.last,
+        "best_val_nll": bc.best_val,
+        "history": bc.history,
+        "out": str(bc.out),
+    }
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    out = Path(cfg.out)
-    dataset = Dataset(cfg.dataset)
-    episodes = select_episodes(dataset, cfg)
-    train_eps, val_eps = _split(dataset, episodes, cfg)
-    train = BCData(dataset, train_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames)
-    val = BCData(dataset, val_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames) if val_eps else None
 
-    torch.manual_seed(cfg.seed)
-    pconf = PolicyConfig(
+class _BCTraining(Component):
+    """BC for the harness: random (frame history, action) batches, shifted; the Gaussian policy's BC loss.
+
+    Batches come from a numpy generator and the shifts from a torch one, both seeded once and saved in
+    the checkpoints (so a resumed run draws what an uninterrupted one would have)."""
+
+    name = "bc"
+    kind = CHECKPOINT_KIND
+    progress_tags = ("train/nll", "train/mse")
+
+    def __init__(self, cfg: BCConfig, harness: Harness):
+        from world4rl_model.dataset import Dataset
+
+        self.cfg, self.out = cfg, Path(cfg.out)
+        self.batch_size = cfg.batch_size
+        dataset = Dataset(cfg.dataset)
+        episodes = select_episodes(dataset, cfg)
+        self.train_eps, self.val_eps = _split(dataset, episodes, cfg)
+        self.train = BCData(dataset, self.train_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames)
+        self.val = None
+        if self.val_eps:
+            self.val = BCData(dataset, self.val_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames)
+        self.model = policy = GaussianPolicy(_policy_config(cfg, dataset))
+        if cfg.use_proprio:
+            p = self.train.all_proprio()
+            policy.set_proprio_normaliser(p.mean(0), p.std(0))
+        self.rng = np.random.default_rng(cfg.seed)
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed)
+        self.best_val = math.inf
+        self.last: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+        self.provenance = {
+            "control_rate_hz": dataset.control_rate_hz,
+            "trainer": "bc",
+            "tasks": sorted({dataset.episodes[i]["task"] for i in episodes}),
+            "dataset": {"path": str(Path(cfg.dataset).absolute()), "manifest_sha256": dataset.hash},
+            "train_episodes": self.train_eps,
+            "val_episodes": self.val_eps,
+            "bc_config": cfg.to_dict(),
+        }
+        if harness.checkpoint is not None:  # the harness loads its weights
+            loaded, config = load_policy_module(self.out)
+            if loaded.config != policy.config:
+                raise ValueError(
+                    f"{self.out}: existing run has architecture {loaded.config}, this run asks for {policy.config}"
+                )
+            if config.get("dataset", {}).get("manifest_sha256") != dataset.hash:
+                warnings.warn(f"{self.out}: resuming on a dataset that changed since the run started", stacklevel=2)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        b = self.train.batch(self.rng.integers(0, len(self.train), size=self.cfg.batch_size))
+        return {**b, "frames": random_shift(b["frames"], self.cfg.augment_shift, self.aug_gen)}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        mean, log_std, _ = self.model(batch["frames"], batch.get("proprio"))
+        loss = bc_loss(mean, log_std, batch["actions"], self.cfg.loss)
+        mse = ((mean.detach().clamp(-1, 1) - batch["actions"]) ** 2).mean()
+        return loss, {"train/nll": loss.detach(), "train/mse": mse, "train/std": log_std.detach().exp().mean()}
+
+    def validate(self, step: int) -> dict[str, Any]:
+        """Validation NLL and MSE; a new best NLL is saved to OUT/best."""
+        if self.val is None:
+            return {}
+        self.last = _evaluate(self.model, self.val, self.cfg.batch_size)
+        self.history.append({"step": step, **self.last})
+        if self.last["nll"] < self.best_val:
+            self.best_val = self.last["nll"]
+            save_policy(self.out / "best", self.model, step=step, val_nll=self.best_val, **self.provenance)
+        return {"val/nll": self.last["nll"], "val/mse": self.last["mse"]}
+
+    def checkpoint_config(self, step: int) -> dict[str, Any]:
+        provenance = dict(self.provenance)
+        rate = provenance.pop("control_rate_hz")
+        return policy_checkpoint_config(self.model, rate, step=step, **provenance)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "numpy_generator": json.dumps(self.rng.bit_generator.state),
+            "aug_generator": self.aug_gen.get_state(),
+            "best_val_nll": self.best_val,
+        }
+
+    def load_state(self, extra: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = json.loads(extra["numpy_generator"])
+        self.aug_gen.set_state(extra["aug_generator"])
+        self.best_val = float(extra.get("best_val_nll", math.inf))
+
+
+def _policy_config(cfg: BCConfig, dataset) -> PolicyConfig:
+    return PolicyConfig(
         image_size=dataset.image_size,
         frame_history=cfg.frame_history,
         action_dim=dataset.action_dim,
@@ -244,117 +353,16 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
         log_std_min=cfg.log_std_min,
         log_std_max=cfg.log_std_max,
     )
-    policy = GaussianPolicy(pconf)
-    if cfg.use_proprio:
-        p = train.all_proprio()
-        policy.set_proprio_normaliser(p.mean(0), p.std(0))
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-    best_val = math.inf
-    provenance = {
-        "control_rate_hz": dataset.control_rate_hz,
-        "trainer": "bc",
-        "tasks": sorted({dataset.episodes[i]["task"] for i in episodes}),
-        "dataset": {"path": str(Path(cfg.dataset).absolute()), "manifest_sha256": dataset.hash},
-        "train_episodes": train_eps,
-        "val_episodes": val_eps,
-        "bc_config": cfg.to_dict(),
-    }
-
-    if cfg.resume and checkpoint.latest_checkpoint(out) is not None:
-        state = checkpoint.load_training_state(out)
-        if state is not None:
-            loaded, config = load_policy_module(out)
-            if loaded.config != pconf:
-                raise ValueError(f"{out}: existing run has architecture {loaded.config}, this run asks for {pconf}")
-            if config.get("dataset", {}).get("manifest_sha256") != dataset.hash:
-                warnings.warn(f"{out}: resuming on a dataset that changed since the run started", stacklevel=2)
-            policy.load_state_dict(loaded.state_dict())
-            step = checkpoint.restore_training_state(state, optimizer)
-            extra = state.extra
-            rng.bit_generator.state = json.loads(extra["numpy_generator"])
-            aug_gen.set_state(extra["aug_generator"])
-            best_val = float(extra.get("best_val_nll", math.inf))
-
-    def save(at_step: int) -> None:
-        state = checkpoint.capture_training_state(
-            at_step,
-            optimizer,
-            extra={
-                "numpy_generator": json.dumps(rng.bit_generator.state),
-                "aug_generator": aug_gen.get_state(),
-                "best_val_nll": best_val,
-            },
-        )
-        save_policy(out, policy, training_state=state, run_step=at_step, step=at_step, **provenance)
-
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    writer = SummaryWriter(str(out / "tb"))
-    history: list[dict[str, float]] = []
-    policy.train()
-    t0 = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="bc", disable=not cfg.progress, dynamic_ncols=True)
-    last = {}
-    try:
-        while step < cfg.steps:
-            b = train.batch(rng.integers(0, len(train), size=cfg.batch_size))
-            frames = random_shift(b["frames"], cfg.augment_shift, aug_gen)
-            mean, log_std, _ = policy(frames, b.get("proprio"))
-            loss = bc_loss(mean, log_std, b["actions"], cfg.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            if step % 10 == 0 or step == 1:
-                mse = float(((mean.detach().clamp(-1, 1) - b["actions"]) ** 2).mean())
-                writer.add_scalar("train/nll", float(loss.detach()), step)
-                writer.add_scalar("train/mse", mse, step)
-                writer.add_scalar("train/std", float(log_std.detach().exp().mean()), step)
-                bar.set_postfix(nll=f"{float(loss.detach()):.3f}", mse=f"{mse:.4f}")
-            if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                last = _evaluate(policy, val, cfg.batch_size)
-                writer.add_scalar("val/nll", last["nll"], step)
-                writer.add_scalar("val/mse", last["mse"], step)
-                history.append({"step": step, **last})
-                if last["nll"] < best_val:
-                    best_val = last["nll"]
-                    save_policy(out / "best", policy, step=step, val_nll=best_val, **provenance)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save(step)
-    finally:
-        bar.close()
-        writer.close()
-    if val is None and not (out / "best").exists():
-        save_policy(out / "best", policy, step=step, **provenance)
-    summary = {
-        "steps": step,
-        "seconds": time.time() - t0,
-        "train_episodes": len(train_eps),
-        "val_episodes": len(val_eps),
-        "train_samples": len(train),
-        "final_val": last,
-        "best_val_nll": best_val,
-        "history": history,
-        "out": str(out),
-    }
-    return summary
 
 
 def _split(dataset, episodes: list[int], cfg: BCConfig) -> tuple[list[int], list[int]]:
-    train_all, val_all = dataset.split(cfg.held_out_fraction, seed=cfg.split_seed)
+    train_all, val_all = dataset.split(cfg.val_fraction, seed=cfg.split_seed)
     chosen = set(episodes)
     train = [i for i in train_all if i in chosen]
     val = [i for i in val_all if i in chosen]
     # The split is over the whole dataset (stable as it grows); make sure both sides are used.
     if not train:
         train, val = val[:1], val[1:]
-    if not val and cfg.held_out_fraction > 0 and len(train) >= 2:
+    if not val and cfg.val_fraction > 0 and len(train) >= 2:
         val = [train.pop()]
     return train, val

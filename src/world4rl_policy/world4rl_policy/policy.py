@@ -171,23 +171,6 @@ class GaussianPolicy(nn.Module):
         """log pi(a | s) [B] of raw (unclipped) actions: BC's negative loss and PPO's ratio term."""
         return self.distribution(frames, proprio).log_prob(actions).sum(-1)
 
-    def evaluate_actions(
-        self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log_prob [B], entropy [B], value [B]) in one pass, for PPO's update."""
-        mean, log_std, value = self(frames, proprio)
-        dist = torch.distributions.Normal(mean, log_std.exp())
-        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1), value
-
-    def sample(
-        self, frames: torch.Tensor, proprio: torch.Tensor | None = None, deterministic: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(raw action [B, A], its log_prob [B], value [B]); clip the raw action before executing it."""
-        mean, log_std, value = self(frames, proprio)
-        dist = torch.distributions.Normal(mean, log_std.exp())
-        action = mean if deterministic else dist.sample()
-        return action, dist.log_prob(action).sum(-1), value
-
     def set_proprio_normaliser(self, mean, std) -> None:
         self.proprio_mean.copy_(torch.as_tensor(np.asarray(mean, dtype=np.float32)))
         self.proprio_std.copy_(torch.as_tensor(np.maximum(np.asarray(std, dtype=np.float32), 1e-6)))

@@ -5,11 +5,14 @@ One file, CleanRL style (ppo_continuous_action.py), read top to bottom:
 1. `PPOConfig`: every setting, with defaults for the CPU budget of this project.
 2. `compute_gae`, `ppo_losses`, `gaussian_kl`: the update's math as pure functions (unit-tested
    against hand-computed values).
-3. `refine`: the loop. Load the BC policy (and a frozen copy of it as the reference); build a
-   `WorldModelEnv` (world4rl_model.env) whose episodes start from real dataset frames, whose
-   next frames the diffusion model dreams and whose reward is the success classifier's; then
-   repeat: collect `num_steps` imagined steps in each of `num_envs` envs, compute GAE advantages,
-   and take `update_epochs` passes of clipped-objective mini-batch updates.
+3. `refine` and `_Refinement`: the loop. Load the BC policy (and a frozen copy of it as the
+   reference); build a `WorldModelEnv` (world4rl_model.env) whose episodes start from real dataset
+   frames, whose next frames the diffusion model dreams and whose reward is the success
+   classifier's; then repeat: collect `num_steps` imagined steps in each of `num_envs` envs,
+   compute GAE advantages (`_Refinement.batch`), and take `update_epochs` passes of
+   clipped-objective mini-batch updates (`_Refinement.update`). The training harness
+   (world4rl_model.harness) runs the repetition, as for every trainer: seeding, the time limit,
+   TensorBoard, checkpoints and resume, the progress bar.
 
 Details that matter here:
 
@@ -55,7 +58,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from world4rl_policy.policy import GaussianPolicy, PolicyConfig, load_policy_module, save_policy, soft_clamp
+from world4rl_model.harness import Component, Harness, LoopSettings
+from world4rl_model.runtime import derive_seed
+from world4rl_policy.policy import (
+    CHECKPOINT_KIND,
+    GaussianPolicy,
+    PolicyConfig,
+    load_policy_module,
+    policy_checkpoint_config,
+    soft_clamp,
+)
 
 TRAINER = "ppo-imagination"
 
@@ -110,8 +122,9 @@ class PPOConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
     checkpoint_every: int = 10  # updates
-    keep: int = 3
+    keep_checkpoints: int = 3
     video_episodes: int = 4  # imagined episodes of the final policy written to OUT/imagined.mp4 (0: none)
     resume: bool = True
     progress: bool = True
@@ -365,65 +378,216 @@ def collect_rollout(
 
 
 def refine(cfg: PPOConfig) -> dict[str, Any]:
-    """Run (or resume) PPO in the world model; returns a summary. The policy is saved in cfg.out."""
-    from world4rl_model import checkpoint
-    from world4rl_model.dataset import manifest_hash
-    from world4rl_model.runtime import derive_seed
+    """Run (or resume) PPO in the world model; returns a summary. The policy is saved in cfg.out.
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    out = Path(cfg.out)
-    torch.manual_seed(cfg.seed)
+    The harness (world4rl_model.harness) runs the loop, one step per PPO update: `_Refinement.batch`
+    collects the rollout, `_Refinement.update` takes the update's epochs of mini-batch steps."""
+    settings = LoopSettings.from_config(cfg, steps=cfg.num_updates, log_every=1)
+    with Harness(settings) as harness:
+        run = _Refinement(cfg, harness)
+        t0 = time.time()
+        update = harness.fit(run)
+    video = None
+    if cfg.video_episodes > 0:
+        video = write_imagined_video(cfg, run.model, run.task, run.device, run.out / "imagined.mp4")
+    summary = {
+        "out": str(run.out),
+        "task": run.task,
+        "updates": update,
+        "imagined_steps_this_run": run.imagined,
+        "seconds": time.time() - t0,
+        "resumed_from": run.resumed_from,
+        "last": run.history[-1] if run.history else {},
+        "video": video,
+    }
+    (run.out / "summary.json").write_text(json.dumps({**summary, "history": run.history}, indent=1) + "\n")
+    return summary
 
-    policy, bc_config = _load_start_policy(cfg, device)
-    resumed_from = None
-    update = 0
-    if cfg.resume and checkpoint.latest_checkpoint(out) is not None:
-        state = checkpoint.load_training_state(out)
-        if state is not None:
-            resumed_from = str(checkpoint.latest_checkpoint(out))
-            loaded, saved = load_policy_module(out)
+
+class _Refinement(Component):
+    """PPO for the harness: a step is one update; its batch is a rollout of num_steps imagined steps in
+    every env, and `update` takes `update_epochs` passes of clipped-objective mini-batch steps over it."""
+
+    name = "refine"
+    kind = CHECKPOINT_KIND
+    progress_tags = ("imagined/episode_success", "ppo/approx_kl", "ppo/v_loss", "imagined/imagined_per_s")
+
+    def __init__(self, cfg: PPOConfig, harness: Harness):
+        from world4rl_model.dataset import Dataset
+
+        self.cfg, self.out, self.device = cfg, Path(cfg.out), torch.device(harness.device)
+        self.tb_step_scale = cfg.batch_size  # TensorBoard's x: imagined transitions
+        policy, bc_config = _load_start_policy(cfg, self.device)
+        self.model = policy
+        self.resumed_from = None
+        if harness.checkpoint is not None:  # the harness loads its weights
+            self.resumed_from = str(harness.checkpoint)
+            loaded, saved = load_policy_module(self.out)
             if loaded.config != policy.config:
-                raise ValueError(f"{out}: existing run has policy config {loaded.config}, this run {policy.config}")
+                raise ValueError(
+                    f"{self.out}: existing run has policy config {loaded.config}, this run {policy.config}"
+                )
             started_from = saved.get("refined_from", {}).get("policy")
             if started_from != str(Path(cfg.policy).absolute()):
-                raise ValueError(f"{out}: existing run refines {started_from}, not {cfg.policy}; use a new --out")
-            policy.load_state_dict(loaded.state_dict())
-    # The frozen reference is always the BC policy itself (for KL-to-BC and for the summary).
-    reference, _ = _load_start_policy(cfg, device)
-    reference.eval().requires_grad_(False)
+                raise ValueError(f"{self.out}: existing run refines {started_from}, not {cfg.policy}; use a new --out")
+        # The frozen reference is always the BC policy itself (for KL-to-BC and for the summary).
+        self.reference, _ = _load_start_policy(cfg, self.device)
+        self.reference.eval().requires_grad_(False)
+        dataset = Dataset(cfg.dataset)
+        self.task = _resolve_task(cfg, bc_config, list(dataset.tasks))
+        self.env = make_env(cfg, self.task, self.device, seed=derive_seed(cfg.seed, "env"))
+        if self.env.image_size != policy.config.image_size:
+            raise ValueError(f"policy image_size {policy.config.image_size} != world model's {self.env.image_size}")
+        self.bc_data = _bc_regulariser_data(cfg, dataset, self.task, bc_config, policy.config.frame_history)
+        self.bc_rng = np.random.default_rng(derive_seed(cfg.seed, "bc", harness.start_step))
+        self.provenance = _provenance(cfg, bc_config, dataset, self.task)
+        self.buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, policy.config, self.device)
+        self.obs, _ = self.env.reset(seed=derive_seed(cfg.seed, "reset", harness.start_step))
+        self.stats = _EpisodeStats(cfg.num_envs, self.device)
+        self.history: list[dict[str, float]] = []
+        self.imagined = 0
 
-    from world4rl_model.dataset import Dataset
+    def optimizer(self) -> torch.optim.Optimizer:
+        cfg, policy = self.cfg, self.model
+        critic_params = list(policy.critic.parameters())
+        critic_ids = {id(p) for p in critic_params}
+        actor_params = [p for p in policy.parameters() if id(p) not in critic_ids]
+        self.opt = torch.optim.Adam(
+            [{"params": actor_params, "lr": cfg.lr}, {"params": critic_params, "lr": cfg.critic_lr}], eps=1e-5
+        )
+        return self.opt
 
-    dataset = Dataset(cfg.dataset)
-    task = _resolve_task(cfg, bc_config, list(dataset.tasks))
-    env = make_env(cfg, task, device, seed=derive_seed(cfg.seed, "env"))
-    if env.image_size != policy.config.image_size:
-        raise ValueError(f"policy image_size {policy.config.image_size} != world model's {env.image_size}")
+    def batch(self, update: int) -> dict[str, Any]:
+        """Collect num_steps imagined steps in every env; GAE advantages over them."""
+        cfg, policy, buf = self.cfg, self.model, self.buf
+        t_roll = time.time()
+        self.obs = collect_rollout(policy, self.env, self.obs, buf, cfg.gamma, cfg.critic_detach, self.stats)
+        roll_seconds = time.time() - t_roll
+        self.imagined += cfg.batch_size
+        with torch.no_grad():
+            next_value = policy_heads(policy, _model_frames(policy, self.obs["frames"]), cfg.critic_detach)[2]
+        advantages, returns = compute_gae(buf.rewards, buf.values, buf.dones, next_value, cfg.gamma, cfg.gae_lambda)
+        return {
+            "frames": buf.frames.flatten(0, 1),
+            "actions": buf.actions.flatten(0, 1),
+            "logprobs": buf.logprobs.flatten(0, 1),
+            "advantages": advantages.flatten(),
+            "returns": returns.flatten(),
+            "values": buf.values.flatten(),
+            "roll_seconds": roll_seconds,
+        }
 
-    critic_params = list(policy.critic.parameters())
-    critic_ids = {id(p) for p in critic_params}
-    actor_params = [p for p in policy.parameters() if id(p) not in critic_ids]
-    optimizer = torch.optim.Adam(
-        [{"params": actor_params, "lr": cfg.lr}, {"params": critic_params, "lr": cfg.critic_lr}], eps=1e-5
-    )
-    if resumed_from is not None:
-        update = checkpoint.restore_training_state(state, optimizer, restore_rng=False)
+    def update(self, flat: dict[str, Any], update: int) -> dict[str, float]:
+        """One PPO update: epochs of shuffled mini-batches of the rollout; returns its TensorBoard scalars."""
+        cfg, policy, optimizer = self.cfg, self.model, self.opt
+        if cfg.anneal_lr:
+            frac = 1.0 - update / cfg.num_updates
+            optimizer.param_groups[0]["lr"] = frac * cfg.lr
+            optimizer.param_groups[1]["lr"] = frac * cfg.critic_lr
+        policy.train()
+        warmup = update < cfg.value_warmup_updates
+        mb_size = max(1, cfg.batch_size // cfg.num_minibatches)
+        metrics: dict[str, list[float]] = {}
+        stopped_early = False
+        for _epoch in range(cfg.update_epochs):
+            perm = torch.randperm(cfg.batch_size, device=self.device)
+            for start in range(0, cfg.batch_size, mb_size):
+                idx = perm[start : start + mb_size]
+                mean, log_std, new_value = policy_heads(policy, flat["frames"][idx], cfg.critic_detach)
+                dist = torch.distributions.Normal(mean, log_std.exp())
+                new_logprob = dist.log_prob(flat["actions"][idx]).sum(-1)
+                entropy = dist.entropy().sum(-1).mean()
+                parts = ppo_losses(
+                    new_logprob,
+                    flat["logprobs"][idx],
+                    flat["advantages"][idx],
+                    new_value,
+                    flat["values"][idx],
+                    flat["returns"][idx],
+                    cfg.clip_coef,
+                    cfg.clip_vloss,
+                    cfg.norm_adv,
+                )
+                loss = cfg.vf_coef * parts["v_loss"]
+                # Drift from BC on the visited states: always logged, a loss term if kl_bc_coef > 0.
+                with torch.no_grad():
+                    ref_mean, ref_log_std, _ = self.reference(flat["frames"][idx])
+                kl_bc = gaussian_kl(mean, log_std, ref_mean, ref_log_std).mean()
+                metrics.setdefault("kl_bc", []).append(float(kl_bc.detach()))
+                if not warmup:
+                    loss = loss + parts["pg_loss"] - cfg.ent_coef * entropy
+                    if cfg.kl_bc_coef > 0:
+                        loss = loss + cfg.kl_bc_coef * kl_bc
+                    if self.bc_data is not None:
+                        demo = self.bc_data.batch(self.bc_rng.integers(0, len(self.bc_data), size=cfg.bc_batch_size))
+                        demo_mean, demo_log_std, _ = policy(demo["frames"].to(self.device))
+                        demo_dist = torch.distributions.Normal(demo_mean, demo_log_std.exp())
+                        bc_nll = -demo_dist.log_prob(demo["actions"].to(self.device)).sum(-1).mean()
+                        loss = loss + cfg.bc_coef * bc_nll
+                        metrics.setdefault("bc_nll", []).append(float(bc_nll.detach()))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                for k, v in parts.items():
+                    metrics.setdefault(k, []).append(float(v.detach()))
+                metrics.setdefault("entropy", []).append(float(entropy.detach()))
+                metrics.setdefault("std", []).append(float(log_std.detach().exp().mean()))
+            epoch_kl = np.mean(metrics["approx_kl"][-cfg.num_minibatches :])
+            if cfg.target_kl is not None and not warmup and epoch_kl > cfg.target_kl:
+                stopped_early = True
+                break
+        return self._log_row(update + 1, flat, metrics, warmup=warmup, stopped_early=stopped_early)
 
-    bc_data = None
-    if cfg.bc_coef > 0:
-        from world4rl_policy.bc import BCData
+    def _log_row(
+        self, update: int, flat: dict[str, Any], metrics: dict[str, list[float]], warmup: bool, stopped_early: bool
+    ) -> dict[str, float]:
+        """The update's row of summary.json's history; returned as TensorBoard tags (imagined/..., ppo/...)."""
+        cfg, buf = self.cfg, self.buf
+        row = {k: float(np.mean(v)) for k, v in metrics.items()}
+        row.update(
+            update=update,
+            imagined_steps=update * cfg.batch_size,
+            mean_reward=float(buf.raw_rewards.mean()),
+            explained_variance=explained_variance(flat["values"], flat["returns"]),
+            imagined_per_s=cfg.batch_size / max(flat["roll_seconds"], 1e-9),
+            warmup=float(warmup),
+            stopped_early=float(stopped_early),
+        )
+        row.update({f"episode_{k}": v for k, v in self.stats.pop().items()})
+        self.history.append(row)
+        imagined = ("mean_reward", "imagined_per_s")
+        return {
+            f"{'imagined' if k.startswith('episode_') or k in imagined else 'ppo'}/{k}": v
+            for k, v in row.items()
+            if k not in ("update", "imagined_steps")
+        }
 
-        demo_eps = dataset.select(tasks=[task] if task else None, kinds=cfg.bc_kinds)
-        demo_eps = [i for i in demo_eps if dataset.episodes[i]["success"]]
-        if not demo_eps:
-            raise ValueError(f"{cfg.dataset}: no successful {cfg.bc_kinds} episodes of {task} for the BC regulariser")
-        post = bc_config.get("bc_config", {}).get("post_success_frames")
-        bc_data = BCData(dataset, demo_eps, policy.config.frame_history, use_proprio=False, post_success_frames=post)
-    bc_rng = np.random.default_rng(derive_seed(cfg.seed, "bc", update))
+    def checkpoint_config(self, update: int) -> dict[str, Any]:
+        provenance = dict(self.provenance)
+        rate = provenance.pop("control_rate_hz")
+        return policy_checkpoint_config(self.model, rate, update=update, **provenance)
 
-    provenance = {
+
+def _bc_regulariser_data(cfg: PPOConfig, dataset, task: str | None, bc_config: dict[str, Any], frame_history: int):
+    """The demonstrations of the BC regulariser (None when bc_coef is 0)."""
+    if cfg.bc_coef <= 0:
+        return None
+    from world4rl_policy.bc import BCData
+
+    demo_eps = dataset.select(tasks=[task] if task else None, kinds=cfg.bc_kinds)
+    demo_eps = [i for i in demo_eps if dataset.episodes[i]["success"]]
+    if not demo_eps:
+        raise ValueError(f"{cfg.dataset}: no successful {cfg.bc_kinds} episodes of {task} for the BC regulariser")
+    post = bc_config.get("bc_config", {}).get("post_success_frames")
+    return BCData(dataset, demo_eps, frame_history, use_proprio=False, post_success_frames=post)
+
+
+def _provenance(cfg: PPOConfig, bc_config: dict[str, Any], dataset, task: str | None) -> dict[str, Any]:
+    """What a refined checkpoint's config.json says about where it comes from."""
+    from world4rl_model.dataset import manifest_hash
+
+    return {
         "control_rate_hz": bc_config.get("action_space", {}).get("control_rate_hz", dataset.control_rate_hz),
         "trainer": TRAINER,
         "tasks": [task] if task else list(bc_config.get("tasks") or []),
@@ -436,155 +600,6 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         "dataset": {"path": str(Path(cfg.dataset).absolute()), "manifest_sha256": manifest_hash(cfg.dataset)},
         "ppo_config": cfg.to_dict(),
     }
-
-    def save(at_update: int) -> None:
-        ts = checkpoint.capture_training_state(at_update, optimizer, include_rng=False)
-        save_policy(out, policy, training_state=ts, run_step=at_update, update=at_update, **provenance)
-
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tb"), purge_step=update if update else None)
-    if update == 0:
-        writer.add_text("config", "```\n" + json.dumps(cfg.to_dict(), indent=1) + "\n```")
-
-    n, b = cfg.num_steps, cfg.num_envs
-    buf = RolloutBuffer.allocate(n, b, policy.config, device)
-
-    obs, _ = env.reset(seed=derive_seed(cfg.seed, "reset", update))
-    stats = _EpisodeStats(b, device)
-    history: list[dict[str, float]] = []
-    t0 = time.time()
-    imagined = 0
-    bar = tqdm(total=cfg.num_updates, initial=update, desc="refine", disable=not cfg.progress, dynamic_ncols=True)
-    try:
-        while update < cfg.num_updates:
-            if cfg.anneal_lr:
-                frac = 1.0 - update / cfg.num_updates
-                optimizer.param_groups[0]["lr"] = frac * cfg.lr
-                optimizer.param_groups[1]["lr"] = frac * cfg.critic_lr
-            # ---- collect num_steps imagined steps in every env
-            t_roll = time.time()
-            obs = collect_rollout(policy, env, obs, buf, cfg.gamma, cfg.critic_detach, stats)
-            roll_seconds = time.time() - t_roll
-            imagined += n * b
-            with torch.no_grad():
-                next_value = policy_heads(policy, _model_frames(policy, obs["frames"]), cfg.critic_detach)[2]
-            advantages, returns = compute_gae(buf.rewards, buf.values, buf.dones, next_value, cfg.gamma, cfg.gae_lambda)
-
-            # ---- update: epochs of shuffled mini-batches
-            policy.train()
-            warmup = update < cfg.value_warmup_updates
-            flat = {
-                "frames": buf.frames.flatten(0, 1),
-                "actions": buf.actions.flatten(0, 1),
-                "logprobs": buf.logprobs.flatten(0, 1),
-                "advantages": advantages.flatten(),
-                "returns": returns.flatten(),
-                "values": buf.values.flatten(),
-            }
-            mb_size = max(1, cfg.batch_size // cfg.num_minibatches)
-            metrics: dict[str, list[float]] = {}
-            stopped_early = False
-            for _epoch in range(cfg.update_epochs):
-                perm = torch.randperm(cfg.batch_size, device=device)
-                for start in range(0, cfg.batch_size, mb_size):
-                    idx = perm[start : start + mb_size]
-                    mean, log_std, new_value = policy_heads(policy, flat["frames"][idx], cfg.critic_detach)
-                    dist = torch.distributions.Normal(mean, log_std.exp())
-                    new_logprob = dist.log_prob(flat["actions"][idx]).sum(-1)
-                    entropy = dist.entropy().sum(-1).mean()
-                    parts = ppo_losses(
-                        new_logprob,
-                        flat["logprobs"][idx],
-                        flat["advantages"][idx],
-                        new_value,
-                        flat["values"][idx],
-                        flat["returns"][idx],
-                        cfg.clip_coef,
-                        cfg.clip_vloss,
-                        cfg.norm_adv,
-                    )
-                    loss = cfg.vf_coef * parts["v_loss"]
-                    # Drift from BC on the visited states: always logged, a loss term if kl_bc_coef > 0.
-                    with torch.no_grad():
-                        ref_mean, ref_log_std, _ = reference(flat["frames"][idx])
-                    kl_bc = gaussian_kl(mean, log_std, ref_mean, ref_log_std).mean()
-                    metrics.setdefault("kl_bc", []).append(float(kl_bc.detach()))
-                    if not warmup:
-                        loss = loss + parts["pg_loss"] - cfg.ent_coef * entropy
-                        if cfg.kl_bc_coef > 0:
-                            loss = loss + cfg.kl_bc_coef * kl_bc
-                        if bc_data is not None:
-                            demo = bc_data.batch(bc_rng.integers(0, len(bc_data), size=cfg.bc_batch_size))
-                            demo_mean, demo_log_std, _ = policy(demo["frames"].to(device))
-                            demo_dist = torch.distributions.Normal(demo_mean, demo_log_std.exp())
-                            bc_nll = -demo_dist.log_prob(demo["actions"].to(device)).sum(-1).mean()
-                            loss = loss + cfg.bc_coef * bc_nll
-                            metrics.setdefault("bc_nll", []).append(float(bc_nll.detach()))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    for k, v in parts.items():
-                        metrics.setdefault(k, []).append(float(v.detach()))
-                    metrics.setdefault("entropy", []).append(float(entropy.detach()))
-                    metrics.setdefault("std", []).append(float(log_std.detach().exp().mean()))
-                epoch_kl = np.mean(metrics["approx_kl"][-cfg.num_minibatches :])
-                if cfg.target_kl is not None and not warmup and epoch_kl > cfg.target_kl:
-                    stopped_early = True
-                    break
-            update += 1
-            bar.update(1)
-
-            # ---- log
-            row = {k: float(np.mean(v)) for k, v in metrics.items()}
-            row.update(
-                update=update,
-                imagined_steps=update * cfg.batch_size,
-                mean_reward=float(buf.raw_rewards.mean()),
-                explained_variance=explained_variance(buf.values.flatten(), returns.flatten()),
-                imagined_per_s=n * b / max(roll_seconds, 1e-9),
-                warmup=float(warmup),
-                stopped_early=float(stopped_early),
-            )
-            row.update({f"episode_{k}": v for k, v in stats.pop().items()})
-            history.append(row)
-            step_x = update * cfg.batch_size
-            for k, v in row.items():
-                if k not in ("update", "imagined_steps") and math.isfinite(v):
-                    group = "imagined" if k.startswith("episode_") or k in ("mean_reward", "imagined_per_s") else "ppo"
-                    writer.add_scalar(f"{group}/{k}", v, step_x)
-            bar.set_postfix(
-                succ=f"{row.get('episode_success', float('nan')):.2f}",
-                kl=f"{row.get('approx_kl', 0):.3f}",
-                v=f"{row.get('v_loss', 0):.3f}",
-                tps=f"{row['imagined_per_s']:.0f}",
-            )
-            if update % cfg.checkpoint_every == 0 or update == cfg.num_updates:
-                save(update)
-    finally:
-        bar.close()
-        writer.close()
-    if checkpoint.latest_checkpoint(out) is None:  # e.g. resumed a finished run
-        save(update)
-
-    video = None
-    if cfg.video_episodes > 0:
-        video = write_imagined_video(cfg, policy, task, device, out / "imagined.mp4")
-    summary = {
-        "out": str(out),
-        "task": task,
-        "updates": update,
-        "imagined_steps_this_run": imagined,
-        "seconds": time.time() - t0,
-        "resumed_from": resumed_from,
-        "last": history[-1] if history else {},
-        "video": video,
-    }
-    (out / "summary.json").write_text(json.dumps({**summary, "history": history}, indent=1) + "\n")
-    return summary
 
 
 @torch.no_grad()
@@ -624,8 +639,6 @@ def write_imagined_video(cfg: PPOConfig, policy: GaussianPolicy, task, device, p
 
 
 def derive_video_seed(cfg: PPOConfig) -> int:
-    from world4rl_model.runtime import derive_seed
-
     return derive_seed(cfg.seed, "video")
 
 

@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     x = parser.add_argument_group("run")
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--device", default="cpu", help="cpu or cuda")
-    x.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    x.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the cores)")
+    x.add_argument("--max-minutes", type=float, default=None, help="stop and checkpoint after this much training")
     x.add_argument("--checkpoint-every", type=int, default=10, help="checkpoint every N updates")
     x.add_argument("--video-episodes", type=int, default=4, help="imagined episodes in OUT/imagined.mp4 (0: none)")
     x.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a checkpoint")
@@ -126,6 +127,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        max_minutes=args.max_minutes,
         checkpoint_every=args.checkpoint_every,
         video_episodes=args.video_episodes,
         resume=not args.no_resume,

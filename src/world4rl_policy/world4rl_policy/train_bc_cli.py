@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--log-std-min", type=float, default=-5.0)
     parser.add_argument("--hidden-dim", type=int, default=256)
-    parser.add_argument("--eval-every", type=int, default=250, help="validation every N steps")
+    parser.add_argument("--val-every", "--eval-every", type=int, default=250, help="validation every N steps")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint every N steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop and checkpoint after this much training")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the cores)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -70,7 +71,7 @@ def config_from_args(args: argparse.Namespace):
         tasks=args.tasks,
         kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
         successful_only=not args.include_failures,
-        held_out_fraction=args.val_fraction,
+        val_fraction=args.val_fraction,
         seed=args.seed,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -83,9 +84,10 @@ def config_from_args(args: argparse.Namespace):
         log_std_max=args.log_std_max,
         log_std_min=args.log_std_min,
         hidden_dim=args.hidden_dim,
-        eval_every=args.eval_every,
+        val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
-        num_threads=args.threads,
+        max_minutes=args.max_minutes,
+        threads=args.threads,
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
