@@ -21,6 +21,7 @@ with the same seeds a single run would have used.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import queue
@@ -136,6 +137,7 @@ class Collector:
         self.joint_state_seen = threading.Event()
         self._actions_lock = threading.Lock()
         self.actions_seen = 0  # demonstrator actions received, as the recorder receives them
+        self._action_stamps: collections.deque[int] = collections.deque(maxlen=1000)  # their source timestamps
         ros.node.create_subscription(
             JointState, topics.JOINT_STATES, lambda _msg: self.joint_state_seen.set(), qos_profile_sensor_data
         )
@@ -149,13 +151,22 @@ class Collector:
             self.clock = SimClock(ros.node)
             self.success = SimSuccess(ros.node)
 
-    def _on_action(self, _msg) -> None:
+    def _on_action(self, _msg, info) -> None:
+        from world4rl_bringup.sim_episode import source_timestamp_ns
+
         with self._actions_lock:
             self.actions_seen += 1
+            self._action_stamps.append(source_timestamp_ns(info))
 
     def _actions(self) -> int:
         with self._actions_lock:
             return self.actions_seen
+
+    def _actions_published_after(self, stamp_ns: int) -> int:
+        """Actions written after `stamp_ns` (source timestamps): what the recorder, which logs
+        messages in the order they reach it, also has after that moment."""
+        with self._actions_lock:
+            return sum(1 for t in self._action_stamps if t > stamp_ns)
 
     def check_nodes(self) -> None:
         for node in self.nodes.values():
@@ -187,12 +198,24 @@ class Collector:
             time.sleep(0.1)
         if self.args.robot == "sim":
             self.clock.wait_beyond(None, max(1.0, deadline - time.monotonic()))
-        time.sleep(0.5)  # the executor subscribes to the same topic: give it a few messages too
+            # The scripted expert's actions must be flowing (sim -> demonstrator -> executor and
+            # recorder) before an episode starts: on a loaded machine discovery takes seconds, and an
+            # executor armed before the first action reaches it holds and disarms.
+            while self._actions() < 3 or len(self.ros.node.get_subscriptions_info_by_topic(topics.ACTION)) < 3:
+                self.check_nodes()
+                if time.monotonic() > deadline:
+                    raise RosCallError(
+                        f"the scripted expert's actions on {topics.ACTION} did not reach the executor and the "
+                        f"recorder within {timeout:.0f} s: is expert_demonstrator running?"
+                    )
+                time.sleep(0.1)
+        time.sleep(0.5)  # the executor subscribes to the same topics: give it a few messages too
 
     # ---------------------------------------------------------------- one episode
     def _start(self, index: int, note: str) -> None:
         from std_srvs.srv import SetBool
 
+        from world4rl_bringup.ros_session import RosCallError
         from world4rl_msgs.srv import StartEpisode
         from world4rl_spec import topics
 
@@ -202,7 +225,12 @@ class Collector:
         self.recording = True
         if reply.episode_index != index:
             print(f"\nnote: the recorder numbered this episode {reply.episode_index} (expected {index})")
-        self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True))
+        # The executor arms only once it has heard the arm (a joint state): retry briefly after start-up.
+        deadline = time.monotonic() + 10.0
+        while not (reply := self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True), check_ok=False)).success:
+            if time.monotonic() > deadline:
+                raise RosCallError(f"service {EXECUTOR_ARM} refused: {reply.message}")
+            time.sleep(0.1)
 
     def _finish(self, outcome: str, success: bool) -> str:
         from std_srvs.srv import SetBool
@@ -246,8 +274,7 @@ class Collector:
         self._start(index, f"scripted expert, seed {seed}, noise {self.args.expert_noise}")
         sim_start = self.clock.wait_beyond(self.clock.now())
         actions_start = self._actions()
-        solved_since = None  # action count when the task was first seen solved (and still is)
-        outcome = "timeout"
+        outcome, solved = "timeout", False
         while True:
             self.check_nodes()
             key = self.keys.poll()
@@ -255,22 +282,21 @@ class Collector:
                 outcome = {"n": "next", "r": "discard", "q": "quit"}[key]
                 break
             actions, sim_elapsed = self._actions(), self.clock.now() - sim_start
-            if self.success.succeeding:
-                solved_since = actions if solved_since is None else solved_since
-                if actions - solved_since >= self.args.settle_steps:
+            solved_since = self.success.solved_since_ns  # None unless solved now
+            solved = solved_since is not None
+            if solved:
+                if self._actions_published_after(solved_since) >= self.args.settle_steps:
                     outcome = "done"
                     break
-            else:
-                solved_since = None
-                if sim_elapsed >= horizon / CONTROL_RATE_HZ and actions - actions_start >= horizon:
-                    break
+            elif sim_elapsed >= horizon / CONTROL_RATE_HZ and actions - actions_start >= horizon:
+                break
             if sim_elapsed > 2 * horizon / CONTROL_RATE_HZ + 5.0:
                 raise RosCallError(
                     f"only {actions - actions_start} actions arrived on {topics.ACTION} in {sim_elapsed:.1f} s of "
                     f"simulated time (the horizon is {horizon}): is the demonstrator running?"
                 )
             time.sleep(0.01)
-        return self._finish(outcome, solved_since is not None)
+        return self._finish(outcome, solved)
 
     def operator_episode(self, index: int) -> str:
         print(f"\nepisode {index}: Enter = start, q = quit")

@@ -8,7 +8,10 @@ the robot less simulated time than it is meant to have; measured on this clock i
 Success: the flag (/sim_only/success, latched, 10 Hz) carries no stamp, so a True published just
 before a reset can arrive after it. A True counts for the new episode only once a False has
 arrived since the reset (every episode starts unsolved), and `succeeding` follows the latest value,
-so a success that is lost again is not one.
+so a success that is lost again is not one. `solved_since_ns` is the DDS source timestamp (the
+publisher's write time) of the True that began the current solved streak: messages of other topics
+are ordered against it by their own source timestamps, not by the order a busy executor happens to
+run the callbacks in.
 """
 
 from __future__ import annotations
@@ -94,22 +97,40 @@ class SimSuccess:
         self._lock = threading.Lock()
         self._unsolved_seen = False
         self._succeeding = False
+        self._solved_since_ns: int | None = None
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         node.create_subscription(Bool, topics.SIM_SUCCESS, self._on_success, latched)
 
-    def _on_success(self, msg) -> None:
+    def _on_success(self, msg, info) -> None:
         with self._lock:
             if not msg.data:
                 self._unsolved_seen = True
-            self._succeeding = bool(msg.data) and self._unsolved_seen
+            succeeding = bool(msg.data) and self._unsolved_seen
+            if succeeding and not self._succeeding:
+                self._solved_since_ns = source_timestamp_ns(info)
+            elif not succeeding:
+                self._solved_since_ns = None
+            self._succeeding = succeeding
 
     def new_episode(self) -> None:
         with self._lock:
             self._unsolved_seen = self._succeeding = False
+            self._solved_since_ns = None
 
     @property
     def succeeding(self) -> bool:
         with self._lock:
             return self._succeeding
+
+    @property
+    def solved_since_ns(self) -> int | None:
+        """Source timestamp of the True that began the current solved streak (None: not solved)."""
+        with self._lock:
+            return self._solved_since_ns
+
+
+def source_timestamp_ns(info) -> int:
+    """The publisher's write time of a message (rclpy's MessageInfo), falling back to now."""
+    return int(info.get("source_timestamp") or time.time_ns())
