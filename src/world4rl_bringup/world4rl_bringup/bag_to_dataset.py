@@ -188,15 +188,33 @@ def _describe_truncation(bag: Path) -> str:
 
 def read_episode(bag: str | Path, config: BuildConfig | None = None, store=None) -> ConvertedEpisode:
     """Convert one episode bag; BagError names the bag and the topic when something is wrong."""
-    import numpy as np
+    config = config or BuildConfig()
+    bag = Path(bag)
+    reader = _open_bag(bag)
+    try:
+        connections = _episode_connections(reader, bag, config)
+        steps = _EpisodeSteps(bag, config, store or _typestore())
+        current_topic = ""
+        try:
+            for conn, stamp, raw in reader.messages(connections=connections):
+                current_topic = conn.topic
+                steps.add(conn.topic, stamp, raw)
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(
+                f"{bag}: topic {current_topic}: cannot read a message ({type(exc).__name__}: {exc})"
+            ) from exc
+    finally:
+        reader.close()
+    return steps.finish()
+
+
+def _open_bag(bag: Path):
     from rosbags.rosbag2 import Reader
 
     from world4rl_bringup.bag_writer import INCOMPLETE_SUFFIX
-    from world4rl_model.images import decode_image, to_learning_image
 
-    config = config or BuildConfig()
-    store = store or _typestore()
-    bag = Path(bag)
     if bag.name.endswith(INCOMPLETE_SUFFIX):
         raise BagError(f"{bag}: left by a crash and never closed; recover it first (bag_writer.recover_incomplete)")
     if not (bag / "metadata.yaml").is_file():
@@ -207,149 +225,167 @@ def read_episode(bag: str | Path, config: BuildConfig | None = None, store=None)
     except Exception as exc:
         truncation = _describe_truncation(bag)
         raise BagError(f"{bag}: cannot open the bag ({exc}){'; ' + truncation if truncation else ''}") from exc
-    try:
-        by_topic = {}
-        for conn in reader.connections:
-            by_topic.setdefault(conn.topic, []).append(conn)
-        available = ", ".join(sorted(by_topic)) or "none"
+    return reader
 
-        def require(topic: str, msgtype: str, why: str):
-            conns = by_topic.get(topic)
-            if not conns:
-                raise BagError(f"{bag}: topic {topic} is missing ({why}); the bag has: {available}")
-            wrong = [c.msgtype for c in conns if c.msgtype != msgtype]
-            if wrong:
-                raise BagError(f"{bag}: topic {topic} has type {wrong[0]}, expected {msgtype}")
-            if sum(c.msgcount for c in conns) == 0:
-                raise BagError(f"{bag}: topic {topic} has no messages ({why})")
-            return conns
 
-        image_conns = require(config.image_topic, IMAGE_TYPE, "the camera images")
-        action_conns = require(config.action_topic, ACTION_TYPE, "the actions")
-        info_conns = require(
-            topics.EPISODE_INFO, EPISODE_INFO_TYPE, "the episode's task and success label: a partial recording?"
-        )
-        optional = []
+def _episode_connections(reader, bag: Path, config: BuildConfig) -> list:
+    """The connections conversion reads: the required ones (checked: present, typed, not empty)
+    and the optional joint-state and success topics of the right type."""
+    by_topic: dict[str, list] = {}
+    for conn in reader.connections:
+        by_topic.setdefault(conn.topic, []).append(conn)
+    available = ", ".join(sorted(by_topic)) or "none"
+
+    def require(topic: str, msgtype: str, why: str) -> list:
+        conns = by_topic.get(topic)
+        if not conns:
+            raise BagError(f"{bag}: topic {topic} is missing ({why}); the bag has: {available}")
+        wrong = [c.msgtype for c in conns if c.msgtype != msgtype]
+        if wrong:
+            raise BagError(f"{bag}: topic {topic} has type {wrong[0]}, expected {msgtype}")
+        if sum(c.msgcount for c in conns) == 0:
+            raise BagError(f"{bag}: topic {topic} has no messages ({why})")
+        return conns
+
+    required = (
+        require(config.image_topic, IMAGE_TYPE, "the camera images")
+        + require(config.action_topic, ACTION_TYPE, "the actions")
+        + require(topics.EPISODE_INFO, EPISODE_INFO_TYPE, "the episode's task and success label: a partial recording?")
+    )
+    optional = [
+        c
         for topic, msgtype in (
             (config.joint_topic, JOINT_TYPE),
             (config.gripper_topic, JOINT_TYPE),
             (config.success_topic, SUCCESS_TYPE),
-        ):
-            optional += [c for c in by_topic.get(topic, []) if c.msgtype == msgtype]
-        joint_topics = {config.joint_topic, config.gripper_topic}
-        joint_names = [*ARM_JOINT_NAMES, *FINGER_JOINT_NAMES]
+        )
+        for c in by_topic.get(topic, [])
+        if c.msgtype == msgtype
+    ]
+    return required + optional
 
-        frames: list[np.ndarray] = []
-        actions: list[np.ndarray] = []
-        action_stamps: list[int] = []
-        sources: Counter = Counter()
-        joints_now: dict[str, float] = {}
-        joint_rows: list[list[float] | None] = []
-        success_now: bool | None = None
-        success_rows: list[bool | None] = []
-        info = None
-        latest_image = None  # (index, raw) of the latest image so far
-        decoded: tuple[int, np.ndarray] | None = None
-        image_count = action_count = dropped_leading = 0
-        current_topic = ""
-        try:
-            for conn, stamp, raw in reader.messages(connections=image_conns + action_conns + info_conns + optional):
-                current_topic = conn.topic
-                if conn.topic == config.image_topic:
-                    latest_image = (image_count, raw)
-                    image_count += 1
-                elif conn.topic == config.action_topic:
-                    msg = store.deserialize_cdr(raw, ACTION_TYPE)
-                    values = np.asarray(msg.values, dtype=np.float64)
-                    where = f"{bag}: topic {config.action_topic}: message {action_count}"
-                    action_count += 1
-                    if values.shape != (ACTION_DIM,):
-                        raise BagError(f"{where} has {values.size} values, expected {ACTION_DIM} (dx, dy, dz, gripper)")
-                    if not np.all(np.isfinite(values)):
-                        raise BagError(f"{where} contains NaN or inf")
-                    if values.min() < ACTION_LOW - 1e-4 or values.max() > ACTION_HIGH + 1e-4:
-                        raise BagError(f"{where} is outside [{ACTION_LOW}, {ACTION_HIGH}]: {values.tolist()}")
-                    if latest_image is None:
-                        dropped_leading += 1
-                        continue
-                    if decoded is None or decoded[0] != latest_image[0]:
-                        image = store.deserialize_cdr(latest_image[1], IMAGE_TYPE)
-                        try:
-                            pixels = decode_image(
-                                bytes(image.data), image.width, image.height, image.encoding, image.step
-                            )
-                        except ValueError as exc:
-                            raise BagError(
-                                f"{bag}: topic {config.image_topic}: image {latest_image[0]}: {exc}"
-                            ) from exc
-                        decoded = (latest_image[0], to_learning_image(pixels, config.image_size))
-                    frames.append(decoded[1])
-                    actions.append(np.clip(values, ACTION_LOW, ACTION_HIGH).astype(np.float32))
-                    action_stamps.append(stamp)
-                    sources[msg.source] += 1
-                    joint_rows.append(
-                        [joints_now[n] for n in joint_names] if all(n in joints_now for n in joint_names) else None
-                    )
-                    success_rows.append(success_now)
-                elif conn.topic == topics.EPISODE_INFO:
-                    info = store.deserialize_cdr(raw, EPISODE_INFO_TYPE)
-                elif conn.topic in joint_topics:
-                    msg = store.deserialize_cdr(raw, JOINT_TYPE)
-                    joints_now.update(zip(msg.name, (float(p) for p in msg.position), strict=False))
-                elif conn.topic == config.success_topic:
-                    success_now = bool(store.deserialize_cdr(raw, SUCCESS_TYPE).data)
-        except BagError:
-            raise
-        except Exception as exc:
+
+class _EpisodeSteps:
+    """Builds an episode's control steps from its messages in log-time order: each action becomes
+    a step with the latest image, joint states and success flag before it."""
+
+    JOINT_NAMES = (*ARM_JOINT_NAMES, *FINGER_JOINT_NAMES)
+
+    def __init__(self, bag: Path, config: BuildConfig, store) -> None:
+        self.bag, self.config, self.store = bag, config, store
+        self.frames: list = []
+        self.actions: list = []
+        self.action_stamps: list[int] = []
+        self.sources: Counter = Counter()
+        self.joints_now: dict[str, float] = {}
+        self.joint_rows: list[list[float] | None] = []
+        self.success_now: bool | None = None
+        self.success_rows: list[bool | None] = []
+        self.info = None
+        self.latest_image = None  # (index, raw) of the latest image so far
+        self.decoded = None  # (index, learning image) of the last decoded one
+        self.image_count = self.action_count = self.dropped_leading = 0
+
+    def add(self, topic: str, stamp: int, raw) -> None:
+        config, store = self.config, self.store
+        if topic == config.image_topic:
+            self.latest_image = (self.image_count, raw)
+            self.image_count += 1
+        elif topic == config.action_topic:
+            self._action(stamp, store.deserialize_cdr(raw, ACTION_TYPE))
+        elif topic == topics.EPISODE_INFO:
+            self.info = store.deserialize_cdr(raw, EPISODE_INFO_TYPE)
+        elif topic in (config.joint_topic, config.gripper_topic):
+            msg = store.deserialize_cdr(raw, JOINT_TYPE)
+            self.joints_now.update(zip(msg.name, (float(p) for p in msg.position), strict=False))
+        elif topic == config.success_topic:
+            self.success_now = bool(store.deserialize_cdr(raw, SUCCESS_TYPE).data)
+
+    def _action(self, stamp: int, msg) -> None:
+        import numpy as np
+
+        values = np.asarray(msg.values, dtype=np.float64)
+        where = f"{self.bag}: topic {self.config.action_topic}: message {self.action_count}"
+        self.action_count += 1
+        if values.shape != (ACTION_DIM,):
+            raise BagError(f"{where} has {values.size} values, expected {ACTION_DIM} (dx, dy, dz, gripper)")
+        if not np.all(np.isfinite(values)):
+            raise BagError(f"{where} contains NaN or inf")
+        if values.min() < ACTION_LOW - 1e-4 or values.max() > ACTION_HIGH + 1e-4:
+            raise BagError(f"{where} is outside [{ACTION_LOW}, {ACTION_HIGH}]: {values.tolist()}")
+        if self.latest_image is None:
+            self.dropped_leading += 1
+            return
+        self.frames.append(self._frame())
+        self.actions.append(np.clip(values, ACTION_LOW, ACTION_HIGH).astype(np.float32))
+        self.action_stamps.append(stamp)
+        self.sources[msg.source] += 1
+        now = self.joints_now
+        self.joint_rows.append([now[n] for n in self.JOINT_NAMES] if all(n in now for n in self.JOINT_NAMES) else None)
+        self.success_rows.append(self.success_now)
+
+    def _frame(self):
+        """The latest image as a learning image (decoded once, however many actions use it)."""
+        from world4rl_model.images import decode_image, to_learning_image
+
+        index, raw = self.latest_image
+        if self.decoded is None or self.decoded[0] != index:
+            image = self.store.deserialize_cdr(raw, IMAGE_TYPE)
+            try:
+                pixels = decode_image(bytes(image.data), image.width, image.height, image.encoding, image.step)
+            except ValueError as exc:
+                raise BagError(f"{self.bag}: topic {self.config.image_topic}: image {index}: {exc}") from exc
+            self.decoded = (index, to_learning_image(pixels, self.config.image_size))
+        return self.decoded[1]
+
+    def finish(self) -> ConvertedEpisode:
+        """Checks (EpisodeInfo, enough steps, the action rate), then labels and arrays."""
+        import numpy as np
+
+        bag, config, info, steps = self.bag, self.config, self.info, len(self.frames)
+        if info is None:  # pragma: no cover - required above; kept for clarity
+            raise BagError(f"{bag}: topic {topics.EPISODE_INFO}: no EpisodeInfo message")
+        if steps < config.min_steps:
             raise BagError(
-                f"{bag}: topic {current_topic}: cannot read a message ({type(exc).__name__}: {exc})"
-            ) from exc
-    finally:
-        reader.close()
-
-    if info is None:  # pragma: no cover - required above; kept for clarity
-        raise BagError(f"{bag}: topic {topics.EPISODE_INFO}: no EpisodeInfo message")
-    steps = len(frames)
-    if steps < config.min_steps:
-        raise BagError(
-            f"{bag}: topic {config.action_topic}: only {steps} actions after the first image on "
-            f"{config.image_topic}; an episode needs at least {config.min_steps}"
+                f"{bag}: topic {config.action_topic}: only {steps} actions after the first image on "
+                f"{config.image_topic}; an episode needs at least {config.min_steps}"
+            )
+        span = (self.action_stamps[-1] - self.action_stamps[0]) / 1e9
+        rate = (steps - 1) / span if span > 0 else math.inf
+        if abs(rate - config.control_rate_hz) > RATE_TOLERANCE * config.control_rate_hz:
+            raise BagError(
+                f"{bag}: topic {config.action_topic}: actions arrive at {rate:.1f} Hz, but the dataset's control rate "
+                f"is {config.control_rate_hz:g} Hz (allowed: +-{RATE_TOLERANCE:.0%})"
+            )
+        success = bool(info.success)
+        success_per_frame, success_source = self._frame_labels(success)
+        rows = self.joint_rows
+        joint_positions = np.asarray(rows, dtype=np.float32) if all(r is not None for r in rows) else None
+        source = self.sources.most_common(1)[0][0]
+        return ConvertedEpisode(
+            frames=np.stack(self.frames),
+            actions=np.stack(self.actions),
+            success_per_frame=success_per_frame,
+            joint_positions=joint_positions,
+            task=info.task,
+            success=success,
+            kind=config.kind if config.kind != "auto" else KIND_BY_SOURCE.get(source, "human"),
+            robot=info.robot,
+            action_rate_hz=rate,
+            success_source=success_source,
+            dropped_leading_actions=self.dropped_leading,
         )
-    span = (action_stamps[-1] - action_stamps[0]) / 1e9
-    rate = (steps - 1) / span if span > 0 else math.inf
-    if abs(rate - config.control_rate_hz) > RATE_TOLERANCE * config.control_rate_hz:
-        raise BagError(
-            f"{bag}: topic {config.action_topic}: actions arrive at {rate:.1f} Hz, but the dataset's control rate "
-            f"is {config.control_rate_hz:g} Hz (allowed: +-{RATE_TOLERANCE:.0%})"
-        )
 
-    success = bool(info.success)
-    if any(v is not None for v in success_rows):
-        success_per_frame = np.array([bool(v) for v in success_rows], dtype=bool)
-        success_source = "sim_success_topic"
-    else:
-        success_per_frame = np.zeros(steps, dtype=bool)
+    def _frame_labels(self, success: bool):
+        import numpy as np
+
+        if any(v is not None for v in self.success_rows):
+            return np.array([bool(v) for v in self.success_rows], dtype=bool), "sim_success_topic"
+        labels = np.zeros(len(self.frames), dtype=bool)
         if success:
-            tail = max(1, math.ceil(config.success_tail_s * config.control_rate_hz))
-            success_per_frame[-tail:] = True
-        success_source = "episode_label_tail"
-    joint_positions = None
-    if all(row is not None for row in joint_rows):
-        joint_positions = np.asarray(joint_rows, dtype=np.float32)
-    kind = config.kind if config.kind != "auto" else KIND_BY_SOURCE.get(sources.most_common(1)[0][0], "human")
-    return ConvertedEpisode(
-        frames=np.stack(frames),
-        actions=np.stack(actions),
-        success_per_frame=success_per_frame,
-        joint_positions=joint_positions,
-        task=info.task,
-        success=success,
-        kind=kind,
-        robot=info.robot,
-        action_rate_hz=rate,
-        success_source=success_source,
-        dropped_leading_actions=dropped_leading,
-    )
+            tail = max(1, math.ceil(self.config.success_tail_s * self.config.control_rate_hz))
+            labels[-tail:] = True
+        return labels, "episode_label_tail"
 
 
 def build(bags: list[str | Path], out: str | Path, config: BuildConfig | None = None, log=None) -> BuildReport:

@@ -376,6 +376,17 @@ class EpisodeRecorderNode(Node):
             max_queue_bytes=int(self.max_queue_mb * 1e6),
         )
 
+    def _refuse(self, response, message: str):
+        """Reply ok=false with `message`, remembered for the status, and log it."""
+        response.ok, response.message = False, message
+        self._last_error = message
+        self.get_logger().error(message)
+        return response
+
+    def _start_failed(self, response, index: int, writer: EpisodeBagWriter, exc: BaseException):
+        response.episode_index, response.bag_path = index, str(writer.final_path)
+        return self._refuse(response, f"cannot start episode {index} ({writer.final_path}): {_exception_text(exc)}")
+
     def _on_start(self, request, response):
         if self.writer is not None:
             response.ok = False
@@ -414,34 +425,21 @@ class EpisodeRecorderNode(Node):
                 index = max(index + 1, next_episode_index(self.output_dir))
                 continue
             except Exception as exc:
-                response.ok = False
-                response.message = f"cannot start episode {index} ({candidate.final_path}): {_exception_text(exc)}"
-                response.episode_index, response.bag_path = index, str(candidate.final_path)
-                self._last_error = response.message
-                self.get_logger().error(response.message)
-                return response
+                return self._start_failed(response, index, candidate, exc)
             writer = candidate
             break
         if writer is None:
-            response.ok = False
-            response.message = (
+            return self._refuse(
+                response,
                 f"cannot start an episode: {NAME_ATTEMPTS} episode names up to {episode_dir_name(index)} "
-                f"were taken in {self.output_dir} while the recorder tried them"
+                f"were taken in {self.output_dir} while the recorder tried them",
             )
-            self._last_error = response.message
-            self.get_logger().error(response.message)
-            return response
         try:
             for topic, msgtype in self.topic_types.items():
                 writer.add_topic(topic, msgtype, self.topic_qos[topic])
         except Exception as exc:
-            response.ok = False
-            response.message = f"cannot start episode {index} ({writer.final_path}): {_exception_text(exc)}"
-            response.episode_index, response.bag_path = index, str(writer.final_path)
-            self._last_error = response.message
-            self.get_logger().error(response.message)
             self._discard_quietly(writer, meta)
-            return response
+            return self._start_failed(response, index, writer, exc)
         self._last_seq.clear()
         self.sequence_gaps.clear()
         self._error_reported = False
