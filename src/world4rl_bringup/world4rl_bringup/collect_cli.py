@@ -308,40 +308,49 @@ class Collector:
         return self._finish({"s": "stop", "f": "stop", "r": "discard", "q": "quit"}[key], key == "s")
 
 
-def run(args: argparse.Namespace) -> int:
+def _default_out(args: argparse.Namespace) -> Path:
+    return (args.out or Path("world4rl_data") / "bags" / args.task).resolve()
 
+
+def _argument_error(args: argparse.Namespace, camera: str) -> str | None:
+    """What makes these arguments unusable, or None."""
+    from world4rl_spec import check_task_name
+
+    try:
+        check_task_name(args.task, "--task")
+    except ValueError as exc:
+        return str(exc)
+    if args.robot == "sim":
+        from world4rl_sim.tasks import TASKS
+
+        if args.task not in TASKS:
+            return f"--task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}"
+    if args.robot == "franka" and not args.attach:
+        out = _default_out(args)
+        return (
+            "the real arm's drivers need a full ROS 2 install. On the robot PC run\n"
+            f"  ros2 launch world4rl_bringup collect.launch.py robot:=franka camera:={camera} task:={args.task} "
+            f"output_dir:={out}\nthen, in another terminal: world4rl collect --robot franka --attach "
+            f"--task {args.task} --out {out} --episodes {args.episodes}"
+        )
+    if args.settle_steps < 1:
+        return "--settle-steps must be at least 1: the success label needs a recorded action after it"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.graph import GraphError, load_graph, resolve
     from world4rl_bringup.graph_runner import run_graph
     from world4rl_bringup.node_process import NodeDiedError
     from world4rl_bringup.ros_session import RosCallError, RosSession
     from world4rl_bringup.sim_episode import SimClockError
-    from world4rl_spec import check_task_name
 
     camera = args.camera or ("sim" if args.robot == "sim" else "realsense")
-    try:
-        check_task_name(args.task, "--task")
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    error = _argument_error(args, camera)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    out = (args.out or Path("world4rl_data") / "bags" / args.task).resolve()
-    if args.robot == "sim":
-        from world4rl_sim.tasks import TASKS
-
-        if args.task not in TASKS:
-            print(f"error: --task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}", file=sys.stderr)
-            return 2
-    if args.robot == "franka" and not args.attach:
-        print(
-            "error: the real arm's drivers need a full ROS 2 install. On the robot PC run\n"
-            f"  ros2 launch world4rl_bringup collect.launch.py robot:=franka camera:={camera} task:={args.task} "
-            f"output_dir:={out}\nthen, in another terminal: world4rl collect --robot franka --attach "
-            f"--task {args.task} --out {out} --episodes {args.episodes}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.settle_steps < 1:
-        print("error: --settle-steps must be at least 1: the success label needs a recorded action after it")
-        return 2
+    out = _default_out(args)
     done = len(complete_episodes(out))
     if done >= args.episodes:
         print(f"{out} already holds {done} complete episodes (asked for {args.episodes}): nothing to record")
@@ -384,11 +393,10 @@ def run(args: argparse.Namespace) -> int:
     except (RosCallError, NodeDiedError, GraphError, SimClockError) as exc:
         print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
         return 1
-    total = len(complete_episodes(out))
     print(
         f"recorded {recorded} episode(s): {results['success']} successful, "
-        f"{results['failure']} failed, {results['discard']} discarded; {out} now holds {total}.\n"
-        f"next: world4rl dataset build {out} --out world4rl_data/datasets/{args.task}"
+        f"{results['failure']} failed, {results['discard']} discarded; {out} now holds "
+        f"{len(complete_episodes(out))}.\nnext: world4rl dataset build {out} --out world4rl_data/datasets/{args.task}"
     )
     return 0
 

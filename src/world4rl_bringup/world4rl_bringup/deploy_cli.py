@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from world4rl_bringup.sim_episode import add_real_time_factor_argument
+from world4rl_model.atomic_io import atomic_write_text
 from world4rl_model.statistics import latency_summary, wilson_interval
 
 RUNNER_ARM = "/policy_runner/arm"
@@ -208,49 +209,58 @@ class Deployer:
         return EpisodeResult(index, seed, outcome == "success", steps, round(seconds, 3), fault, outcome)
 
 
-def run(args: argparse.Namespace) -> int:
+class _ArgumentError(ValueError):
+    """A bad argument: printed as `error: ...`, exit code 2."""
+
+
+def _resolve_deploy_graph(args: argparse.Namespace, policy: Path):
     from world4rl_bringup.graph import GraphError, load_graph, resolve
-    from world4rl_bringup.graph_runner import check_runnable_here, run_graph
+    from world4rl_bringup.graph_runner import check_runnable_here
+
+    graph_args = {"robot": args.robot, "policy": str(policy), "task": args.task}
+    graph_args["real_time_factor"] = str(args.real_time_factor)
+    try:
+        resolved = resolve(load_graph("deploy"), graph_args)
+        if args.robot == "franka":
+            check_runnable_here(resolved)
+    except GraphError as exc:
+        raise _ArgumentError(
+            f"{exc}\nThe success flag is sim-only: on the real arm arm/disarm the runner per episode with\n"
+            f'  ros2 service call {RUNNER_ARM} std_srvs/srv/SetBool "{{data: true}}"\nand judge the episodes.'
+        ) from exc
+    return resolved
+
+
+def _checked(args: argparse.Namespace):
+    """(policy path, its fingerprint, the resolved graph, the horizon), or _ArgumentError."""
+    from world4rl_model.checkpoint import checkpoint_fingerprint
+    from world4rl_sim.tasks import TASK_REGISTRY, TASKS
+
+    policy = args.policy.expanduser().resolve()
+    if args.episodes < 1:
+        raise _ArgumentError("--episodes must be at least 1")
+    try:
+        fingerprint = checkpoint_fingerprint(policy)
+    except Exception as exc:  # a missing or half-written checkpoint: say so before starting anything
+        raise _ArgumentError(f"--policy {policy}: {exc}") from exc
+    resolved = _resolve_deploy_graph(args, policy)
+    if args.task not in TASKS:
+        raise _ArgumentError(f"--task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}")
+    return policy, fingerprint, resolved, args.horizon or TASK_REGISTRY[args.task].horizon
+
+
+def run(args: argparse.Namespace) -> int:
+    from world4rl_bringup.graph import GraphError
+    from world4rl_bringup.graph_runner import run_graph
     from world4rl_bringup.node_process import NodeDiedError
     from world4rl_bringup.ros_session import RosCallError, RosSession
     from world4rl_bringup.sim_episode import SimClockError
 
-    policy = args.policy.expanduser().resolve()
-    if args.episodes < 1:
-        print("error: --episodes must be at least 1", file=sys.stderr)
-        return 2
     try:
-        from world4rl_model.checkpoint import checkpoint_fingerprint
-
-        fingerprint = checkpoint_fingerprint(policy)
-    except Exception as exc:  # a missing or half-written checkpoint: say so before starting anything
-        print(f"error: --policy {policy}: {exc}", file=sys.stderr)
+        policy, fingerprint, resolved, horizon = _checked(args)
+    except _ArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        resolved = resolve(
-            load_graph("deploy"),
-            {
-                "robot": args.robot,
-                "policy": str(policy),
-                "task": args.task,
-                "real_time_factor": str(args.real_time_factor),
-            },
-        )
-        if args.robot == "franka":
-            check_runnable_here(resolved)
-    except GraphError as exc:
-        print(
-            f"error: {exc}\nThe success flag is sim-only: on the real arm arm/disarm the runner per episode with\n"
-            f'  ros2 service call {RUNNER_ARM} std_srvs/srv/SetBool "{{data: true}}"\nand judge the episodes.',
-            file=sys.stderr,
-        )
-        return 2
-    from world4rl_sim.tasks import TASK_REGISTRY, TASKS
-
-    if args.task not in TASKS:
-        print(f"error: --task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}", file=sys.stderr)
-        return 2
-    horizon = args.horizon or TASK_REGISTRY[args.task].horizon
     out = (args.out or Path("world4rl_data") / "deploy" / f"{args.task}.json").resolve()
     log_dir = args.log_dir or out.parent / "logs"
     print(f"deploying {fingerprint} on the sim: task {args.task}, {args.episodes} episode(s) of <= {horizon} steps")
@@ -269,9 +279,15 @@ def run(args: argparse.Namespace) -> int:
     except (RosCallError, NodeDiedError, GraphError, SimClockError) as exc:
         print(f"\nerror: {exc}\nnode logs: {log_dir}", file=sys.stderr)
         return 1
+    summary = _summary(args, policy, fingerprint, horizon, results, deployer.latencies_ms)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary, results, out)
+    return 0
 
-    successes = sum(r.success for r in results)
-    n = len(results)
+
+def _summary(args, policy: Path, fingerprint, horizon: int, results: list[EpisodeResult], latencies_ms) -> dict:
+    successes, n = sum(r.success for r in results), len(results)
     low, high = wilson_interval(successes, n)
     summary = {
         "policy": str(policy),
@@ -285,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         "success_rate": successes / n,
         "ci95_wilson": [low, high],
         "faults": sum(r.outcome == "fault" for r in results),
-        "latency_ms": latency_summary(deployer.latencies_ms),
+        "latency_ms": latency_summary(latencies_ms),
         "results": [asdict(r) for r in results],
     }
     if args.compare_direct:
@@ -301,18 +317,19 @@ def run(args: argparse.Namespace) -> int:
             # Each rate inside the other's interval.
             "agree_within_ci": d_low <= successes / n <= d_high and low <= k / n <= high,
         }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out)
+    return summary
+
+
+def _print_summary(summary: dict, results: list[EpisodeResult], out: Path) -> None:
     for r in results:
         extra = f" ({r.fault})" if r.fault else ""
         print(f"  episode {r.episode:3d} seed {r.seed}: {r.outcome:8s} {r.steps:3d} steps {r.seconds:6.2f} s{extra}")
+    n, (low, high) = summary["episodes"], summary["ci95_wilson"]
     print(
-        f"success rate {successes}/{n} = {successes / n:.1%} (95 % Wilson CI {low:.1%}..{high:.1%}); "
-        f"{summary['faults']} episode(s) ended by a safety fault. Results: {out}"
+        f"success rate {summary['successes']}/{n} = {summary['success_rate']:.1%} (95 % Wilson CI "
+        f"{low:.1%}..{high:.1%}); {summary['faults']} episode(s) ended by a safety fault. Results: {out}"
     )
-    if args.compare_direct:
+    if "direct_api" in summary:
         d = summary["direct_api"]
         print(
             f"direct API (no ROS), same seeds: {d['successes']}/{n} = {d['success_rate']:.1%} "
@@ -320,4 +337,3 @@ def run(args: argparse.Namespace) -> int:
             f"{d['same_outcome_seeds']}/{n} seeds; rates {'agree' if d['agree_within_ci'] else 'DISAGREE'} "
             "within the confidence intervals"
         )
-    return 0
