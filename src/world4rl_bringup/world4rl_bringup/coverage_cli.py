@@ -31,6 +31,7 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -235,131 +236,108 @@ def _refine_config(cfg: CoverageConfig, task: str):
     return PPOConfig(**{**base, **cfg.refine, **cfg.refine_by_task.get(task, {})})
 
 
-def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """Run the stages that are not done with these settings (in order); returns RUN/stages.json's content."""
-    from world4rl_bringup.sim_rollouts import ExpertActor, PolicyActor, RandomWalkActor
+def _expert_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
+    from world4rl_bringup.sim_rollouts import ExpertActor
 
+    return _collect(cfg, task, "expert", ExpertActor(cfg.expert_noise), EXPERT_SEED0, cfg.expert_episodes)
+
+
+def _bc_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
+    from world4rl_policy.bc import train_bc
+
+    summary = train_bc(_bc_config(cfg, task))
+    return {"best_val_nll": summary["best_val_nll"], "train_episodes": summary["train_episodes"]}
+
+
+def _rollouts_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
+    from world4rl_bringup.sim_rollouts import PolicyActor, RandomWalkActor
+
+    policy = PolicyActor(_bc_checkpoint(cfg, task), deterministic=not cfg.policy_sampled, threads=cfg.threads)
+    p = _collect(cfg, task, "policy", policy, POLICY_SEED0, cfg.policy_episodes)
+    r = _collect(cfg, task, "random", RandomWalkActor(cfg.random_smooth), RANDOM_SEED0, cfg.random_episodes)
+    return {"policy": p, "random": r}
+
+
+def _world_model_stage(cfg: CoverageConfig) -> None:
+    from world4rl_model.training import train_world_model
+
+    train_world_model(_wm_config(cfg))
+
+
+def _reward_stage(cfg: CoverageConfig) -> None:
+    from world4rl_model.reward import train_reward
+
+    train_reward(_reward_config(cfg))
+
+
+def _refine_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
+    from world4rl_policy.ppo import refine as ppo_refine
+
+    last = ppo_refine(_refine_config(cfg, task)).get("last", {})
+    return {k: last.get(k) for k in ("episode_success", "episode_return", "kl_bc", "std")}
+
+
+def _eval_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
+    from world4rl_bringup.eval_policy_cli import evaluate as eval_policies
+
+    result = eval_policies(
+        [str(_bc_checkpoint(cfg, task)), str(cfg.root / "refine" / task)],
+        task,
+        suite=cfg.suite,
+        episodes=cfg.eval_episodes,
+        seed=cfg.eval_seed,
+        horizon=cfg.horizon,
+        labels=["bc", "refined"],
+        videos=cfg.eval_videos,
+        out=cfg.root / "eval" / task,
+        threads=cfg.threads or 1,
+        progress=cfg.progress,
+    )
+    bc_r, ref_r = result["policies"]
+    return {
+        "bc": [bc_r["successes"], bc_r["episodes"], bc_r["ci95_wilson"]],
+        "refined": [ref_r["successes"], ref_r["episodes"], ref_r["ci95_wilson"]],
+        "vs_bc": ref_r["vs_baseline"],
+    }
+
+
+def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """Run the stages that are not done with these settings (in order); returns RUN/stages.json's content.
+    Data stages top up the shared dataset (they are not redone when the BC policy changes); each
+    training stage's output is built afresh when its settings or a stage it builds on changed."""
     cfg.root.mkdir(parents=True, exist_ok=True)
     (cfg.root / "coverage.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     for name in redo or []:
         if not any(k == name or k.split("/")[0] == name for k in stage_keys(cfg)):
             raise ValueError(f"--redo {name}: no such stage; stages: {', '.join(stage_keys(cfg))}")
     stages = Stages(cfg.root, redo=redo or (), only=only, log=lambda text: print(f"[coverage] {text}", flush=True))
-    stage = stages.run
-    data_stages = [f"{kind}/{t}" for kind in ("expert", "rollouts") for t in cfg.tasks]
-
+    stage, root, tasks = stages.run, cfg.root, cfg.tasks
+    data_stages = [f"{kind}/{t}" for kind in ("expert", "rollouts") for t in tasks]
     common = {"suite": cfg.suite, "image_size": cfg.image_size, "horizon": cfg.horizon}
-    for task in cfg.tasks:
+    for t in tasks:
         stage(
-            f"expert/{task}",
+            f"expert/{t}",
             {**common, "n": cfg.expert_episodes, "noise": cfg.expert_noise},
-            lambda task=task: _collect(
-                cfg, task, "expert", ExpertActor(cfg.expert_noise), EXPERT_SEED0, cfg.expert_episodes
-            ),
+            partial(_expert_stage, cfg, t),
         )
-    for task in cfg.tasks:
-
-        def bc(task=task):
-            from world4rl_policy.bc import train_bc
-
-            summary = train_bc(_bc_config(cfg, task))
-            return {"best_val_nll": summary["best_val_nll"], "train_episodes": summary["train_episodes"]}
-
-        stage(
-            f"bc/{task}", _bc_config(cfg, task).to_dict(), bc, after=[f"expert/{task}"], fresh=[cfg.root / "bc" / task]
-        )
-    for task in cfg.tasks:
-
-        def rollouts(task=task):
-            policy = PolicyActor(_bc_checkpoint(cfg, task), deterministic=not cfg.policy_sampled, threads=cfg.threads)
-            p = _collect(cfg, task, "policy", policy, POLICY_SEED0, cfg.policy_episodes)
-            r = _collect(cfg, task, "random", RandomWalkActor(cfg.random_smooth), RANDOM_SEED0, cfg.random_episodes)
-            return {"policy": p, "random": r}
-
-        settings = {
-            **common,
-            "policy": cfg.policy_episodes,
-            "sampled": cfg.policy_sampled,
-            "random": cfg.random_episodes,
-        }
-        # Data stages top up the shared dataset; they are not redone when the BC policy changes.
-        stage(f"rollouts/{task}", settings, rollouts)
-
-    def world_model():
-        from world4rl_model.training import train_world_model
-
-        train_world_model(_wm_config(cfg))
-        return {}
-
-    stage(
-        "world-model",
-        dataclasses.asdict(_wm_config(cfg)),
-        world_model,
-        after=data_stages,
-        fresh=[cfg.root / "world_model"],
-    )
-
-    def reward():
-        from world4rl_model.reward import train_reward
-
-        train_reward(_reward_config(cfg))
-        return {}
-
-    stage(
-        "reward",
-        dataclasses.asdict(_reward_config(cfg)),
-        reward,
-        after=[*data_stages, "world-model"],
-        fresh=[cfg.root / "reward"],
-    )
-    for task in cfg.tasks:
-
-        def refine(task=task):
-            from world4rl_policy.ppo import refine as ppo_refine
-
-            summary = ppo_refine(_refine_config(cfg, task))
-            last = summary.get("last", {})
-            return {k: last.get(k) for k in ("episode_success", "episode_return", "kl_bc", "std")}
-
-        stage(
-            f"refine/{task}",
-            _refine_config(cfg, task).to_dict(),
-            refine,
-            after=[f"bc/{task}", "world-model", "reward"],
-            fresh=[cfg.root / "refine" / task],
-        )
-    for task in cfg.tasks:
-
-        def evaluate(task=task):
-            from world4rl_bringup.eval_policy_cli import evaluate as eval_policies
-
-            result = eval_policies(
-                [str(_bc_checkpoint(cfg, task)), str(cfg.root / "refine" / task)],
-                task,
-                suite=cfg.suite,
-                episodes=cfg.eval_episodes,
-                seed=cfg.eval_seed,
-                horizon=cfg.horizon,
-                labels=["bc", "refined"],
-                videos=cfg.eval_videos,
-                out=cfg.root / "eval" / task,
-                threads=cfg.threads or 1,
-                progress=cfg.progress,
-            )
-            bc_r, ref_r = result["policies"]
-            return {
-                "bc": [bc_r["successes"], bc_r["episodes"], bc_r["ci95_wilson"]],
-                "refined": [ref_r["successes"], ref_r["episodes"], ref_r["ci95_wilson"]],
-                "vs_bc": ref_r["vs_baseline"],
-            }
-
-        stage(
-            f"eval/{task}",
-            {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed},
-            evaluate,
-            after=[f"bc/{task}", f"refine/{task}"],
-            fresh=[cfg.root / "eval" / task],
-        )
+    for t in tasks:
+        bc_settings = _bc_config(cfg, t).to_dict()
+        stage(f"bc/{t}", bc_settings, partial(_bc_stage, cfg, t), after=[f"expert/{t}"], fresh=[root / "bc" / t])
+    rollout_settings = {**common, "policy": cfg.policy_episodes, "sampled": cfg.policy_sampled}
+    for t in tasks:
+        stage(f"rollouts/{t}", {**rollout_settings, "random": cfg.random_episodes}, partial(_rollouts_stage, cfg, t))
+    wm_settings, reward_settings = dataclasses.asdict(_wm_config(cfg)), dataclasses.asdict(_reward_config(cfg))
+    stage("world-model", wm_settings, partial(_world_model_stage, cfg), after=data_stages, fresh=[root / "world_model"])
+    after_reward = [*data_stages, "world-model"]
+    stage("reward", reward_settings, partial(_reward_stage, cfg), after=after_reward, fresh=[root / "reward"])
+    for t in tasks:
+        after = [f"bc/{t}", "world-model", "reward"]
+        settings = _refine_config(cfg, t).to_dict()
+        stage(f"refine/{t}", settings, partial(_refine_stage, cfg, t), after=after, fresh=[root / "refine" / t])
+    eval_settings = {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed}
+    for t in tasks:
+        after = [f"bc/{t}", f"refine/{t}"]
+        stage(f"eval/{t}", eval_settings, partial(_eval_stage, cfg, t), after=after, fresh=[root / "eval" / t])
     return stages.book.data
 
 
