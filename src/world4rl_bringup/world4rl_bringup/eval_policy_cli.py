@@ -52,6 +52,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _policy_result(label: str, path: str, actor, per_episode: list[dict], seconds: float) -> dict[str, Any]:
+    episodes = len(per_episode)
+    n_ok = sum(e["success"] for e in per_episode)
+    low, high = wilson_interval(n_ok, episodes)
+    to_success = [e["first_success"] for e in per_episode if e["success"]]
+    return {
+        "label": label,
+        "policy": str(Path(path).absolute()),
+        "trainer": actor.runner.checkpoint_config.get("trainer"),
+        "successes": n_ok,
+        "episodes": episodes,
+        "success_rate": n_ok / episodes,
+        "ci95_wilson": [low, high],
+        "mean_steps_to_success": sum(to_success) / len(to_success) if to_success else None,
+        "seconds": seconds,
+        "per_episode": per_episode,
+    }
+
+
+def _versus(base: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
+    """One policy's result against the baseline's on the same seeds."""
+    d, low, high = newcombe_difference(base["successes"], base["episodes"], r["successes"], r["episodes"])
+    pairs = list(zip(base["per_episode"], r["per_episode"], strict=True))
+    only_base = sum(a["success"] and not b["success"] for a, b in pairs)
+    only_this = sum(b["success"] and not a["success"] for a, b in pairs)
+    return {
+        "baseline": base["label"],
+        "difference": d,
+        "difference_ci95_newcombe": [low, high],
+        "only_baseline_succeeded": only_base,
+        "only_this_succeeded": only_this,
+        "mcnemar_exact_p": mcnemar_exact_p(only_base, only_this),
+        "beats_baseline_ci": r["ci95_wilson"][0] > base["ci95_wilson"][1],
+        "difference_ci_above_zero": low > 0,
+    }
+
+
 def evaluate(
     policies: list[str],
     task: str,
@@ -89,39 +126,9 @@ def evaluate(
             if s in films:
                 films[s].append(ep)
         env.close()
-        n_ok = sum(e["success"] for e in per_episode)
-        low, high = wilson_interval(n_ok, episodes)
-        to_success = [e["first_success"] for e in per_episode if e["success"]]
-        results.append(
-            {
-                "label": label,
-                "policy": str(Path(path).absolute()),
-                "trainer": actor.runner.checkpoint_config.get("trainer"),
-                "successes": n_ok,
-                "episodes": episodes,
-                "success_rate": n_ok / episodes,
-                "ci95_wilson": [low, high],
-                "mean_steps_to_success": sum(to_success) / len(to_success) if to_success else None,
-                "seconds": time.time() - t0,
-                "per_episode": per_episode,
-            }
-        )
-    base = results[0]
+        results.append(_policy_result(label, path, actor, per_episode, time.time() - t0))
     for r in results[1:]:
-        d, low, high = newcombe_difference(base["successes"], episodes, r["successes"], episodes)
-        pairs = list(zip(base["per_episode"], r["per_episode"], strict=True))
-        only_base = sum(a["success"] and not b["success"] for a, b in pairs)
-        only_this = sum(b["success"] and not a["success"] for a, b in pairs)
-        r["vs_baseline"] = {
-            "baseline": base["label"],
-            "difference": d,
-            "difference_ci95_newcombe": [low, high],
-            "only_baseline_succeeded": only_base,
-            "only_this_succeeded": only_this,
-            "mcnemar_exact_p": mcnemar_exact_p(only_base, only_this),
-            "beats_baseline_ci": r["ci95_wilson"][0] > base["ci95_wilson"][1],
-            "difference_ci_above_zero": low > 0,
-        }
+        r["vs_baseline"] = _versus(results[0], r)
     result = {
         "suite": suite,
         "task": task,
