@@ -97,3 +97,21 @@ def test_eval_cli_on_held_out_split(ds, tmp_path, capsys):
     assert [r["horizon"] for r in result["rows"]] == [1, 5]
     assert all(np.isfinite(r["model_psnr"]) for r in result["rows"])
     assert (tmp_path / "ev" / "dream.gif").exists()
+
+
+def test_eval_cli_reward_classifier_on_held_out_split(ds, tmp_path, capsys):
+    from world4rl_model.reward import RewardTrainConfig, train_reward
+
+    train_reward(
+        RewardTrainConfig(
+            dataset=str(ds.root), out=str(tmp_path / "rw"), steps=4, batch_size=8, val_every=4, progress=False,
+            threads=1, val_fraction=0.3, channels=[8, 16],
+        )
+    )  # fmt: skip
+    assert eval_main(["reward", str(tmp_path / "rw"), "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "reward_eval.json").read_text())
+    _, val = ds.split(0.3, 0)
+    assert report["eval_episodes"] == val
+    assert report["episodes"]["n"] == len(val)  # the per-episode figures, not overwritten by the indices
+    assert report["dataset"] == str(ds.root)
+    assert (tmp_path / "ev" / "reward_eval.md").read_text() in capsys.readouterr().out

@@ -83,12 +83,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else ckpt / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if args._eval == "world-model":
-        from world4rl_model.evaluation import horizon_metrics, metrics_markdown, open_loop_rollouts, side_by_side_video
         from world4rl_model.world_model import WorldModel
 
         model, config = WorldModel.from_checkpoint(ckpt, device)
     else:
-        from world4rl_model.reward import RewardClassifier, evaluate_classifier, report_markdown
+        from world4rl_model.reward import RewardClassifier
 
         model, config = RewardClassifier.from_checkpoint(ckpt, device)
     ds_path = args.dataset or config.get("dataset", {}).get("path")
@@ -106,20 +105,32 @@ def run(args: argparse.Namespace) -> int:
     store = EpisodeStore(ds, episodes, device)
 
     if args._eval == "reward":
-        report = evaluate_classifier(model, store)
-        report.update(checkpoint=str(ckpt), dataset=str(ds.root), episodes=episodes)
-        (out / "reward_eval.json").write_text(json.dumps(report, indent=1) + "\n")
-        md = report_markdown(report)
-        (out / "reward_eval.md").write_text(md)
-        print(md)
-        print(f"wrote {out / 'reward_eval.json'}")
-        return 0
+        return _report_reward(model, store, ckpt, ds, episodes, out)
+    return _report_world_model(args, model, config, store, ckpt, ds, episodes, out)
 
-    horizon = max(args.horizons)
+
+def _report_reward(model, store, ckpt: Path, ds, episodes: list[int], out: Path) -> int:
+    from world4rl_model.reward import evaluate_classifier, report_markdown
+
+    report = evaluate_classifier(model, store)
+    # "episodes" already holds the per-episode detection figures: the indices go beside them.
+    report.update(checkpoint=str(ckpt), dataset=str(ds.root), eval_episodes=episodes)
+    (out / "reward_eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    md = report_markdown(report)
+    (out / "reward_eval.md").write_text(md)
+    print(md)
+    print(f"wrote {out / 'reward_eval.json'}")
+    return 0
+
+
+def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episodes: list[int], out: Path) -> int:
+    from world4rl_model.dataset import manifest_hash
+    from world4rl_model.evaluation import horizon_metrics, metrics_markdown, open_loop_rollouts, side_by_side_video
+
     rollouts = open_loop_rollouts(
         model,
         store,
-        horizon=horizon,
+        horizon=max(args.horizons),
         stride=args.stride,
         steps=args.sampling_steps,
         seed=args.seed,
@@ -127,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
         max_rollouts=args.max_rollouts,
     )
     rows = horizon_metrics(rollouts, args.horizons)
+    sampling_steps = args.sampling_steps or model.config.sampling_steps
     title = (
         f"World model open loop on {len(episodes)} held-out episodes ({len(rollouts.real)} rollouts), "
-        f"{args.sampling_steps or model.config.sampling_steps} Euler steps"
+        f"{sampling_steps} Euler steps"
     )
     md = metrics_markdown(rows, title)
     result = {
@@ -139,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "manifest_sha256": manifest_hash(ds.root),
         "episodes": episodes,
         "rollouts": len(rollouts.real),
-        "sampling_steps": args.sampling_steps or model.config.sampling_steps,
+        "sampling_steps": sampling_steps,
         "rows": rows,
     }
     (out / "world_model_eval.json").write_text(json.dumps(result, indent=1) + "\n")
