@@ -160,6 +160,44 @@ class _Pending:
 class EpisodeRecorderNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("episode_recorder", **node_kwargs)
+        image_history_s, image_rate_hz, discovery_period, status_period, recover = self._declare_parameters()
+        self._lock_output_dir()
+        self.store = episode_typestore()
+        self.subscriptions_by_topic: dict[str, object] = {}
+        self.topic_types: dict[str, str] = {}
+        self.topic_qos: dict[str, list[Qos]] = {}
+        self.publisher_counts: dict[str, int] = {}
+        self._reported: set[str] = set()
+        self.received: dict[str, int] = {}
+        self._last_seq: dict[str, int] = {}
+        self.sequence_gaps: dict[str, int] = {}
+        self.writer: EpisodeBagWriter | None = None
+        self.meta: EpisodeMeta | None = None
+        self._error_reported = False
+        self._pending: list[_Pending] = []
+        self._notices: list[str] = []  # told in the reply of the next service call, once
+        self._last_error = ""  # the latest failure, for the status
+        self._last_episode_failed = False
+
+        if recover:
+            for bag_dir, result in recover_all_incomplete(self.output_dir):
+                if isinstance(result, Exception):
+                    self._record_failure(f"could not recover {bag_dir} (kept as is): {_exception_text(result)}")
+                else:
+                    self.get_logger().warning(f"recovered an interrupted episode: {bag_dir.name} -> {result.name}")
+
+        self._create_interfaces(discovery_period, status_period)
+        self._discover()
+        self.get_logger().info(
+            f"recording into {self.output_dir} (next episode {next_episode_index(self.output_dir)}); "
+            f"topics: {', '.join(self.topic_names)}; memory bounds: image topics keep {self.image_depth} frames "
+            f"({image_history_s:g} s at {image_rate_hz:g} Hz), other topics {self.qos_depth} messages, "
+            f"writer queue {self.max_queue_mb:g} MB"
+        )
+        self._publish_status()
+
+    def _declare_parameters(self) -> tuple[float, float, float, float, bool]:
+        """Declares and checks every parameter; keeps most as attributes, returns the rest."""
         p = self.declare_parameter
         self.output_dir = Path(
             os.path.expanduser(p("output_dir", "world4rl_bags", _describe("directory of the episode bags")).value)
@@ -199,7 +237,10 @@ class EpisodeRecorderNode(Node):
         _check("discovery_period_s", discovery_period, discovery_period > 0, "> 0 s")
         _check("status_period_s", status_period, status_period > 0, "> 0 s")
         self.image_depth = max(1, math.ceil(image_history_s * image_rate_hz))
+        return image_history_s, image_rate_hz, discovery_period, status_period, recover
 
+    def _lock_output_dir(self) -> None:
+        """One recorder per output directory: an exclusive lock held for the node's life."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.output_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the node's life
         try:
@@ -210,30 +251,7 @@ class EpisodeRecorderNode(Node):
         self._lock_file.write(f"{os.getpid()}\n")
         self._lock_file.flush()
 
-        self.store = episode_typestore()
-        self.subscriptions_by_topic: dict[str, object] = {}
-        self.topic_types: dict[str, str] = {}
-        self.topic_qos: dict[str, list[Qos]] = {}
-        self.publisher_counts: dict[str, int] = {}
-        self._reported: set[str] = set()
-        self.received: dict[str, int] = {}
-        self._last_seq: dict[str, int] = {}
-        self.sequence_gaps: dict[str, int] = {}
-        self.writer: EpisodeBagWriter | None = None
-        self.meta: EpisodeMeta | None = None
-        self._error_reported = False
-        self._pending: list[_Pending] = []
-        self._notices: list[str] = []  # told in the reply of the next service call, once
-        self._last_error = ""  # the latest failure, for the status
-        self._last_episode_failed = False
-
-        if recover:
-            for bag_dir, result in recover_all_incomplete(self.output_dir):
-                if isinstance(result, Exception):
-                    self._record_failure(f"could not recover {bag_dir} (kept as is): {_exception_text(result)}")
-                else:
-                    self.get_logger().warning(f"recovered an interrupted episode: {bag_dir.name} -> {result.name}")
-
+    def _create_interfaces(self, discovery_period: float, status_period: float) -> None:
         self.create_service(StartEpisode, topics.RECORDER_START, self._guarded("start", self._on_start))
         self.create_service(StopEpisode, topics.RECORDER_STOP, self._guarded("stop", self._on_stop))
         self.create_service(DiscardEpisode, topics.RECORDER_DISCARD, self._guarded("discard", self._on_discard))
@@ -248,14 +266,6 @@ class EpisodeRecorderNode(Node):
         self.create_timer(discovery_period, self._discover)
         self.create_timer(0.25, self._watch_writers)
         self.create_timer(status_period, self._publish_status)
-        self._discover()
-        self.get_logger().info(
-            f"recording into {self.output_dir} (next episode {next_episode_index(self.output_dir)}); "
-            f"topics: {', '.join(self.topic_names)}; memory bounds: image topics keep {self.image_depth} frames "
-            f"({image_history_s:g} s at {image_rate_hz:g} Hz), other topics {self.qos_depth} messages, "
-            f"writer queue {self.max_queue_mb:g} MB"
-        )
-        self._publish_status()
 
     # -- subscriptions ------------------------------------------------------------------------
 

@@ -22,9 +22,6 @@ from typing import Any
 import numpy as np
 
 SUITES = ("franka", "metaworld")
-# The paper's Meta-World trajectories are 50 steps long; ours are 60 (of 2 Meta-World steps each,
-# see metaworld_adapter) because the noisy drawer-open and window-open experts need 40-49.
-METAWORLD_DEFAULT_HORIZON = 60
 
 
 def make_env(
@@ -38,7 +35,7 @@ def make_env(
             task, image_size=image_size, seed=seed, horizon=horizon, terminate_on_success=terminate_on_success
         )
     if suite == "metaworld":
-        from world4rl_sim.metaworld_adapter import MetaWorldEnv
+        from world4rl_sim.metaworld_adapter import METAWORLD_DEFAULT_HORIZON, MetaWorldEnv
 
         return MetaWorldEnv(
             task,

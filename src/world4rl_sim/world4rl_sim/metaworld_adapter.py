@@ -43,6 +43,10 @@ METAWORLD_MAX_PATH_LENGTH = 500
 METAWORLD_ACTION_SCALE_M = 0.01
 # Meta-World steps per env step: its 1 cm per unit action becomes world4rl_spec's 2 cm.
 METAWORLD_ACTION_REPEAT = round(EE_DELTA_SCALE_M / METAWORLD_ACTION_SCALE_M)
+# Episode length used by the stack's recipes and evaluations (the env's own default is the longest
+# Meta-World allows). The paper's trajectories are 50 steps; ours are 60 (of METAWORLD_ACTION_REPEAT
+# Meta-World steps each) because the noisy drawer-open and window-open experts need 40-49.
+METAWORLD_DEFAULT_HORIZON = 60
 
 
 def _metaworld():
