@@ -209,7 +209,22 @@ class Collector:
                         f"recorder within {timeout:.0f} s: is expert_demonstrator running?"
                     )
                 time.sleep(0.1)
+        # The recorder subscribes to a topic once it has discovered its publisher: an episode started
+        # before it records the camera would lose its first steps (actions before the first image).
+        recorded = [topics.CAMERA_IMAGE, topics.JOINT_STATES, topics.ACTION]
+        recorded += [topics.SIM_SUCCESS] if self.args.robot == "sim" else []
+        while missing := [t for t in recorded if not self._recorder_subscribed(t)]:
+            self.check_nodes()
+            if time.monotonic() > deadline:
+                raise RosCallError(
+                    f"the episode recorder has not subscribed to {', '.join(missing)} within {timeout:.0f} s: "
+                    "is the camera (or the sim) publishing?"
+                )
+            time.sleep(0.1)
         time.sleep(0.5)  # the executor subscribes to the same topics: give it a few messages too
+
+    def _recorder_subscribed(self, topic: str) -> bool:
+        return any(i.node_name == "episode_recorder" for i in self.ros.node.get_subscriptions_info_by_topic(topic))
 
     # ---------------------------------------------------------------- one episode
     def _start(self, index: int, note: str) -> None:
