@@ -242,7 +242,9 @@ class Collector:
             print(f"\nnote: the recorder numbered this episode {reply.episode_index} (expected {index})")
         # The executor arms only once it has heard the arm (a joint state): retry briefly after start-up.
         deadline = time.monotonic() + 10.0
-        while not (reply := self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True), check_ok=False)).success:
+        while not (
+            reply := self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True), check_ok=False, resend_after=2.0)
+        ).success:
             if time.monotonic() > deadline:
                 raise RosCallError(f"service {EXECUTOR_ARM} refused: {reply.message}")
             time.sleep(0.1)
@@ -253,7 +255,7 @@ class Collector:
         from world4rl_msgs.srv import StopEpisode
         from world4rl_spec import topics
 
-        self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=False), check_ok=False)
+        self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=False), check_ok=False, resend_after=2.0)
         if outcome in ("discard", "quit"):
             self.discard()
             return outcome
@@ -283,7 +285,9 @@ class Collector:
         from world4rl_spec import topics
 
         seed = self.args.seed + index
-        self.ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0)
+        self.ros.call(
+            ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0, resend_after=5.0
+        )
         self.success.new_episode()
         horizon = self.args.horizon or TASK_REGISTRY[self.args.task].horizon
         self._start(index, f"scripted expert, seed {seed}, noise {self.args.expert_noise}")

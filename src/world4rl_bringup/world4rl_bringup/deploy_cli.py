@@ -164,7 +164,7 @@ class Deployer:
 
         deadline = time.monotonic() + timeout
         while True:
-            reply = self.ros.call(SetBool, RUNNER_ARM, SetBool.Request(data=on), check_ok=False)
+            reply = self.ros.call(SetBool, RUNNER_ARM, SetBool.Request(data=on), check_ok=False, resend_after=2.0)
             if reply.success or not on:
                 return reply
             if time.monotonic() > deadline:  # e.g. the joint state stayed stale after the reset
@@ -176,7 +176,9 @@ class Deployer:
         from world4rl_spec import CONTROL_RATE_HZ, topics
 
         seed = self.args.seed + index
-        self.ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0)
+        self.ros.call(
+            ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0, resend_after=5.0
+        )
         self.success.new_episode()
         self._arm(True)
         armed_at = time.monotonic()

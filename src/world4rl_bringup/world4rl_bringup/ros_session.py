@@ -34,19 +34,36 @@ class RosSession:
             self._clients[name] = self.node.create_client(srv_type, name)
         return self._clients[name]
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0, check_ok: bool = True):
-        """Call a service; with check_ok, a response whose `ok`/`success` is false raises too."""
+    def call(
+        self,
+        srv_type,
+        name: str,
+        request,
+        timeout: float = 10.0,
+        check_ok: bool = True,
+        resend_after: float | None = None,
+    ):
+        """Call a service; with check_ok, a response whose `ok`/`success` is false raises too.
+
+        `resend_after` (idempotent services only: a reset to a seed, arm/disarm): send the request
+        again when no answer came within that many seconds. Fast DDS drops a response whose way
+        back to the client is not matched yet ("failed to send response (timeout)" in the server's
+        log), which happens on a loaded machine soon after the graph starts."""
         client = self.client(srv_type, name)
         deadline = time.monotonic() + timeout
         while not client.service_is_ready():
             if time.monotonic() > deadline:
                 raise RosCallError(f"service {name} ({srv_type.__name__}) is not available after {timeout:.0f} s")
             time.sleep(0.05)
-        future = client.call_async(request)
+        future, sent = client.call_async(request), time.monotonic()
         while not future.done():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 client.remove_pending_request(future)
                 raise RosCallError(f"service {name} did not answer within {timeout:.0f} s")
+            if resend_after is not None and now - sent > resend_after:
+                client.remove_pending_request(future)
+                future, sent = client.call_async(request), now
             time.sleep(0.005)
         response = future.result()
         if check_ok:
