@@ -147,9 +147,22 @@ class Collector:
         )
         if args.robot == "sim":
             from world4rl_bringup.sim_episode import SimClock, SimSuccess
+            from world4rl_msgs.msg import PolicyStatus
 
             self.clock = SimClock(ros.node)
             self.success = SimSuccess(ros.node)
+            self._status: tuple[float, object] | None = None  # (monotonic time received, the executor's status)
+            ros.node.create_subscription(PolicyStatus, topics.POLICY_STATUS, self._on_status, 10)
+
+    def _on_status(self, msg) -> None:
+        with self._actions_lock:
+            self._status = (time.monotonic(), msg)
+
+    def _executor_status(self, since: float):
+        """The executor's latest PolicyStatus received after `since` (monotonic), or None."""
+        with self._actions_lock:
+            status = self._status
+        return status[1] if status is not None and status[0] > since else None
 
     def _on_action(self, _msg, info) -> None:
         from world4rl_bringup.sim_episode import source_timestamp_ns
@@ -273,13 +286,13 @@ class Collector:
             self.recording = False
 
     def sim_episode(self, index: int) -> str:
-        """One scripted-expert episode. Its length is counted in simulated time and in recorded
-        actions, never on the wall clock: it lasts until the sim has advanced `horizon` control
-        periods and the demonstrator has sent `horizon` actions (a loaded machine slows both, and
-        shortens neither), or until the task has stayed solved for `settle_steps` more actions.
-        The label is the sim's success flag at that point, so the recorder, which receives the same
-        flag and actions, has labelled the episode's last frames the same way."""
-        from world4rl_bringup.ros_session import RosCallError
+        """One scripted-expert episode. Its length is counted in simulated time and in commands the
+        executor carried out, never on the wall clock: it lasts until the sim has advanced `horizon`
+        control periods and the executor has sent `horizon` commands (a loaded machine slows one or
+        the other and shortens neither), or until the task has stayed solved for `settle_steps`
+        actions published after the success began. The label is the sim's success flag then, so the
+        recorder, which logs the same flag and actions in the order they reach it, has labelled the
+        episode's last frames the same way."""
         from world4rl_msgs.srv import ResetSim
         from world4rl_sim.tasks import TASK_REGISTRY
         from world4rl_spec import topics
@@ -291,8 +304,8 @@ class Collector:
         self.success.new_episode()
         horizon = self.args.horizon or TASK_REGISTRY[self.args.task].horizon
         self._start(index, f"scripted expert, seed {seed}, noise {self.args.expert_noise}")
+        armed_at, seen_armed = time.monotonic(), False  # statuses count once one says armed (DDS may reorder)
         sim_start = self.clock.wait_beyond(self.clock.now())
-        actions_start = self._actions()
         outcome, solved = "timeout", False
         while True:
             self.check_nodes()
@@ -300,20 +313,25 @@ class Collector:
             if key in ("n", "r", "q"):
                 outcome = {"n": "next", "r": "discard", "q": "quit"}[key]
                 break
-            actions, sim_elapsed = self._actions(), self.clock.now() - sim_start
+            sim_elapsed, status = self.clock.now() - sim_start, self._executor_status(armed_at)
+            seen_armed = seen_armed or (status is not None and status.armed)
+            status = status if seen_armed else None
             solved_since = self.success.solved_since_ns  # None unless solved now
             solved = solved_since is not None
             if solved:
                 if self._actions_published_after(solved_since) >= self.args.settle_steps:
                     outcome = "done"
                     break
-            elif sim_elapsed >= horizon / CONTROL_RATE_HZ and actions - actions_start >= horizon:
+            elif status is not None and not status.armed and status.fault:
+                print(f"\nepisode {index}: the executor held and disarmed: {status.fault}")
                 break
-            if sim_elapsed > 2 * horizon / CONTROL_RATE_HZ + 5.0:
-                raise RosCallError(
-                    f"only {actions - actions_start} actions arrived on {topics.ACTION} in {sim_elapsed:.1f} s of "
-                    f"simulated time (the horizon is {horizon}): is the demonstrator running?"
-                )
+            elif (
+                sim_elapsed >= horizon / CONTROL_RATE_HZ
+                and status is not None
+                and status.armed
+                and status.step >= horizon
+            ):
+                break
             time.sleep(0.01)
         return self._finish(outcome, solved)
 
