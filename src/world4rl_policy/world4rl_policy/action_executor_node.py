@@ -8,6 +8,13 @@ fault (stale action or joint state, NaN, a jump, the episode time limit) holds a
 
 The action's own stamp feeds the filter's input watchdog: if the demonstrator stops publishing,
 the arm holds within `safety.image_timeout_s`.
+
+Each action is carried out when it arrives, once, as one recorded action is one step of the
+dataset; a timer at the control rate runs a cycle only when no action came for 1.5 periods (the
+watchdog, and a zero step that keeps the end-effector target). A timer-driven executor delayed
+each action by up to a period and, on a loaded machine, applied some twice: the scripted expert,
+which steers the target its last command heads for, then saw its previous step missing, repeated
+it, and oscillated around its waypoint.
 """
 
 import time
@@ -34,8 +41,8 @@ from world4rl_spec import topics
 
 
 class ActionExecutor(Node):
-    def __init__(self):
-        super().__init__("action_executor")
+    def __init__(self, **node_kwargs):
+        super().__init__("action_executor", **node_kwargs)
         params = declare_command_params(self)
         rate, mode, command_topic = params.control_rate_hz, params.command_mode, params.command_topic
         self.path = CommandPath(params.safety, params=params.path)
@@ -47,7 +54,11 @@ class ActionExecutor(Node):
         self.joint_stamp: float | None = None
         self.action: np.ndarray | None = None
         self.action_stamp: float | None = None
+        self.action_count = 0  # actions received
+        self.applied_count = 0  # the action_count of the last action applied
         self.armed_at = 0.0
+        self.period_s = 1.0 / rate
+        self.last_cycle = 0.0  # monotonic time of the last cycle
         # Joint states come fast and only the newest matters: best effort, as sensors publish.
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, qos_profile_sensor_data)
         self.create_subscription(
@@ -55,7 +66,7 @@ class ActionExecutor(Node):
         )
         self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
         self.create_service(SetBool, "~/arm", self._on_arm)
-        self.create_timer(1.0 / rate, self._cycle)
+        self.create_timer(self.period_s, self._on_timer)
         self.get_logger().info(f"disarmed; commands go to {command_topic} ({mode}); call ~/arm to start")
 
     def _now(self) -> float:
@@ -69,6 +80,24 @@ class ActionExecutor(Node):
     def _on_action(self, msg: Action) -> None:
         self.action = np.asarray(msg.values, dtype=np.float64)
         self.action_stamp = stamp_seconds(msg.header.stamp)
+        self.action_count += 1
+        self._cycle()
+
+    def _on_timer(self) -> None:
+        if time.monotonic() - self.last_cycle >= 1.5 * self.period_s:
+            self._cycle()
+
+    def _action_to_apply(self) -> np.ndarray | None:
+        """The newest action, or, once it has been applied, the same action with a zero motion (the
+        gripper part stays: it is a state, not a step)."""
+        action = self.action
+        if action is None or self.applied_count != self.action_count:
+            self.applied_count = self.action_count
+            return action
+        if action.shape == (len(action),) and len(action) >= 3:
+            action = action.copy()
+            action[:3] = 0.0
+        return action
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if not request.data:
@@ -87,6 +116,7 @@ class ActionExecutor(Node):
 
     def _cycle(self) -> None:
         start = time.perf_counter()
+        self.last_cycle = time.monotonic()
         now = self._now()
         if self.joints is None:
             return
@@ -94,7 +124,7 @@ class ActionExecutor(Node):
             return  # armed, first action not here yet: send nothing, the controller holds
         cycle = self.path.step(
             joint_positions=self.joints,
-            action=self.action,
+            action=self._action_to_apply(),
             now=now,
             input_stamp=self.action_stamp,
             joint_state_stamp=self.joint_stamp,
