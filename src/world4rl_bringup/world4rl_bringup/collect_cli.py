@@ -4,9 +4,10 @@ On the sim (`--robot sim`) it starts the collect graph (config/graphs/collect.ya
 expert_demonstrator, action_executor, episode_recorder) and drives it: for episode i it resets the
 sim with seed SEED+i, starts the recorder, arms the executor, lets the scripted expert demonstrate
 until the sim reports success (plus a few settle steps) or the horizon passes, then labels and
-closes the bag. Episode lengths are counted in simulated time (the sim's /clock) and recorded
-actions, never on the wall clock, so a loaded machine does not cut episodes short. Keys while it
-runs: n = end this episode now, r = discard and re-record it, q = discard it and stop.
+closes the bag. Episode lengths are counted in simulated time (the sim's /clock) and in the
+commands the executor carried out, never on the wall clock, so a loaded machine does not cut
+episodes short. Keys while it runs: n = end this episode now, r = discard and re-record it,
+q = discard it and stop.
 
 On the real arm the graph is started by `ros2 launch world4rl_bringup collect.launch.py
 robot:=franka ...` on the robot PC, and `world4rl collect --robot franka --attach` gives the
@@ -136,8 +137,8 @@ class Collector:
         self.recording = False
         self.joint_state_seen = threading.Event()
         self._actions_lock = threading.Lock()
-        self.actions_seen = 0  # demonstrator actions received, as the recorder receives them
-        self._action_stamps: collections.deque[int] = collections.deque(maxlen=1000)  # their source timestamps
+        # Source timestamps of the demonstrator's latest actions, received as the recorder receives them.
+        self._action_stamps: collections.deque[int] = collections.deque(maxlen=1000)
         ros.node.create_subscription(
             JointState, topics.JOINT_STATES, lambda _msg: self.joint_state_seen.set(), qos_profile_sensor_data
         )
@@ -168,12 +169,7 @@ class Collector:
         from world4rl_bringup.sim_episode import source_timestamp_ns
 
         with self._actions_lock:
-            self.actions_seen += 1
             self._action_stamps.append(source_timestamp_ns(info))
-
-    def _actions(self) -> int:
-        with self._actions_lock:
-            return self.actions_seen
 
     def _actions_published_after(self, stamp_ns: int) -> int:
         """Actions written after `stamp_ns` (source timestamps): what the recorder, which logs
@@ -214,7 +210,7 @@ class Collector:
             # The scripted expert's actions must be flowing (sim -> demonstrator -> executor and
             # recorder) before an episode starts: on a loaded machine discovery takes seconds, and an
             # executor armed before the first action reaches it holds and disarms.
-            while self._actions() < 3 or len(self.ros.node.get_subscriptions_info_by_topic(topics.ACTION)) < 3:
+            while len(self._action_stamps) < 3 or len(self.ros.node.get_subscriptions_info_by_topic(topics.ACTION)) < 3:
                 self.check_nodes()
                 if time.monotonic() > deadline:
                     raise RosCallError(
@@ -243,7 +239,6 @@ class Collector:
     def _start(self, index: int, note: str) -> None:
         from std_srvs.srv import SetBool
 
-        from world4rl_bringup.ros_session import RosCallError
         from world4rl_msgs.srv import StartEpisode
         from world4rl_spec import topics
 
@@ -254,13 +249,7 @@ class Collector:
         if reply.episode_index != index:
             print(f"\nnote: the recorder numbered this episode {reply.episode_index} (expected {index})")
         # The executor arms only once it has heard the arm (a joint state): retry briefly after start-up.
-        deadline = time.monotonic() + 10.0
-        while not (
-            reply := self.ros.call(SetBool, EXECUTOR_ARM, SetBool.Request(data=True), check_ok=False, resend_after=2.0)
-        ).success:
-            if time.monotonic() > deadline:
-                raise RosCallError(f"service {EXECUTOR_ARM} refused: {reply.message}")
-            time.sleep(0.1)
+        self.ros.call_until_ok(SetBool, EXECUTOR_ARM, SetBool.Request(data=True), within=10.0, resend_after=2.0)
 
     def _finish(self, outcome: str, success: bool) -> str:
         from std_srvs.srv import SetBool

@@ -160,16 +160,11 @@ class Deployer:
     def _arm(self, on: bool, timeout: float = 5.0):
         from std_srvs.srv import SetBool
 
-        from world4rl_bringup.ros_session import RosCallError
-
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self.ros.call(SetBool, RUNNER_ARM, SetBool.Request(data=on), check_ok=False, resend_after=2.0)
-            if reply.success or not on:
-                return reply
-            if time.monotonic() > deadline:  # e.g. the joint state stayed stale after the reset
-                raise RosCallError(f"the policy runner refused to arm: {reply.message}")
-            time.sleep(0.1)
+        request = SetBool.Request(data=on)
+        if not on:
+            return self.ros.call(SetBool, RUNNER_ARM, request, check_ok=False, resend_after=2.0)
+        # The runner may refuse for a moment, e.g. while the joint state is stale after the reset.
+        return self.ros.call_until_ok(SetBool, RUNNER_ARM, request, within=timeout, resend_after=2.0)
 
     def episode(self, index: int, horizon: int) -> EpisodeResult:
         from world4rl_msgs.srv import ResetSim

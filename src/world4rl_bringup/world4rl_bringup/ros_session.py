@@ -72,6 +72,18 @@ class RosSession:
                 raise RosCallError(f"service {name} refused: {getattr(response, 'message', '')}")
         return response
 
+    def call_until_ok(self, srv_type, name: str, request, within: float, resend_after: float | None = None):
+        """Call again while the server answers not ok (e.g. a node that has not heard the arm yet),
+        for up to `within` seconds; then raise RosCallError with its last answer."""
+        deadline = time.monotonic() + within
+        while True:
+            reply = self.call(srv_type, name, request, check_ok=False, resend_after=resend_after)
+            if getattr(reply, "ok", getattr(reply, "success", True)):
+                return reply
+            if time.monotonic() > deadline:
+                raise RosCallError(f"service {name} refused: {getattr(reply, 'message', '')}")
+            time.sleep(0.1)
+
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
