@@ -1,74 +1,18 @@
-"""Workspace-wide pytest fixtures: real ROS 2 over real DDS, one ROS_DOMAIN_ID per test.
+"""Workspace-wide pytest set-up: headless MuJoCo, and the ROS fixtures of world4rl_testing.
 
-- `ros_domain`: a fresh ROS_DOMAIN_ID (and localhost-only discovery) for this test, exported in
-  os.environ so node processes and the in-test rclpy context both use it.
-- `launch_node(module, name, params=..., ...)`: starts a node as a child process of the venv's
-  Python; at teardown every node is stopped with SIGINT and the test fails, with the node's
-  stderr, if a node died while the test ran.
-- `ros_node`: an rclpy node in this process, in its own context, spun by a background executor.
+The fixtures (`ros_domain`, `launch_node`, `ros_node`: real ROS 2 over real DDS, one ROS_DOMAIN_ID
+per test) live in world4rl_testing.fixtures, a package every package's tests may import.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
-
-import pytest
 
 if not os.environ.get("MUJOCO_GL"):
     os.environ["MUJOCO_GL"] = "osmesa"
 
-# Fast DDS uses 7400 + 250 * domain (+ offsets) as ports: valid domains are 0..232. Spread
-# concurrent pytest runs (CI beside a developer) over the range by pid, and tests within a run
-# by a counter, skipping 0 (the default domain that live robots use).
-_DOMAIN_COUNTER = itertools.count()
-
-
-def _next_domain_id() -> int:
-    return 1 + (os.getpid() * 7 + next(_DOMAIN_COUNTER)) % 230
-
-
-@pytest.fixture
-def ros_domain(monkeypatch) -> int:
-    domain = _next_domain_id()
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    return domain
-
-
-@pytest.fixture
-def launch_node(ros_domain, tmp_path):
-    from world4rl_bringup.node_process import NodeProcess
-
-    started: list[NodeProcess] = []
-
-    def _launch(module: str, name: str, **kwargs) -> NodeProcess:
-        kwargs.setdefault("log_dir", tmp_path / "node_logs")
-        node = NodeProcess(module, name, **kwargs).start()
-        started.append(node)
-        return node
-
-    yield _launch
-
-    died = [node for node in started if node.returncode is not None]
-    for node in reversed(started):
-        node.stop()
-    if died:
-        details = "\n\n".join(
-            f"node '{n.name}' ({n.module}) exited with code {n.returncode}; stderr:\n{n.stderr_tail()}" for n in died
-        )
-        pytest.fail(f"node process(es) died during the test:\n{details}", pytrace=False)
-
-
-@pytest.fixture
-def ros_node(ros_domain, request):
-    from world4rl_bringup.ros_session import RosSession
-
-    safe_name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:50]
-    session = RosSession(f"test_{safe_name}", domain_id=ros_domain)
-    yield session.node
-    session.close()
+pytest_plugins = ["world4rl_testing.fixtures"]
 
 
 def pytest_report_header(config):

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a `world4rl coverage` run directory")
     p.add_argument("--task", required=True)
@@ -33,22 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=64, help="imagined episodes per policy")
     p.add_argument("--max-dreams", type=int, default=24, help="held-out episodes dreamed open loop")
     p.add_argument("--bf16", action="store_true")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
 
     from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
     configure_openmp()
     maybe_reexec_with_tcmalloc("cpu")
     os.environ.setdefault("MUJOCO_GL", "osmesa")
-    import torch
 
     from world4rl_model.data import EpisodeStore
     from world4rl_model.dataset import Dataset
-    from world4rl_model.evaluation import horizon_metrics, metrics_markdown, open_loop_rollouts, side_by_side_video
-    from world4rl_model.reward import RewardClassifier, calibration_report, evaluate_classifier
+    from world4rl_model.evaluation import horizon_metrics, open_loop_rollouts, side_by_side_video
+    from world4rl_model.reward import RewardClassifier
     from world4rl_model.world_model import WorldModel
     from world4rl_policy.policy import load_policy_module
-    from world4rl_policy.ppo import imagined_success
 
     run = Path(args.run)
     out = run / "analysis"
@@ -78,6 +80,29 @@ def main(argv: list[str] | None = None) -> int:
     horizons = [h for h in (1, 5, 15, 30, dream_h) if h <= dream_h]
     rows = horizon_metrics(rollouts, sorted(set(horizons)))
     result["world_model_open_loop"] = rows
+    result.update(_reward_in_dreams(rm, rm_config, ds, rollouts, task_index))
+    n = rollouts.real.shape[0]
+    video = side_by_side_video(rollouts, out / f"{args.task}_real_vs_dream.mp4", count=min(4, n))
+
+    # 3. Imagined vs real success of BC and refined.
+    result["imagined_vs_real"] = _imagined_vs_real(run, args, {"bc": bc_dir, "refined": refined_dir}, horizon)
+    (out / f"{args.task}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    md = _markdown(result, rows, n, video, args.task, run)
+    (out / f"{args.task}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+def _reward_in_dreams(rm, rm_config: dict, ds, rollouts, task_index: int) -> dict:
+    """The classifier on the real and on the dreamed frames of the rollouts (per frame and per
+    episode), and on the reward run's own held-out episodes of every task."""
+    import torch
+
+    from world4rl_model.data import EpisodeStore
+    from world4rl_model.reward_report import calibration_report, evaluate_classifier
+
+    result: dict = {}
     n, steps = rollouts.real.shape[:2]
     task_ids = torch.full((n * steps,), task_index, dtype=torch.long)
     with torch.no_grad():
@@ -108,27 +133,35 @@ def main(argv: list[str] | None = None) -> int:
     if rm_val:
         held_out = evaluate_classifier(rm, EpisodeStore(ds, rm_val))["frames"]
         result["reward_held_out_all_tasks"] = {k: held_out[k] for k in keep}
-    video = side_by_side_video(rollouts, out / f"{args.task}_real_vs_dream.mp4", count=min(4, n))
+    return result
 
-    # 3. Imagined vs real success of BC and refined.
+
+def _imagined_vs_real(run: Path, args: argparse.Namespace, policies: dict[str, Path], horizon: int) -> dict:
+    """Each policy's success rate in imagination next to its rate in the true sim (RUN/eval/TASK/eval.json)."""
+    from world4rl_policy.ppo import imagined_success
+
     evaluation = json.loads((run / "eval" / args.task / "eval.json").read_text())
     real = {p["label"]: p for p in evaluation["policies"]}
-    result["imagined_vs_real"] = {}
-    for label, path in (("bc", bc_dir), ("refined", refined_dir)):
+    result = {}
+    for label, path in policies.items():
         imagined = imagined_success(
             str(path), str(run / "world_model"), str(run / "reward"), str(run / "dataset"), args.task,
             episodes=args.episodes, horizon=horizon, bf16=args.bf16,
         )  # fmt: skip
-        result["imagined_vs_real"][label] = {
+        result[label] = {
             "imagined_success": imagined["success_rate"],
             "imagined_steps_to_success": imagined["mean_steps_to_success"],
             "real_success": real[label]["success_rate"],
             "real_ci95": real[label]["ci95_wilson"],
             "real_steps_to_success": real[label]["mean_steps_to_success"],
         }
-    (out / f"{args.task}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
-    md = [f"# Refinement analysis: {args.task} ({run})", ""]
+
+def _markdown(result: dict, rows, n: int, video, task: str, run: Path) -> list[str]:
+    from world4rl_model.evaluation import metrics_markdown
+
+    md = [f"# Refinement analysis: {task} ({run})", ""]
     md.append(metrics_markdown(rows, f"World model open loop from the first frame, {n} held-out episodes"))
     rr, rd, el = (
         result["reward_on_real_frames"],
@@ -162,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['real_ci95'][0]:.1%}..{r['real_ci95'][1]:.1%} | {steps_r} |"
         )
     md += ["", f"Video (each row real | dreamed): {video}"]
-    (out / f"{args.task}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
+    return md
 
 
 if __name__ == "__main__":

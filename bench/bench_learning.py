@@ -11,6 +11,7 @@ every stage (the acceptance budget is 2 h of CPU time per task).
     .venv/bin/python bench/bench_learning.py --quick            # toy scale: checks the pipeline, minutes
     .venv/bin/python bench/bench_learning.py --tasks drawer --run runs/bench_learning_drawer
     .venv/bin/python bench/bench_learning.py --suite metaworld   # drawer-open + button-press-topdown
+    .venv/bin/python bench/bench_learning.py --profile my.yaml   # another profile (see bench/profiles/)
 
 Resumable: rerunning with the same --run skips finished stages (RUN/stages.json).
 """
@@ -25,50 +26,16 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-# The results profile (its runs and numbers: docs/results.md#the-results-recipe): 64x64 frames (the
-# spec's LEARNING_IMAGE_SIZE); many cheap sim demonstrations, because image BC from one fixed camera
-# needs them (60 demos gave 0 %); BC without random-shift augmentation (pixel position is the signal
-# with a fixed camera) and only up to 3 frames past the first success; the paper's 150 policy + 30
-# random rollouts per task; one world model for all tasks, its classifier trained on its dreams as well.
-FULL = {
-    "image_size": 64,
-    "expert_episodes": 400,
-    "expert_noise": 0.1,
-    "policy_episodes": 150,
-    "random_episodes": 30,
-    "eval_episodes": 100,
-    "bc": {"steps": 3000, "lr": 1e-3, "val_every": 250, "augment_shift": 0},
-    "world_model": {"size": "default", "steps": 100000, "lr": 5e-4, "bf16": True, "max_minutes": 50},
-    "reward": {"steps": 2000, "bf16": True},
-    "refine": {"total_steps": 40960, "horizon": 30, "bf16": True, "kl_bc_coef": 0.1},
-    # pick_place's noisy expert needs 30 steps on average (drawer's 14): imagined episodes of 40 steps;
-    # its imagination is optimistic (BC: 62 % imagined, 47 % real), so only a confident classifier pays
-    # (drawer does better with the default 0.5: 92 vs 87 %).
-    "refine_by_task": {"pick_place": {"horizon": 40, "reward_threshold": 0.9}},
-}
-# Meta-World: the same recipe, except that imagined episodes last the task's 60 steps (the noisy
-# drawer-open expert needs 40-49; 30 would end them before the drawer is open) and the world model
-# trains 40 minutes (two tasks of 60-step episodes; keeps the run within 2 h per task).
-METAWORLD_FULL = {
-    **FULL,
-    "world_model": {**FULL["world_model"], "max_minutes": 40},
-    "refine": {k: v for k, v in FULL["refine"].items() if k != "horizon"},
-}
+# The profiles: `world4rl coverage` settings (CoverageConfig) as YAML presets, read by
+# world4rl_model.config (full: the results recipe, docs/results.md#the-results-recipe).
+PROFILES = Path(__file__).resolve().parent / "profiles"
 FRANKA_TASKS = "drawer,pick_place"  # reach: no gain; push: BC never succeeds (docs/results.md#findings-per-task)
 METAWORLD_TASKS = "drawer-open-v3,button-press-topdown-v3"
-QUICK = {
-    "image_size": 32,
-    "expert_episodes": 3,
-    "expert_noise": 0.2,
-    "policy_episodes": 2,
-    "random_episodes": 2,
-    "eval_episodes": 5,
-    "bc": {"steps": 30, "channels": [8, 16, 16, 16], "hidden_dim": 32, "val_every": 30},
-    "world_model": {"size": "tiny", "steps": 20, "batch_size": 8, "val_every": 20},
-    "reward": {"steps": 20, "channels": [8, 8]},
-    "refine": {"total_steps": 256, "num_envs": 8, "num_steps": 8, "video_episodes": 1},
-}
+
+
+def profile_path(quick: bool, suite: str) -> Path:
+    """The profile bench_learning runs by default: quick.yaml, metaworld_full.yaml or full.yaml."""
+    return PROFILES / ("quick.yaml" if quick else "metaworld_full.yaml" if suite == "metaworld" else "full.yaml")
 
 
 def _task_row(run: Path, book: dict, task: str, num_tasks: int) -> dict:
@@ -102,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=["franka", "metaworld"], default="franka")
     p.add_argument("--run", default=None, help="run directory (default: runs/bench_learning[_quick])")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="a YAML profile (default: profiles/full.yaml, quick.yaml with --quick)",
+    )
     args = p.parse_args(argv)
 
     from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
@@ -110,19 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     maybe_reexec_with_tcmalloc("cpu")
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     from world4rl_bringup.coverage_cli import CoverageConfig, run_pipeline
+    from world4rl_model.config import build, read_preset
 
     metaworld = args.suite == "metaworld"
-    profile = QUICK if args.quick else METAWORLD_FULL if metaworld else FULL
+    profile = read_preset(args.profile or profile_path(args.quick, args.suite), CoverageConfig)
     name = "learning_metaworld" if metaworld else "learning"  # the results file and default run directory
     run = Path(args.run or (f"runs/bench_{name}_quick" if args.quick else f"runs/bench_{name}"))
     tasks = [t for t in (args.tasks or (METAWORLD_TASKS if metaworld else FRANKA_TASKS)).split(",") if t]
     profile = {**profile, "refine_by_task": {t: v for t, v in profile.get("refine_by_task", {}).items() if t in tasks}}
-    cfg = CoverageConfig(run=str(run), tasks=tasks, suite=args.suite, threads=args.threads, **profile)
+    cfg = build(
+        CoverageConfig, {**profile, "run": str(run), "tasks": tasks, "suite": args.suite, "threads": args.threads}
+    )
     t0 = time.time()
     book = run_pipeline(cfg)
     rows = [_task_row(run, book, task, len(tasks)) for task in tasks]
     result = {
-        "profile": "quick" if args.quick else "full",
+        "profile": args.profile.stem if args.profile else "quick" if args.quick else "full",
         "settings": profile,
         "suite": args.suite,
         "run": str(run.absolute()),

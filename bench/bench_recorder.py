@@ -116,13 +116,13 @@ def analyse_bag(path: Path) -> dict:
             ensure_msgtype(store, conn.msgtype)
         for conn, stamp, raw in reader.messages():
             stamps.setdefault(conn.topic, []).append(stamp)
-            if conn.topic in (topics.CAMERA_IMAGE, CAMERA2_IMAGE):
+            if conn.topic in (topics.bag_topic(topics.CAMERA_IMAGE), CAMERA2_IMAGE):
                 msg = store.deserialize_cdr(raw, conn.msgtype)
                 row = np.frombuffer(msg.data, np.uint8, count=32 * 3).reshape(32, 3)
                 numbers.setdefault(conn.topic, []).append(decode_frame_number(row))
-            elif conn.topic == topics.JOINT_STATES:
+            elif conn.topic == topics.bag_topic(topics.JOINT_STATES):
                 numbers.setdefault(conn.topic, []).append(int(store.deserialize_cdr(raw, conn.msgtype).position[0]))
-            elif conn.topic == topics.ACTION:
+            elif conn.topic == topics.bag_topic(topics.ACTION):
                 numbers.setdefault(conn.topic, []).append(int(store.deserialize_cdr(raw, conn.msgtype).values[3]))
     streams = {}
     for topic, seq in numbers.items():
@@ -153,9 +153,9 @@ def main() -> int:
 
     import rclpy
 
-    from world4rl_bringup.node_process import NodeProcess, wait_until
     from world4rl_msgs.srv import StartEpisode, StopEpisode
     from world4rl_spec import topics
+    from world4rl_testing import NodeProcess, wait_until
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -110,9 +110,9 @@ def run_node(ckpt: Path, seconds: float, control_rate: float, log_dir: Path) -> 
     from std_srvs.srv import SetBool
     from trajectory_msgs.msg import JointTrajectory
 
-    from world4rl_bringup.node_process import NodeProcess, wait_until
     from world4rl_msgs.msg import PolicyStatus
     from world4rl_spec import ARM_JOINT_NAMES, FR3_READY_POSE, topics
+    from world4rl_testing import NodeProcess, wait_until
 
     domain = 1 + (os.getpid() * 11) % 230
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}

@@ -23,7 +23,7 @@ def _collect(out: Path, episodes: int, task: str = "push", *extra: str) -> subpr
 def _episode_info(bag: Path):
     with AnyReader([bag], default_typestore=episode_typestore()) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-        info_conn = [c for c in reader.connections if c.topic == topics.EPISODE_INFO]
+        info_conn = [c for c in reader.connections if c.topic == topics.bag_topic(topics.EPISODE_INFO)]
         info = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=info_conn)]
     return counts, info[-1]
 
@@ -43,9 +43,10 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
         assert info.success, f"{bag}: the scripted expert failed through ROS"
         assert f"seed {index}," in info.operator_note
         # ~10 Hz actions, ~30 Hz images, ~100 Hz joint states over a ~3-5 s episode.
-        assert 15 <= counts[topics.ACTION] <= 70, counts
-        assert counts[topics.CAMERA_IMAGE] >= 2 * counts[topics.ACTION], counts
-        assert counts[topics.JOINT_STATES] >= 5 * counts[topics.ACTION], counts
+        action, image, joints = (topics.bag_topic(t) for t in (topics.ACTION, topics.CAMERA_IMAGE, topics.JOINT_STATES))
+        assert 15 <= counts[action] <= 70, counts
+        assert counts[image] >= 2 * counts[action], counts
+        assert counts[joints] >= 5 * counts[action], counts
 
     again = _collect(out, 3)
     assert again.returncode == 0, again.stdout + again.stderr

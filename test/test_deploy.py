@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from world4rl_bringup.deploy_cli import direct_api_outcomes
 from world4rl_bringup.graph import GraphError, load_graph, resolve
 from world4rl_bringup.graph_runner import check_runnable_here
+from world4rl_bringup.sim_rollouts import direct_api_outcomes
 from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
 
 ROOT = Path(__file__).resolve().parents[1]

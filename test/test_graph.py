@@ -8,10 +8,10 @@ import pytest
 
 from world4rl_bringup.graph import GraphError, load_graph, resolve
 from world4rl_bringup.graph_runner import check_runnable_here, run_graph
-from world4rl_bringup.node_process import wait_until
 from world4rl_msgs.msg import EpisodeInfo
 from world4rl_msgs.srv import StartEpisode
 from world4rl_spec import topics
+from world4rl_testing import wait_until
 
 SUPPORT = str(Path(__file__).parent / "support")
 

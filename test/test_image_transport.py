@@ -10,8 +10,8 @@ import pytest
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from world4rl_bringup.node_process import wait_until
 from world4rl_spec import CAMERA_HEIGHT, CAMERA_WIDTH, topics
+from world4rl_testing import wait_until
 
 SUPPORT = str(Path(__file__).parent / "support")
 RATE_HZ = 30.0

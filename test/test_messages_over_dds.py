@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from world4rl_bringup.node_process import wait_until
 from world4rl_msgs.msg import EpisodeInfo
 from world4rl_msgs.srv import StartEpisode
 from world4rl_spec import topics
+from world4rl_testing import wait_until
 
 SUPPORT = str(Path(__file__).parent / "support")
 
@@ -43,7 +43,7 @@ def test_episode_info_and_start_service_cross_processes(launch_node, ros_node):
 
 
 def test_dead_node_is_reported_with_its_stderr(ros_domain, tmp_path):
-    from world4rl_bringup.node_process import NodeDiedError, NodeProcess
+    from world4rl_testing import NodeDiedError, NodeProcess
 
     node = NodeProcess("world4rl_no_such_module", "ghost", log_dir=tmp_path).start()
     with pytest.raises(NodeDiedError, match="No module named world4rl_no_such_module"):

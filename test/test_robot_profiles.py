@@ -31,5 +31,14 @@ def test_profiles_are_valid_safety_parameters(name):
     SafetyParams.from_dict(_params(name))  # raises on unknown keys or bad values
 
 
+def test_the_node_defaults_file_leaves_the_robot_values_to_the_profiles():
+    """policy_runner.yaml is loaded before the profile: a safety box or gripper value there would be a
+    second home for what SafetyParams, world4rl_spec and the robot profiles already say."""
+    config = PROFILES.parents[2] / "world4rl_policy" / "config" / "policy_runner.yaml"
+    params = yaml.safe_load(config.read_text())["/**"]["ros__parameters"]
+    assert not {"safety", "gripper_speed", "grasp_force"} & set(params)
+    assert not [key for key in params if key.startswith("safety.")]
+
+
 def test_franka_profile_uses_the_franka_hand_tcp():
     assert _params("franka")["tcp_offset_m"] == pytest.approx(fr3_kinematics.HAND_TCP_OFFSET_M)

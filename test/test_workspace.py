@@ -30,6 +30,27 @@ def test_colcon_installed_every_package(package):
     assert (ROOT / "install" / package / "share" / "ament_index" / "resource_index" / "packages" / package).is_file()
 
 
+@pytest.mark.parametrize("package", [p for p in PACKAGES if p != "world4rl_msgs"])
+def test_setup_cfg_metadata_agrees_with_package_xml(package):
+    """setup.cfg restates package.xml's name, version, description, maintainer and licence (setuptools
+    cannot read package.xml): they must not drift apart."""
+    import configparser
+    import xml.etree.ElementTree as ET
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT / "src" / package / "setup.cfg")
+    xml = ET.parse(ROOT / "src" / package / "package.xml").getroot()
+    maintainer = xml.find("maintainer")
+    assert dict(cfg["metadata"]) == {
+        "name": xml.findtext("name"),
+        "version": xml.findtext("version"),
+        "description": xml.findtext("description"),
+        "maintainer": maintainer.text,
+        "maintainer_email": maintainer.get("email"),
+        "license": xml.findtext("license"),
+    }
+
+
 def test_messages_import_after_sourcing_setup_bash():
     script = f"source {ROOT}/install/setup.bash && {ROOT}/.venv/bin/python -c " + repr(
         "import world4rl_msgs.msg as m, world4rl_msgs.srv as s, world4rl_msgs.action as a; "
@@ -98,3 +119,15 @@ def test_train_bc_is_joined_to_the_train_subcommand():
     assert out.returncode == 0, out.stderr
     assert "usage: world4rl train bc" in out.stdout
     assert "--dataset" in out.stdout
+
+
+def test_no_function_in_src_is_longer_than_80_lines():
+    """A function that does not fit a screen does several jobs: split it (tests included)."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long

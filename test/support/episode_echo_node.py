@@ -4,12 +4,11 @@ Lets a test prove that a world4rl_msgs message and a world4rl_msgs service both 
 boundary over real DDS: the service reply can only contain the task if the message arrived.
 """
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from world4rl_msgs.msg import EpisodeInfo
 from world4rl_msgs.srv import StartEpisode
+from world4rl_ros.node_main import run_node
 from world4rl_spec import topics
 
 
@@ -36,15 +35,7 @@ class EpisodeEcho(Node):
 
 
 def main() -> None:
-    rclpy.init()
-    node = EpisodeEcho()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(EpisodeEcho)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from world4rl_ros.node_main import run_node
 from world4rl_spec import CAMERA_HEIGHT, CAMERA_WIDTH, topics
 
 
@@ -44,17 +44,13 @@ class ImageBurst(Node):
         self.get_logger().info(f"published {self.count} frames in {time.monotonic() - start:.2f} s")
 
 
+def _burst_then_idle(node: ImageBurst) -> None:
+    node.run()
+    rclpy.spin(node)
+
+
 def main() -> None:
-    rclpy.init()
-    node = ImageBurst()
-    try:
-        node.run()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ImageBurst, spin=_burst_then_idle)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ _CHILD_RECOVER = textwrap.dedent(
     """
     import resource, sys, time
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-    from world4rl_bringup.bag_writer import recover_incomplete
+    from world4rl_bringup.bag_recovery import recover_incomplete
     t0 = time.monotonic()
     target = recover_incomplete({bag!r})
     seconds = time.monotonic() - t0
@@ -114,7 +114,7 @@ def test_recovery_of_a_1_gb_bag_streams_within_a_small_address_space(tmp_path):
         assert metadata["custom_data"]["world4rl.status"] == STATUS_RECOVERED
         with Reader(partial) as reader:
             assert sum(c.msgcount for c in reader.connections) == FRAMES  # images only were written
-            image_conns = [c for c in reader.connections if c.topic == topics.CAMERA_IMAGE]
+            image_conns = [c for c in reader.connections if c.topic == topics.bag_topic(topics.CAMERA_IMAGE)]
             for _, _, data in reader.messages(connections=image_conns):
                 check.update(data)
                 count += 1

@@ -16,6 +16,12 @@ from world4rl_spec import topics
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
+# The names the recorder stores these topics under (rooted at '/', world4rl_spec.topics.bag_topic).
+IMAGE = topics.bag_topic(topics.CAMERA_IMAGE)
+ACTION = topics.bag_topic(topics.ACTION)
+JOINTS = topics.bag_topic(topics.JOINT_STATES)
+SUCCESS = topics.bag_topic(topics.SIM_SUCCESS)
+EPISODE_INFO = topics.bag_topic(topics.EPISODE_INFO)
 
 
 def image_value(k: int) -> int:
@@ -47,11 +53,11 @@ def make_bag(
         out / episode_dir_name(index), meta, msgs.store, flush_period_s=0.0 if flush_every_message else 1.0
     ).start()
     if with_images:
-        writer.add_topic(topics.CAMERA_IMAGE, "sensor_msgs/msg/Image")
-    writer.add_topic(topics.ACTION, "world4rl_msgs/msg/Action")
-    writer.add_topic(topics.JOINT_STATES, "sensor_msgs/msg/JointState")
+        writer.add_topic(IMAGE, "sensor_msgs/msg/Image")
+    writer.add_topic(ACTION, "world4rl_msgs/msg/Action")
+    writer.add_topic(JOINTS, "sensor_msgs/msg/JointState")
     if sim_success is not None:
-        writer.add_topic(topics.SIM_SUCCESS, "std_msgs/msg/Bool")
+        writer.add_topic(SUCCESS, "std_msgs/msg/Bool")
     duration_ms = steps * action_period_ms + 50
     events = []
     if with_images:
@@ -69,16 +75,16 @@ def make_bag(
                 pixels = np.full(hw, image_value(k), np.uint16)
             else:
                 pixels = np.full((*hw, 3), image_value(k), np.uint8)
-            writer.write(topics.CAMERA_IMAGE, stamp, msgs.image(stamp, pixels, encoding=encoding))
+            writer.write(IMAGE, stamp, msgs.image(stamp, pixels, encoding=encoding))
         elif what == "action":
             values = action_values(k) if action_values else [k / 100, -k / 100, 0.0, 1.0 if k > 5 else -1.0]
-            writer.write(topics.ACTION, stamp, msgs.action(stamp, values, source=source))
+            writer.write(ACTION, stamp, msgs.action(stamp, values, source=source))
         elif what == "success":
             bool_type = msgs.types["std_msgs/msg/Bool"]
             data = bytes(msgs.store.serialize_cdr(bool_type(data=sim_success(k)), "std_msgs/msg/Bool"))
-            writer.write(topics.SIM_SUCCESS, stamp, data)
+            writer.write(SUCCESS, stamp, data)
         else:
-            writer.write(topics.JOINT_STATES, stamp, msgs.joint_state(stamp, [k * 0.001] * 9))
+            writer.write(JOINTS, stamp, msgs.joint_state(stamp, [k * 0.001] * 9))
     meta.success, meta.stop_ns = success, T0 + duration_ms * MS
     if with_info:
         return writer.close(meta).path
@@ -167,13 +173,13 @@ def test_actions_before_the_first_image_are_dropped(tmp_path, msgs):
     # Same bag, but with the images starting late: rebuild it with a 250 ms image gap.
     meta = EpisodeMeta(index=1, task="push", robot="sim", start_ns=T0)
     writer = EpisodeBagWriter(tmp_path / episode_dir_name(1), meta, msgs.store).start()
-    writer.add_topic(topics.CAMERA_IMAGE, "sensor_msgs/msg/Image")
-    writer.add_topic(topics.ACTION, "world4rl_msgs/msg/Action")
+    writer.add_topic(IMAGE, "sensor_msgs/msg/Image")
+    writer.add_topic(ACTION, "world4rl_msgs/msg/Action")
     for j in range(10):
-        writer.write(topics.ACTION, T0 + j * 100 * MS, msgs.action(T0 + j * 100 * MS, [0, 0, 0, 0]))
+        writer.write(ACTION, T0 + j * 100 * MS, msgs.action(T0 + j * 100 * MS, [0, 0, 0, 0]))
         stamp = T0 + (j * 100 + 50) * MS
         if j >= 3:
-            writer.write(topics.CAMERA_IMAGE, stamp, msgs.image(stamp, np.full((48, 64, 3), j, np.uint8)))
+            writer.write(IMAGE, stamp, msgs.image(stamp, np.full((48, 64, 3), j, np.uint8)))
     meta.success = True
     late = writer.close(meta).path
     ep = read_episode(late)
@@ -205,19 +211,19 @@ def test_bad_bags_are_named_and_the_others_still_convert(tmp_path, msgs):
     errors = {bag.name: error for bag, error in report.failed}
     assert sorted(b.name for b, _ in report.converted) == ["ep_000000", "ep_000005"]
     assert errors["ep_000001"].startswith(str(no_images))
-    assert f"topic {topics.CAMERA_IMAGE} is missing" in errors["ep_000001"]
-    assert f"topic {topics.CAMERA_IMAGE}: image 0: image encoding 'mono16' is not supported" in errors["ep_000002"]
+    assert f"topic {IMAGE} is missing" in errors["ep_000001"]
+    assert f"topic {IMAGE}: image 0: image encoding 'mono16' is not supported" in errors["ep_000002"]
     assert str(mono) in errors["ep_000002"]
     assert "cannot open the bag" in errors["ep_000003"]
     assert "ep_000003.mcap is truncated" in errors["ep_000003"]
-    assert f"{topics.ACTION}: " in errors["ep_000003"]  # what survives, per topic
-    assert f"topic {topics.ACTION}: message 0 has 3 values, expected 4" in errors["ep_000004"]
+    assert f"{ACTION}: " in errors["ep_000003"]  # what survives, per topic
+    assert f"topic {ACTION}: message 0 has 3 values, expected 4" in errors["ep_000004"]
     assert str(short_actions) in errors["ep_000004"]
-    assert f"topic {topics.ACTION}: actions arrive at 30." in errors["ep_000006"]
+    assert f"topic {ACTION}: actions arrive at 30." in errors["ep_000006"]
     assert str(too_fast) in errors["ep_000006"]
     assert "is outside [-1.0, 1.0]" in errors["ep_000007"]
     assert str(out_of_range) in errors["ep_000007"]
-    assert f"topic {topics.EPISODE_INFO} is missing" in errors["ep_000008.partial"]
+    assert f"topic {EPISODE_INFO} is missing" in errors["ep_000008.partial"]
     assert any(p.name == "notes.txt" for p, _ in report.skipped)
     assert any(line.startswith("error: ") for line in lines)
 
@@ -264,7 +270,7 @@ def test_cli_build_info_video(tmp_path, msgs, capsys):
     out, err = capsys.readouterr()
     assert "2 converted, 0 skipped, 1 failed" in out
     assert f"FAILED {bags / 'ep_000002'}" in err
-    assert f"topic {topics.CAMERA_IMAGE} is missing" in err
+    assert f"topic {IMAGE} is missing" in err
 
     assert main(["dataset", "info", str(dataset)]) == 0
     info = capsys.readouterr().out

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from world4rl_bringup import bag_writer
+from world4rl_bringup.bag_recovery import recover_all_incomplete, recover_incomplete, scan_mcap
 from world4rl_bringup.bag_writer import (
     INCOMPLETE_SUFFIX,
     PARTIAL_SUFFIX,
@@ -32,16 +33,15 @@ from world4rl_bringup.bag_writer import (
     episode_dir_name,
     episode_typestore,
     next_episode_index,
-    recover_all_incomplete,
-    recover_incomplete,
-    scan_mcap,
 )
-from world4rl_bringup.node_process import wait_until
 from world4rl_spec import topics
+from world4rl_testing import wait_until
 
-IMAGE = topics.CAMERA_IMAGE
-JOINTS = topics.JOINT_STATES
-ACTION = topics.ACTION
+# The names the recorder stores these topics under (rooted at '/', world4rl_spec.topics.bag_topic).
+IMAGE = topics.bag_topic(topics.CAMERA_IMAGE)
+JOINTS = topics.bag_topic(topics.JOINT_STATES)
+ACTION = topics.bag_topic(topics.ACTION)
+EPISODE_INFO = topics.bag_topic(topics.EPISODE_INFO)
 
 
 def _frame(i: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -83,7 +83,7 @@ def test_episode_round_trip_through_the_rosbags_reader(tmp_path, msgs, bag_reade
     assert result.status == STATUS_COMPLETE
     assert not (tmp_path / ("ep_000000" + INCOMPLETE_SUFFIX)).exists()
     assert sorted(p.name for p in result.path.iterdir()) == ["ep_000000.mcap", "metadata.yaml"]
-    assert result.topic_counts == {IMAGE: 20, JOINTS: 60, ACTION: 20, topics.EPISODE_INFO: 1}
+    assert result.topic_counts == {IMAGE: 20, JOINTS: 60, ACTION: 20, EPISODE_INFO: 1}
     assert result.message_count == 101
 
     bag = bag_reader(result.path)
@@ -91,9 +91,9 @@ def test_episode_round_trip_through_the_rosbags_reader(tmp_path, msgs, bag_reade
         IMAGE: ("sensor_msgs/msg/Image", 20),
         JOINTS: ("sensor_msgs/msg/JointState", 60),
         ACTION: ("world4rl_msgs/msg/Action", 20),
-        topics.EPISODE_INFO: ("world4rl_msgs/msg/EpisodeInfo", 1),
+        EPISODE_INFO: ("world4rl_msgs/msg/EpisodeInfo", 1),
     }
-    ((_, info),) = bag["messages"][topics.EPISODE_INFO]
+    ((_, info),) = bag["messages"][EPISODE_INFO]
     assert (info.task, info.episode_index, info.success, info.operator_note, info.robot) == (
         "push",
         0,
@@ -187,7 +187,7 @@ def test_sigkill_mid_episode_leaves_a_recoverable_bag(tmp_path, msgs, bag_reader
     assert bag["topics"][IMAGE][1] >= 10
     assert bag["topics"][JOINTS][1] >= 30
     assert bag["topics"][ACTION][1] >= 10
-    assert topics.EPISODE_INFO not in bag["topics"]
+    assert EPISODE_INFO not in bag["topics"]
     assert bag["custom"]["world4rl.status"] == STATUS_RECOVERED
     assert bag["custom"]["world4rl.task"] == "push"
     assert bag["custom"]["world4rl.episode_index"] == "3"

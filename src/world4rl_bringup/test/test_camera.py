@@ -21,8 +21,8 @@ from world4rl_bringup.camera_sources import (
     open_source,
     realsense_intrinsics,
 )
-from world4rl_bringup.node_process import NodeProcess, wait_until
 from world4rl_spec import CAMERA_HEIGHT, CAMERA_WIDTH, topics
+from world4rl_testing import NodeProcess, wait_until
 
 
 def _realsense_count() -> int:

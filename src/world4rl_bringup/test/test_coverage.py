@@ -11,17 +11,20 @@ import pytest
 from world4rl_bringup import coverage_cli as cov
 
 S = 32
-TINY_BC = ["steps=4", "channels=[8,8,8,8]", "hidden_dim=16", "val_every=2", "checkpoint_every=2"]
+TINY_BC = ["steps=4", "policy.channels=[8,8,8,8]", "policy.hidden_dim=16", "val_every=2", "checkpoint_every=2"]
 
 
-def _args(run, *extra):
-    parser = cov.argparse.ArgumentParser()
-    cov.add_arguments(parser)
+def _argv(run, *extra):
     base = ["--run", str(run), "--task", "reach", "--image-size", str(S), "--expert", "2", "--policy-episodes", "1",
-            "--random", "1", "--eval-episodes", "2", "--eval-videos", "0", "--quiet", "--threads", "1"]  # fmt: skip
+            "--random", "1", "--eval-episodes", "2", "--eval-videos", "0", "--no-progress",
+            "--threads", "1"]  # fmt: skip
     for item in TINY_BC:
         base += ["--bc-set", item]
-    return parser.parse_args([*base, *extra])
+    return [*base, *extra]
+
+
+def _config(run, *extra):
+    return cov.parse_command_line(_argv(run, *extra))[0]
 
 
 def _episodes(run):
@@ -40,7 +43,20 @@ def test_overrides_parse_by_field_and_reject_unknown_names():
     with pytest.raises(ValueError, match="KEY=VALUE"):
         cov.parse_overrides(["total_steps"], PPOConfig)
     with pytest.raises(ValueError, match="overlap"):
-        cov.CoverageConfig(run="x", tasks=["reach"], expert_episodes=2000)
+        cov.CoverageConfig(run="x", tasks=["reach"], expert_episodes=2000).validate()
+    with pytest.raises(ValueError, match=r"total_steps = 'many': expected int"):
+        cov.parse_overrides(["total_steps=many"], PPOConfig)
+
+
+def test_bc_overrides_reach_the_nested_policy_config():
+    from world4rl_policy.bc import BCConfig
+
+    got = cov.parse_overrides(["steps=4", "policy.hidden_dim=16", "policy.channels=[8,8]"], BCConfig, "--bc-set")
+    assert got == {"steps": 4, "policy": {"hidden_dim": 16, "channels": [8, 8]}}
+    with pytest.raises(ValueError, match=r"--bc-set: BCConfig has no setting 'hidden_dim' \(did you mean 'policy"):
+        cov.parse_overrides(["hidden_dim=16"], BCConfig, "--bc-set")
+    with pytest.raises(ValueError, match=r"'policy\.image_size' cannot be set: it is taken from the dataset"):
+        cov.parse_overrides(["policy.image_size=32"], BCConfig)
 
 
 def test_refine_settings_per_task_override_the_shared_ones(tmp_path):
@@ -55,20 +71,21 @@ def test_refine_settings_per_task_override_the_shared_ones(tmp_path):
     assert cov.parse_task_overrides(["out=runs/a:b"], PPOConfig) == ({"out": "runs/a:b"}, {})  # a colon in a value
 
     sets = ["total_steps=512", "pick_place:horizon=40", "pick_place:reward_threshold=0.9"]
-    cfg = cov.config_from_args(_args(tmp_path / "run", "--task", "pick_place", *(f"--refine-set={x}" for x in sets)))
+    cfg = _config(tmp_path / "run", "--task", "pick_place", *(f"--refine-set={x}" for x in sets))
     reach, pick = cov._refine_config(cfg, "reach"), cov._refine_config(cfg, "pick_place")
     assert (reach.horizon, reach.total_steps, reach.reward_threshold) == (30, 512, None)  # reach's own horizon
     assert (pick.horizon, pick.total_steps, pick.reward_threshold) == (40, 512, 0.9)
     assert pick.out.endswith("refine/pick_place")
     with pytest.raises(ValueError, match="'push' is not one of this run's tasks"):
-        cov.config_from_args(_args(tmp_path / "run", "--refine-set", "push:horizon=40"))
+        _config(tmp_path / "run", "--refine-set", "push:horizon=40")
 
 
 def test_data_and_bc_stages_resume_and_skip(tmp_path, capsys):
     run = tmp_path / "run"
-    cfg = cov.config_from_args(_args(run))
+    cfg = _config(run)
     assert cfg.bc["steps"] == 4
-    assert cfg.bc["channels"] == [8, 8, 8, 8]
+    assert cfg.bc["policy"] == {"channels": [8, 8, 8, 8], "hidden_dim": 16}
+    assert cov._bc_config(cfg, "reach").policy.hidden_dim == 16
 
     # An interrupted expert stage: one of the two episodes is already in the dataset.
     from world4rl_bringup.sim_rollouts import ExpertActor, record_episodes
@@ -100,7 +117,7 @@ def test_data_and_bc_stages_resume_and_skip(tmp_path, capsys):
     assert (run / "dataset" / "manifest.json").stat().st_mtime_ns == mtime
 
     # More expert episodes requested: the stage says what changed, reruns and tops up only the missing seed.
-    cfg3 = cov.config_from_args(_args(run, "--expert", "3"))
+    cfg3 = _config(run, "--expert", "3")
     book = cov.run_pipeline(cfg3, only=["expert", "bc"])
     out = capsys.readouterr().out
     assert "expert/reach: changed since it ran: setting n: running again" in out
@@ -131,11 +148,9 @@ def test_whole_recipe_at_toy_scale(tmp_path, monkeypatch):
         "--refine-set", "total_steps=16", "--refine-set", "num_envs=4", "--refine-set", "num_steps=4",
         "--refine-set", "video_episodes=0",
     ]  # fmt: skip
-    parser = cov.argparse.ArgumentParser()
-    cov.add_arguments(parser)
-    assert cov.run(_args(run, *extra)) == 0
+    assert cov.main(_argv(run, *extra)) == 0
     stages = json.loads((run / "stages.json").read_text())
-    assert [k for k in stages] == cov.stage_keys(cov.config_from_args(_args(run, *extra)))
+    assert [k for k in stages] == cov.stage_keys(_config(run, *extra))
     assert all(v["done"] for v in stages.values())
     from world4rl_policy.policy import load_policy_module
 
@@ -147,7 +162,7 @@ def test_whole_recipe_at_toy_scale(tmp_path, monkeypatch):
     assert [p["label"] for p in result["policies"]] == ["bc", "refined"]
     assert stages["eval/reach"]["refined"][1] == 2
     # Rerun: all skipped (fast), same result.
-    assert cov.run(_args(run, *extra)) == 0
+    assert cov.main(_argv(run, *extra)) == 0
     assert json.loads((run / "stages.json").read_text()) == stages
 
 
@@ -156,11 +171,31 @@ def test_a_task_name_that_is_a_path_is_refused_before_anything_is_written(tmp_pa
     monkeypatch.setenv("WORLD4RL_NO_TCMALLOC", "1")
     run = tmp_path / "runs" / "run"
     for bad in ("../x", "../../escaped", "a/b"):
-        code = cov.main(["--run", str(run), "--task", "reach", "--task", bad, "--expert", "1", "--quiet"])
+        code = cov.main(["--run", str(run), "--task", "reach", "--task", bad, "--expert", "1", "--no-progress"])
         assert code == 2
         err = capsys.readouterr().err
         assert err.startswith("world4rl coverage: error: --task: ")
         assert f"{bad!r} is not a valid task name" in err
     assert list(tmp_path.iterdir()) == []  # no run directory, nothing beside it
     with pytest.raises(ValueError, match="not a valid task name"):
-        cov.CoverageConfig(run=str(run), tasks=["../x"])
+        cov.run_pipeline(cov.CoverageConfig(run=str(run), tasks=["../x"]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stage_settings_keep_the_layout_earlier_runs_booked(tmp_path):
+    """BCConfig nests PolicyConfig and WorldModelTrainConfig gained channels/space_to_depth; the BC and
+    world-model stages still book the settings as before, so runs' finished stages stay finished."""
+    cfg = _config(tmp_path / "run", "--wm-set", "size=tiny")
+    bc = cov._bc_settings(cov._bc_config(cfg, "reach"))
+    booked = {
+        "dataset", "out", "tasks", "kinds", "successful_only", "val_fraction", "split_seed", "seed", "steps",
+        "batch_size", "lr", "weight_decay", "grad_clip", "augment_shift", "loss", "use_proprio",
+        "post_success_frames", "frame_history", "channels", "hidden_dim", "log_std_min", "log_std_max",
+        "max_minutes", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "threads", "resume",
+        "progress",
+    }  # fmt: skip
+    assert set(bc) == booked
+    assert (bc["channels"], bc["hidden_dim"]) == ([8, 8, 8, 8], 16)
+    assert "channels" not in cov._wm_settings(cov._wm_config(cfg))
+    cfg = _config(tmp_path / "run", "--wm-set", "channels=[8,16]")
+    assert cov._wm_settings(cov._wm_config(cfg))["channels"] == [8, 16]

@@ -15,16 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from world4rl_bringup.bag_writer import PARTIAL_SUFFIX, STATUS_INTERRUPTED, STATUS_RECOVERED, recover_incomplete
+from world4rl_bringup.bag_recovery import recover_incomplete
+from world4rl_bringup.bag_writer import PARTIAL_SUFFIX, STATUS_INTERRUPTED, STATUS_RECOVERED
 from world4rl_bringup.camera_sources import decode_frame_number
-from world4rl_bringup.node_process import NodeProcess, wait_until
 from world4rl_spec import ARM_JOINT_NAMES, topics
+from world4rl_testing import NodeProcess, wait_until
 
 pytestmark = pytest.mark.ros
 
 RECORDER = "world4rl_bringup.episode_recorder_node"
 CAMERA = "world4rl_bringup.camera_node"
 SMALL_CAMERA = {"source": "test_pattern", "width": 160, "height": 120}
+# The names the recorder stores these topics under in bags (rooted at '/', world4rl_spec.topics.bag_topic).
+IMAGE = topics.bag_topic(topics.CAMERA_IMAGE)
+CAMERA_INFO = topics.bag_topic(topics.CAMERA_INFO)
+JOINTS = topics.bag_topic(topics.JOINT_STATES)
+ACTION = topics.bag_topic(topics.ACTION)
+EPISODE_INFO = topics.bag_topic(topics.EPISODE_INFO)
 
 
 def call(node, srv_type, name, timeout=20.0, **fields):
@@ -94,6 +101,32 @@ class Publishers:
             time.sleep(period)
 
 
+def _assert_first_bag(bag, stopped) -> None:
+    """The first episode's bag: every message of the burst, the frames without a gap, its EpisodeInfo."""
+    counts = {t: n for t, (_, n) in bag["topics"].items()}
+    assert counts[JOINTS] == 60
+    assert counts[ACTION] == 60
+    assert counts[EPISODE_INFO] == 1
+    assert counts[IMAGE] >= 10
+    assert abs(counts[CAMERA_INFO] - counts[IMAGE]) <= 1
+    assert stopped.message_count == sum(counts.values())
+    assert bag["topics"][IMAGE][0] == "sensor_msgs/msg/Image"
+    assert bag["topics"][ACTION][0] == "world4rl_msgs/msg/Action"
+    assert [m.position[0] for _, m in bag["messages"][JOINTS]] == [float(i) for i in range(60)]
+    numbers = [
+        decode_frame_number(np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3)[0])
+        for _, m in bag["messages"][IMAGE]
+    ]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no frame lost
+    (_, info), = bag["messages"][EPISODE_INFO]  # fmt: skip
+    assert (info.task, info.episode_index, info.success, info.operator_note, info.robot) == (
+        "push", 0, True, "clean", "sim")  # fmt: skip
+    assert bag["custom"]["world4rl.success"] == "true"
+    stamps = [s for s, _ in bag["messages"][JOINTS]]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[0] / 1e9 - time.time()) < 60
+
+
 def test_start_stop_discard_and_the_bag_contents(launch_node, ros_node, tmp_path, bag_reader):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -139,29 +172,7 @@ def test_start_stop_discard_and_the_bag_contents(launch_node, ros_node, tmp_path
     assert stopped.bag_path == str(out / "ep_000000")
     assert "dropped: 0 (writer queue), 0 (publisher sequence gaps)" in stopped.message
 
-    bag = bag_reader(out / "ep_000000")
-    counts = {t: n for t, (_, n) in bag["topics"].items()}
-    assert counts[topics.JOINT_STATES] == 60
-    assert counts[topics.ACTION] == 60
-    assert counts[topics.EPISODE_INFO] == 1
-    assert counts[topics.CAMERA_IMAGE] >= 10
-    assert abs(counts[topics.CAMERA_INFO] - counts[topics.CAMERA_IMAGE]) <= 1
-    assert stopped.message_count == sum(counts.values())
-    assert bag["topics"][topics.CAMERA_IMAGE][0] == "sensor_msgs/msg/Image"
-    assert bag["topics"][topics.ACTION][0] == "world4rl_msgs/msg/Action"
-    assert [m.position[0] for _, m in bag["messages"][topics.JOINT_STATES]] == [float(i) for i in range(60)]
-    numbers = [
-        decode_frame_number(np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3)[0])
-        for _, m in bag["messages"][topics.CAMERA_IMAGE]
-    ]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no frame lost
-    (_, info), = bag["messages"][topics.EPISODE_INFO]  # fmt: skip
-    assert (info.task, info.episode_index, info.success, info.operator_note, info.robot) == (
-        "push", 0, True, "clean", "sim")  # fmt: skip
-    assert bag["custom"]["world4rl.success"] == "true"
-    stamps = [s for s, _ in bag["messages"][topics.JOINT_STATES]]
-    assert stamps == sorted(stamps)
-    assert abs(stamps[0] / 1e9 - time.time()) < 60
+    _assert_first_bag(bag_reader(out / "ep_000000"), stopped)
     assert wait_until(lambda: len(infos) == 1, timeout=5)
     assert infos[0].task == "push"
     assert infos[0].success
@@ -181,7 +192,7 @@ def test_start_stop_discard_and_the_bag_contents(launch_node, ros_node, tmp_path
     assert stopped.ok
     bag = bag_reader(out / "ep_000001")
     assert bag["custom"]["world4rl.success"] == "false"
-    assert bag["topics"][topics.JOINT_STATES][1] == 5
+    assert bag["topics"][JOINTS][1] == 5
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["ep_000000", "ep_000001"]
 
 
@@ -212,7 +223,7 @@ def test_kill_minus_9_mid_episode_keeps_earlier_episodes_and_recovers_the_curren
 
     assert (out / "ep_000001.incomplete").is_dir()
     assert (out / "ep_000000" / "ep_000000.mcap").read_bytes() == before
-    assert bag_reader(out / "ep_000000")["topics"][topics.JOINT_STATES][1] == 40
+    assert bag_reader(out / "ep_000000")["topics"][JOINTS][1] == 40
 
     # A new recorder recovers the crashed episode and continues after it.
     restarted = launch_node(RECORDER, "episode_recorder", params=params)
@@ -223,7 +234,7 @@ def test_kill_minus_9_mid_episode_keeps_earlier_episodes_and_recovers_the_curren
     assert partial.is_dir()
     assert not (out / "ep_000001.incomplete").exists()
     bag = bag_reader(partial)
-    positions = [m.position[0] for _, m in bag["messages"][topics.JOINT_STATES]]
+    positions = [m.position[0] for _, m in bag["messages"][JOINTS]]
     assert positions[:50] == [float(i) for i in range(50)]
     assert bag["custom"]["world4rl.status"] == STATUS_RECOVERED
     assert bag["custom"]["world4rl.operator_note"] == "will crash"
@@ -256,7 +267,7 @@ def test_full_disk_is_reported_and_loses_no_earlier_episode(launch_node, ros_nod
     assert "episode 1 was not saved as a complete bag" in stopped.message
     assert "the disk is full" in stopped.message
     assert "earlier episodes are intact" in stopped.message
-    assert bag_reader(disk / "ep_000000")["topics"][topics.JOINT_STATES][1] == 20
+    assert bag_reader(disk / "ep_000000")["topics"][JOINTS][1] == 20
     refused = start(ros_node, task="push")
     assert not refused.ok
     assert "disk is full" in refused.message or "No space left" in refused.message
@@ -284,8 +295,8 @@ def test_one_recorder_per_directory_and_shutdown_keeps_the_episode(ros_domain, r
         second.stop()
     bag = bag_reader(out / ("ep_000000" + PARTIAL_SUFFIX))
     assert bag["custom"]["world4rl.status"] == STATUS_INTERRUPTED
-    assert bag["topics"][topics.JOINT_STATES][1] == 10
-    assert topics.EPISODE_INFO not in bag["topics"]
+    assert bag["topics"][JOINTS][1] == 10
+    assert EPISODE_INFO not in bag["topics"]
 
 
 def test_lock_is_released_by_a_crash(ros_domain, tmp_path):
@@ -375,7 +386,7 @@ def test_a_name_taken_between_index_and_start_moves_on_to_the_next_index(launch_
     time.sleep(0.3)
     assert stop(ros_node, success=True).ok
     assert taken.is_symlink()
-    assert bag_reader(out / "ep_000001")["topics"][topics.JOINT_STATES][1] == 5
+    assert bag_reader(out / "ep_000001")["topics"][JOINTS][1] == 5
     assert recorder.is_running()
 
 
@@ -479,9 +490,9 @@ def test_a_writer_failure_is_reported_in_the_status_and_the_next_replies(launch_
     assert stop(ros_node, success=True).ok
     assert recorder.is_running()
     assert tree_hashes(out / "ep_000000") == before
-    assert bag_reader(out / "ep_000000")["topics"][topics.JOINT_STATES][1] == 20
+    assert bag_reader(out / "ep_000000")["topics"][JOINTS][1] == 20
     recovered = bag_reader(recover_incomplete(out / "ep_000001.incomplete"))  # the failed episode is readable
-    assert recovered["topics"][topics.CAMERA_IMAGE][1] >= 1
+    assert recovered["topics"][IMAGE][1] >= 1
 
 
 def test_memory_bounds_are_parameters_with_checked_ranges(launch_node, ros_node, tmp_path):

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from world4rl_bringup.node_process import wait_until
 from world4rl_bringup.teleop_keys import KeyboardTeleop
 from world4rl_msgs.msg import Action
 from world4rl_spec import ACTION_DIM, topics
+from world4rl_testing import wait_until
 
 
 def test_held_keys_move_and_release_stops():

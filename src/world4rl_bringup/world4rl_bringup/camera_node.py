@@ -14,18 +14,17 @@ Without a device the node logs what it looked for and exits with code 1.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from world4rl_bringup.camera_sources import SOURCES, CameraConfig, CameraError, NoCameraError, open_source
+from world4rl_bringup.camera_sources import SOURCES, CameraConfig, CameraError, open_source
+from world4rl_ros.node_main import run_node
 from world4rl_spec import CAMERA_FPS, CAMERA_HEIGHT, CAMERA_WIDTH, topics
 
 EXIT_NO_CAMERA = 1
@@ -127,36 +126,25 @@ class CameraNode(Node):
         self.source.close()
 
 
+def _spin_until_failure(node: CameraNode) -> int:
+    while rclpy.ok() and node.failure is None:
+        rclpy.spin_once(node, timeout_sec=0.2)
+    if node.failure is not None:
+        node.get_logger().fatal(f"camera stopped: {node.failure}")
+        return EXIT_CAMERA_FAILED
+    return 0
+
+
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        try:
-            node = CameraNode()
-        except NoCameraError as exc:
-            # The first thing an operator sees: say it plainly, no traceback.
-            rclpy.logging.get_logger("camera").fatal(str(exc))
-            code = EXIT_NO_CAMERA
-            return
-        except CameraError as exc:
-            rclpy.logging.get_logger("camera").fatal(str(exc))
-            code = EXIT_NO_CAMERA
-            return
-        while rclpy.ok() and node.failure is None:
-            rclpy.spin_once(node, timeout_sec=0.2)
-        if node.failure is not None:
-            node.get_logger().fatal(f"camera stopped: {node.failure}")
-            code = EXIT_CAMERA_FAILED
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-        if code:
-            sys.exit(code)
+    # No camera (or a bad one) is the first thing an operator sees: one plain line, no traceback.
+    run_node(
+        CameraNode,
+        args=args,
+        spin=_spin_until_failure,
+        setup_errors=(CameraError,),
+        setup_exit_code=EXIT_NO_CAMERA,
+        logger_name="camera",
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ r = discard and re-record, q = quit. The teleoperator drives the arm from anothe
 
 Episodes already in the output directory count: asking for 50 where 20 exist records 30 more,
 with the same seeds a single run would have used.
+
+`--namespace robot_a` starts the graph in that ROS namespace and talks to it from there (every
+name is relative), so two collections can share one ROS domain; the bags look the same either way.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ import time
 import tty
 from pathlib import Path
 
+from world4rl_bringup.graph import add_namespace_argument
+from world4rl_bringup.graph_driver import GraphDriver
 from world4rl_bringup.sim_episode import add_real_time_factor_argument
-from world4rl_spec import CONTROL_RATE_HZ
+from world4rl_spec import CONTROL_RATE_HZ, topics
 
-EXECUTOR_ARM = "/action_executor/arm"
+EXECUTOR_ARM = topics.EXECUTOR_ARM  # relative, like every name: resolved in --namespace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expert-noise", type=float, default=0.0, help="sim: std of noise on the expert's motion")
     parser.add_argument("--horizon", type=int, default=None, help="sim: control steps per episode (default: task's)")
     add_real_time_factor_argument(parser)
+    add_namespace_argument(parser)
     parser.add_argument("--settle-steps", type=int, default=3, help="sim: steps recorded after success (default: 3)")
     parser.add_argument("--attach", action="store_true", help="drive a graph already started with ros2 launch")
     parser.add_argument("--no-keyboard", action="store_true", help="ignore the terminal (non-interactive runs)")
@@ -120,7 +126,7 @@ class Keys:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 
 
-class Collector:
+class Collector(GraphDriver):
     """Drives the recorder, the executor and (on the sim) resets, over a RosSession."""
 
     def __init__(self, args, ros, nodes, keys: Keys):
@@ -130,9 +136,8 @@ class Collector:
         from world4rl_msgs.msg import Action
         from world4rl_spec import topics
 
+        super().__init__(ros, nodes)
         self.args = args
-        self.ros = ros
-        self.nodes = nodes
         self.keys = keys
         self.recording = False
         self.joint_state_seen = threading.Event()
@@ -177,14 +182,9 @@ class Collector:
         with self._actions_lock:
             return sum(1 for t in self._action_stamps if t > stamp_ns)
 
-    def check_nodes(self) -> None:
-        for node in self.nodes.values():
-            node.check_alive()
-
     def wait_for_graph(self, timeout: float) -> None:
         from std_srvs.srv import SetBool
 
-        from world4rl_bringup.ros_session import RosCallError
         from world4rl_msgs.srv import ResetSim, StartEpisode
         from world4rl_spec import topics
 
@@ -192,44 +192,44 @@ class Collector:
         if self.args.robot == "sim":
             wanted.append((ResetSim, topics.SIM_RESET))
         deadline = time.monotonic() + timeout
-        for srv_type, name in wanted:
-            client = self.ros.client(srv_type, name)
-            while not client.service_is_ready():
-                self.check_nodes()
-                if time.monotonic() > deadline:
-                    raise RosCallError(f"service {name} did not appear within {timeout:.0f} s: is the graph running?")
-                time.sleep(0.1)
+        shown = self.ros.node.resolve_topic_name  # the full name, in --namespace
+        self.wait_for_services(wanted, deadline, timeout)
         # The executor can only be armed once it has heard the arm: wait for the robot's joint states.
-        while not self.joint_state_seen.is_set():
-            self.check_nodes()
-            if time.monotonic() > deadline:
-                raise RosCallError(f"no joint state on {topics.JOINT_STATES} within {timeout:.0f} s: is the robot up?")
-            time.sleep(0.1)
+        self.wait_for(
+            self.joint_state_seen.is_set,
+            deadline,
+            f"no joint state on {shown(topics.JOINT_STATES)} within {timeout:.0f} s: is the robot up?",
+        )
         if self.args.robot == "sim":
             self.clock.wait_beyond(None, max(1.0, deadline - time.monotonic()))
             # The scripted expert's actions must be flowing (sim -> demonstrator -> executor and
             # recorder) before an episode starts: on a loaded machine discovery takes seconds, and an
             # executor armed before the first action reaches it holds and disarms.
-            while len(self._action_stamps) < 3 or len(self.ros.node.get_subscriptions_info_by_topic(topics.ACTION)) < 3:
-                self.check_nodes()
-                if time.monotonic() > deadline:
-                    raise RosCallError(
-                        f"the scripted expert's actions on {topics.ACTION} did not reach the executor and the "
-                        f"recorder within {timeout:.0f} s: is expert_demonstrator running?"
-                    )
-                time.sleep(0.1)
+            self.wait_for(
+                lambda: (
+                    len(self._action_stamps) >= 3
+                    and len(self.ros.node.get_subscriptions_info_by_topic(topics.ACTION)) >= 3
+                ),
+                deadline,
+                f"the scripted expert's actions on {shown(topics.ACTION)} did not reach the executor and the "
+                f"recorder within {timeout:.0f} s: is expert_demonstrator running?",
+            )
         # The recorder subscribes to a topic once it has discovered its publisher: an episode started
         # before it records the camera would lose its first steps (actions before the first image).
         recorded = [topics.CAMERA_IMAGE, topics.JOINT_STATES, topics.ACTION]
         recorded += [topics.SIM_SUCCESS] if self.args.robot == "sim" else []
-        while missing := [t for t in recorded if not self._recorder_subscribed(t)]:
-            self.check_nodes()
-            if time.monotonic() > deadline:
-                raise RosCallError(
-                    f"the episode recorder has not subscribed to {', '.join(missing)} within {timeout:.0f} s: "
-                    "is the camera (or the sim) publishing?"
-                )
-            time.sleep(0.1)
+
+        def missing() -> list[str]:
+            return [t for t in recorded if not self._recorder_subscribed(t)]
+
+        self.wait_for(
+            lambda: not missing(),
+            deadline,
+            lambda: (
+                f"the episode recorder has not subscribed to {', '.join(map(shown, missing()))} within "
+                f"{timeout:.0f} s: is the camera (or the sim) publishing?"
+            ),
+        )
         time.sleep(0.5)  # the executor subscribes to the same topics: give it a few messages too
 
     def _recorder_subscribed(self, topic: str) -> bool:
@@ -356,20 +356,25 @@ def _argument_error(args: argparse.Namespace, camera: str) -> str | None:
         return (
             "the real arm's drivers need a full ROS 2 install. On the robot PC run\n"
             f"  ros2 launch world4rl_bringup collect.launch.py robot:=franka camera:={camera} task:={args.task} "
-            f"output_dir:={out}\nthen, in another terminal: world4rl collect --robot franka --attach "
-            f"--task {args.task} --out {out} --episodes {args.episodes}"
+            f"output_dir:={out}{_namespace_arg(args, ' namespace:=')}\nthen, in another terminal: world4rl collect "
+            f"--robot franka --attach --task {args.task} --out {out} --episodes {args.episodes}"
+            f"{_namespace_arg(args, ' --namespace ')}"
         )
     if args.settle_steps < 1:
         return "--settle-steps must be at least 1: the success label needs a recorded action after it"
     return None
 
 
+def _namespace_arg(args: argparse.Namespace, flag: str) -> str:
+    return f"{flag}{args.namespace}" if args.namespace else ""
+
+
 def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.graph import GraphError, load_graph, resolve
     from world4rl_bringup.graph_runner import run_graph
-    from world4rl_bringup.node_process import NodeDiedError
-    from world4rl_bringup.ros_session import RosCallError, RosSession
     from world4rl_bringup.sim_episode import SimClockError
+    from world4rl_ros.node_process import NodeDiedError
+    from world4rl_ros.ros_session import RosCallError, RosSession
 
     camera = args.camera or ("sim" if args.robot == "sim" else "realsense")
     error = _argument_error(args, camera)
@@ -391,6 +396,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": str(args.seed + done),
         "expert_noise": str(args.expert_noise),
         "real_time_factor": str(args.real_time_factor),
+        "namespace": args.namespace,
     }
     try:
         resolved = resolve(load_graph("collect"), graph_args)
@@ -407,7 +413,11 @@ def run(args: argparse.Namespace) -> int:
     results = {"success": 0, "failure": 0, "discard": 0}
     try:
         graph = run_graph(resolved, log_dir) if not args.attach else contextlib.nullcontext({})
-        with graph as nodes, RosSession("world4rl_collect") as ros, Keys(keys_enabled) as keys:
+        with (
+            graph as nodes,
+            RosSession("world4rl_collect", namespace=args.namespace) as ros,
+            Keys(keys_enabled) as keys,
+        ):
             collector = Collector(args, ros, nodes, keys)
             collector.wait_for_graph(args.startup_timeout)
             try:

@@ -20,8 +20,9 @@ interrupted stage continues where it stopped); training stages resume from their
 checkpoint when interrupted, and start afresh when their settings or inputs changed. Any
 setting of a stage's trainer can be overridden with --bc-set / --wm-set / --reward-set /
 --refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig, RewardTrainConfig,
-PPOConfig); --refine-set TASK:KEY=VALUE sets one task's PPO (e.g. a longer imagined horizon for a
-task whose expert needs more steps).
+PPOConfig; a nested group's dotted, e.g. --bc-set policy.hidden_dim=128); --refine-set
+TASK:KEY=VALUE sets one task's PPO (e.g. a longer imagined horizon for a task whose expert needs
+more steps). The results recipe's settings are the YAML profiles in bench/profiles/.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from world4rl_bringup.stages import Stages
+from world4rl_model.config import meta
+from world4rl_spec import LEARNING_IMAGE_SIZE
 
 STAGES = ("expert", "bc", "rollouts", "world-model", "reward", "refine", "eval")
 HELP = "data-coverage recipe: expert demos -> BC -> BC/random rollouts -> world model + reward -> refine -> eval"
@@ -45,32 +48,49 @@ EXPERT_SEED0, POLICY_SEED0, RANDOM_SEED0 = 0, 10_000, 20_000
 EVAL_SEED0 = 1000
 
 
+_MODEL, _POLICY = "world4rl_model", "world4rl_policy"
+_PPO = "world4rl_policy.ppo:PPOConfig"
+
+
 @dataclass
 class CoverageConfig:
-    run: str
-    tasks: list[str]
-    suite: str = "franka"
-    image_size: int = 64
+    run: str  # run directory: dataset, checkpoints, stages.json (rerun the same command to resume)
+    # tasks to run (--task reach --task drawer, or --tasks reach drawer)
+    tasks: list[str] = field(default_factory=list, metadata=meta(aliases=("--task",), append=True, preset=False))
+    suite: Literal["franka", "metaworld"] = "franka"  # simulator: the embedded Franka sim or Meta-World v3
+    image_size: int = LEARNING_IMAGE_SIZE  # frame size of the dataset and the models [px]
     horizon: int | None = None  # episode length in the sim (None: the task's; Meta-World 60)
-    expert_episodes: int = 50
-    expert_noise: float = 0.3
-    policy_episodes: int = 150
-    policy_sampled: bool = True  # BC rollouts sample from the Gaussian (wider coverage) or use the mean
-    random_episodes: int = 30
-    random_smooth: float = 0.8
-    eval_episodes: int = 50
-    eval_seed: int = EVAL_SEED0
-    eval_videos: int = 3
-    threads: int | None = None
-    progress: bool = True
-    bc: dict[str, Any] = field(default_factory=dict)  # BCConfig overrides
-    world_model: dict[str, Any] = field(default_factory=dict)  # WorldModelTrainConfig overrides
-    reward: dict[str, Any] = field(default_factory=dict)  # RewardTrainConfig overrides
-    refine: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
-    # PPOConfig overrides for one task, on top of `refine` (tasks differ in how long success takes)
-    refine_by_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+    expert_episodes: int = field(default=50, metadata=meta(aliases=("--expert",)))  # expert episodes per task
+    expert_noise: float = 0.3  # Gaussian noise std on the expert's xyz actions
+    policy_episodes: int = 150  # BC-policy rollouts per task
+    # BC rollouts sample from the Gaussian (wider coverage); --no-policy-sampled: the mean action
+    policy_sampled: bool = True
+    random_episodes: int = field(default=30, metadata=meta(aliases=("--random",)))  # random-walk episodes per task
+    random_smooth: float = 0.8  # smoothing of the random walk's actions (0: white noise)
+    eval_episodes: int = 50  # seeded true-sim episodes per policy
+    eval_seed: int = EVAL_SEED0  # first evaluation seed (episode i: seed + i), away from the data seeds
+    eval_videos: int = 3  # evaluation seeds filmed
+    threads: int | None = None  # torch threads (None: torch's choice)
+    progress: bool = True  # progress bars
+    # The trainers' settings over their defaults, checked against their config classes (see
+    # world4rl_model.config): from a YAML profile (nested groups nest, e.g. bc: {policy: {hidden_dim:
+    # 32}}) and from --bc-set / --wm-set / --reward-set / --refine-set KEY=VALUE (no flag of their own).
+    bc: dict[str, Any] = field(default_factory=dict, metadata=meta(overrides=f"{_POLICY}.bc:BCConfig", cli=False))
+    world_model: dict[str, Any] = field(
+        default_factory=dict, metadata=meta(overrides=f"{_MODEL}.training:WorldModelTrainConfig", cli=False)
+    )
+    reward: dict[str, Any] = field(
+        default_factory=dict, metadata=meta(overrides=f"{_MODEL}.reward_training:RewardTrainConfig", cli=False)
+    )
+    refine: dict[str, Any] = field(default_factory=dict, metadata=meta(overrides=_PPO, cli=False))
+    # PPOConfig settings for one task, on top of `refine` (tasks differ in how long success takes)
+    refine_by_task: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata=meta(overrides_by_key=_PPO, cli=False)
+    )
 
-    def __post_init__(self) -> None:
+    def validate(self) -> CoverageConfig:
+        """Refuse settings that cannot make a run (before anything is written); -> self. Not in
+        __post_init__: a preset is loaded before the command line names the tasks."""
         from world4rl_spec import check_task_name
 
         if not self.tasks:
@@ -93,6 +113,7 @@ class CoverageConfig:
                     f"evaluation seeds {self.eval_seed}..{self.eval_seed + self.eval_episodes - 1} overlap the "
                     f"{name} episodes' seeds {seed0}..{seed0 + n - 1}: choose another --eval-seed"
                 )
+        return self
 
     @property
     def root(self) -> Path:
@@ -117,7 +138,9 @@ def stage_keys(cfg: CoverageConfig) -> list[str]:
     return keys
 
 
-def parse_task_overrides(pairs: list[str] | None, config_cls) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def parse_task_overrides(
+    pairs: list[str] | None, config_cls, source: str = "KEY=VALUE"
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Like parse_overrides, but TASK:KEY=VALUE applies to one task: -> (for all tasks, {task: for it})."""
     shared, by_task = [], {}
     for pair in pairs or []:
@@ -126,24 +149,33 @@ def parse_task_overrides(pairs: list[str] | None, config_cls) -> tuple[dict[str,
             by_task.setdefault(task.strip(), []).append(rest)
         else:
             shared.append(pair)
-    return parse_overrides(shared, config_cls), {t: parse_overrides(p, config_cls) for t, p in by_task.items()}
+    return parse_overrides(shared, config_cls, source), {
+        t: parse_overrides(p, config_cls, source) for t, p in by_task.items()
+    }
 
 
-def parse_overrides(pairs: list[str] | None, config_cls) -> dict[str, Any]:
-    """KEY=VALUE strings -> a dict of a dataclass's fields, values parsed as JSON where they parse."""
-    fields = {f.name for f in dataclasses.fields(config_cls)}
+def parse_overrides(pairs: list[str] | None, config_cls, source: str = "KEY=VALUE") -> dict[str, Any]:
+    """KEY=VALUE strings -> a dict of a config dataclass's settings, values parsed as JSON where they
+    parse; a nested group's settings are dotted (policy.hidden_dim=32 -> {"policy": {"hidden_dim": 32}}).
+    Checked like a preset (world4rl_model.config.check_settings): names, types, derived settings."""
+    from world4rl_model.config import check_settings
+
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
         if not sep:
             raise ValueError(f"{pair!r}: expected KEY=VALUE")
-        if key not in fields:
-            raise ValueError(f"{config_cls.__name__} has no setting {key!r}; known: {', '.join(sorted(fields))}")
+        *groups, name = key.strip().replace("-", "_").split(".")
+        target = out
+        for group in groups:
+            target = target.setdefault(group, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"{pair!r}: {group!r} is set as a whole and by its parts")
         try:
-            out[key] = json.loads(value)
+            target[name] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            target[name] = value
+    check_settings(config_cls, out, source)
     return out
 
 
@@ -177,12 +209,35 @@ def _collect(cfg: CoverageConfig, task: str, kind: str, actor, seed0: int, count
 
 
 def _bc_config(cfg: CoverageConfig, task: str):
+    from world4rl_model.config import build
     from world4rl_policy.bc import BCConfig
 
     base = {"dataset": str(cfg.dataset), "out": str(cfg.root / "bc" / task), "tasks": [task], "progress": cfg.progress}
     if cfg.threads:
         base["threads"] = cfg.threads
-    return BCConfig(**{**base, **cfg.bc})
+    return build(BCConfig, {**base, **cfg.bc})
+
+
+def _bc_settings(bc) -> dict[str, Any]:
+    """The BC stage's settings: BCConfig's, with its policy's own settings at top level as runs booked
+    them before BCConfig nested PolicyConfig (their finished stages stay finished); the sizes the
+    dataset decides are not settings, and init_log_std (settable since) counts only when changed."""
+    from world4rl_policy.policy import PolicyConfig
+
+    settings = bc.to_dict()
+    policy = settings.pop("policy")
+    for name in ("image_size", "action_dim", "proprio_dim"):
+        del policy[name]
+    if policy["init_log_std"] == PolicyConfig.init_log_std:
+        del policy["init_log_std"]
+    return {**settings, **policy}
+
+
+def _wm_settings(wm) -> dict[str, Any]:
+    """The world-model stage's settings: WorldModelTrainConfig's; channels and space_to_depth (settable
+    since runs were first booked) count only when set, so those runs' finished stages stay finished."""
+    settings = dataclasses.asdict(wm)
+    return {k: v for k, v in settings.items() if not (k in ("channels", "space_to_depth") and v is None)}
 
 
 def _bc_checkpoint(cfg: CoverageConfig, task: str) -> Path:
@@ -200,7 +255,7 @@ def _wm_config(cfg: CoverageConfig):
 
 
 def _reward_config(cfg: CoverageConfig):
-    from world4rl_model.reward import RewardTrainConfig
+    from world4rl_model.reward_training import RewardTrainConfig
 
     base = {
         "dataset": str(cfg.dataset),
@@ -265,7 +320,7 @@ def _world_model_stage(cfg: CoverageConfig) -> None:
 
 
 def _reward_stage(cfg: CoverageConfig) -> None:
-    from world4rl_model.reward import train_reward
+    from world4rl_model.reward_training import train_reward
 
     train_reward(_reward_config(cfg))
 
@@ -305,6 +360,7 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
     """Run the stages that are not done with these settings (in order); returns RUN/stages.json's content.
     Data stages top up the shared dataset (they are not redone when the BC policy changes); each
     training stage's output is built afresh when its settings or a stage it builds on changed."""
+    cfg.validate()
     cfg.root.mkdir(parents=True, exist_ok=True)
     (cfg.root / "coverage.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     for name in redo or []:
@@ -321,12 +377,12 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
             partial(_expert_stage, cfg, t),
         )
     for t in tasks:
-        bc_settings = _bc_config(cfg, t).to_dict()
+        bc_settings = _bc_settings(_bc_config(cfg, t))
         stage(f"bc/{t}", bc_settings, partial(_bc_stage, cfg, t), after=[f"expert/{t}"], fresh=[root / "bc" / t])
     rollout_settings = {**common, "policy": cfg.policy_episodes, "sampled": cfg.policy_sampled}
     for t in tasks:
         stage(f"rollouts/{t}", {**rollout_settings, "random": cfg.random_episodes}, partial(_rollouts_stage, cfg, t))
-    wm_settings, reward_settings = dataclasses.asdict(_wm_config(cfg)), dataclasses.asdict(_reward_config(cfg))
+    wm_settings, reward_settings = _wm_settings(_wm_config(cfg)), dataclasses.asdict(_reward_config(cfg))
     stage("world-model", wm_settings, partial(_world_model_stage, cfg), after=data_stages, fresh=[root / "world_model"])
     after_reward = [*data_stages, "world-model"]
     stage("reward", reward_settings, partial(_reward_stage, cfg), after=after_reward, fresh=[root / "reward"])
@@ -344,84 +400,72 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
 # ---------------------------------------------------------------------------------- CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:])
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "example (small, CPU):\n"
-        "  world4rl coverage --run runs/cov_push --task push --image-size 32 --expert 20 --policy-episodes 40 \\\n"
-        "      --random 20 --wm-set size=small --wm-set steps=6000 --refine-set total_steps=40000\n"
-        "rerun the same command to resume; a changed setting reruns its stage and what builds on it;\n"
-        "--redo world-model retrains the world model, and the stages that build on it run again too."
-    )
-    parser.add_argument("--run", required=True, help="run directory (dataset, checkpoints, stages.json)")
-    parser.add_argument("--task", action="append", dest="tasks", required=True, help="task (repeatable)")
-    parser.add_argument("--suite", choices=["franka", "metaworld"], default="franka")
-    parser.add_argument("--image-size", type=int, default=64, help="frame size of the dataset and models")
-    parser.add_argument("--horizon", type=int, default=None, help="sim episode length in steps (default: the task's)")
-    parser.add_argument("--expert", type=int, default=50, help="expert episodes per task")
-    parser.add_argument("--expert-noise", type=float, default=0.3, help="Gaussian noise std on the expert's xyz")
-    parser.add_argument("--policy-episodes", type=int, default=150, help="BC-policy rollouts per task")
-    parser.add_argument("--policy-mean", action="store_true", help="BC rollouts use the mean action (no sampling)")
-    parser.add_argument("--random", type=int, default=30, help="random-walk episodes per task")
-    parser.add_argument("--eval-episodes", type=int, default=50, help="seeded true-sim episodes per policy")
-    parser.add_argument("--eval-seed", type=int, default=EVAL_SEED0, help="first evaluation seed")
-    parser.add_argument("--eval-videos", type=int, default=3, help="evaluation seeds filmed")
-    for name, what in (("bc", "BCConfig"), ("wm", "WorldModelTrainConfig"), ("reward", "RewardTrainConfig")):
-        parser.add_argument(f"--{name}-set", action="append", metavar="KEY=VALUE", help=f"override a {what} field")
-    parser.add_argument(
-        "--refine-set",
-        action="append",
-        metavar="[TASK:]KEY=VALUE",
-        help="override a PPOConfig field, for every task or (TASK:KEY=VALUE) for one, e.g. pick_place:horizon=40",
-    )
-    parser.add_argument("--redo", action="append", default=[], help="rerun this stage (e.g. world-model, bc/push)")
-    parser.add_argument("--only", action="append", default=None, help="run only these stages (e.g. expert)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+EXAMPLE = """\
+Rerun the same command to resume; a changed setting reruns its stage and what builds on it; --redo
+world-model retrains the world model, and the stages that build on it run again too. Small, on a CPU:
+
+  world4rl coverage --run runs/cov_push --task push --image-size 32 --expert 20 --random 20 --wm-set size=small
+
+The results recipe (docs/results.md):
+
+  world4rl coverage --preset bench/profiles/full.yaml --task drawer --task pick_place --run runs/results"""
+
+RUN_OPTIONS_HELP = (
+    "--bc-set / --wm-set / --reward-set KEY=VALUE (repeatable): a BCConfig / WorldModelTrainConfig / "
+    "RewardTrainConfig setting over the preset's and the defaults (`world4rl train bc|world-model|reward "
+    "--help` lists them; nested ones dotted, e.g. --bc-set policy.hidden_dim=128). --refine-set "
+    "[TASK:]KEY=VALUE: a PPOConfig setting for every task or for one (e.g. pick_place:horizon=40). "
+    "--redo STAGE: run a stage again (e.g. world-model, bc/push). --only STAGE: run only these stages."
+)
 
 
-def config_from_args(args: argparse.Namespace) -> CoverageConfig:
-    from world4rl_model.reward import RewardTrainConfig
+def _run_options(prog: str) -> argparse.ArgumentParser:
+    """The options beside CoverageConfig's own flags: trainer overrides and which stages to run."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False)
+    for name in ("bc", "wm", "reward", "refine"):
+        parser.add_argument(f"--{name}-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--redo", action="append", default=[], metavar="STAGE")
+    parser.add_argument("--only", action="append", default=None, metavar="STAGE")
+    return parser
+
+
+def parse_command_line(argv: list[str], prog: str = "world4rl coverage") -> tuple[CoverageConfig, argparse.Namespace]:
+    """-> (the run's settings: preset, then flags, then --X-set overrides merged over the preset's; the
+    run options --redo/--only). CoverageConfig's own flags are generated from it (world4rl_model.config)."""
+    from world4rl_model.config import cli
+    from world4rl_model.reward_training import RewardTrainConfig
     from world4rl_model.training import WorldModelTrainConfig
     from world4rl_policy.bc import BCConfig
     from world4rl_policy.ppo import PPOConfig
 
-    refine, refine_by_task = parse_task_overrides(args.refine_set, PPOConfig)
-    return CoverageConfig(
-        run=args.run,
-        tasks=args.tasks,
-        suite=args.suite,
-        image_size=args.image_size,
-        horizon=args.horizon,
-        expert_episodes=args.expert,
-        expert_noise=args.expert_noise,
-        policy_episodes=args.policy_episodes,
-        policy_sampled=not args.policy_mean,
-        random_episodes=args.random,
-        eval_episodes=args.eval_episodes,
-        eval_seed=args.eval_seed,
-        eval_videos=args.eval_videos,
-        threads=args.threads,
-        progress=not args.quiet,
-        bc=parse_overrides(args.bc_set, BCConfig),
-        world_model=parse_overrides(args.wm_set, WorldModelTrainConfig),
-        reward=parse_overrides(args.reward_set, RewardTrainConfig),
-        refine=refine,
-        refine_by_task=refine_by_task,
+    options, rest = _run_options(prog).parse_known_args(argv)
+    description = f"{__doc__}\n{RUN_OPTIONS_HELP}\n\n{EXAMPLE}"
+    cfg = cli(CoverageConfig, rest, prog=prog, description=description)
+    refine, refine_by_task = parse_task_overrides(options.refine_set, PPOConfig, "--refine-set")
+    by_task = dict(cfg.refine_by_task)
+    for task, values in refine_by_task.items():
+        by_task[task] = {**by_task.get(task, {}), **values}
+    cfg = dataclasses.replace(
+        cfg,
+        bc={**cfg.bc, **parse_overrides(options.bc_set, BCConfig, "--bc-set")},
+        world_model={**cfg.world_model, **parse_overrides(options.wm_set, WorldModelTrainConfig, "--wm-set")},
+        reward={**cfg.reward, **parse_overrides(options.reward_set, RewardTrainConfig, "--reward-set")},
+        refine={**cfg.refine, **refine},
+        refine_by_task=by_task,
     )
+    return cfg.validate(), options
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None, prog: str = "world4rl coverage") -> int:
     from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
     configure_openmp()  # before torch is imported: idle OpenMP threads must not spin on shared cores
-    maybe_reexec_with_tcmalloc("cpu")
     try:
-        cfg = config_from_args(args)
-        book = run_pipeline(cfg, redo=args.redo, only=args.only)
+        cfg, options = parse_command_line(list(sys.argv[1:] if argv is None else argv), prog)
+        maybe_reexec_with_tcmalloc("cpu")  # the same command line, with tcmalloc preloaded
+        book = run_pipeline(cfg, redo=options.redo, only=options.only)
     except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"world4rl coverage: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     total = sum(v.get("seconds", 0) for v in book.values())
     print(f"[coverage] stages done: {sum(1 for v in book.values() if v.get('done'))}, {total / 60:.1f} min in all")
@@ -434,12 +478,6 @@ def run(args: argparse.Namespace) -> int:
                 f"({rci[0]:.0%}..{rci[1]:.0%}); beats BC's CI: {ev['vs_bc']['beats_baseline_ci']}"
             )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="world4rl coverage")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -37,47 +37,42 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Sizes:
-    demos: int
-    expert_noise: float
-    bc_steps: int
-    reward_minutes: float
-    world_model_minutes: float
-    world_model_size: str
-    refine_steps: int
-    deploy_episodes: int
+    """How big a demo run is; the sizes are YAML presets in config/demo/NAME.yaml (installed in the
+    package's share folder), read by world4rl_model.config."""
+
+    demos: int  # scripted-expert demonstrations collected
+    expert_noise: float  # Gaussian noise std on the expert's xyz actions
+    bc_steps: int  # BC gradient steps
+    reward_minutes: float  # success-classifier training time
+    world_model_minutes: float  # world-model training time
+    world_model_size: str  # world-model size preset (tiny | small | default | medium | diamond)
+    refine_steps: int  # imagined PPO transitions
+    deploy_episodes: int  # sim episodes per deployed policy
 
 
-SIZES = {
-    # Image BC from one fixed camera needs many demonstrations: on reach, 400 gave ~50 % success and
-    # a few dozen next to nothing (docs/results.md#what-made-bc-work-at-all); the small size shows
-    # the loop, not the gain.
-    "small": Sizes(
-        demos=60,
-        expert_noise=0.1,
-        bc_steps=1500,
-        reward_minutes=1.5,
-        world_model_minutes=5.0,
-        world_model_size="small",
-        refine_steps=2048,
-        deploy_episodes=20,
-    ),
-    "full": Sizes(
-        demos=400,
-        expert_noise=0.1,
-        bc_steps=3000,
-        reward_minutes=10.0,
-        world_model_minutes=50.0,
-        world_model_size="default",
-        refine_steps=40960,
-        deploy_episodes=100,
-    ),
-}
+def sizes_dir() -> Path:
+    from world4rl_bringup.graph import package_share
+
+    return package_share("world4rl_bringup") / "config" / "demo"
+
+
+def load_sizes(name: str) -> Sizes:
+    """A size by name (config/demo/NAME.yaml) or a YAML file of Sizes' fields."""
+    from world4rl_model.config import load_preset
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else sizes_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in sizes_dir().glob("*.yaml")))
+        raise ValueError(f"--size {name}: no such size (sizes: {known}; or a YAML file of Sizes' fields)")
+    return load_preset(path, Sizes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("world4rl_data/demo"), help="run directory")
     parser.add_argument("--task", default="reach", help="sim task (default: reach)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="small: ~20 min on 2 cores")
+    parser.add_argument(
+        "--size", default="small", help="small (default): ~20 min on 2 cores; full: the paper's demonstration count"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of collection and training")
     parser.add_argument("--redo", nargs="*", default=[], metavar="STAGE", help="run these stages again")
     parser.add_argument("--until", default=None, metavar="STAGE", help="stop after this stage")
@@ -163,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.stages import Stages
 
     run_dir = args.out.resolve()
-    sizes = SIZES[args.size]
+    try:
+        sizes = load_sizes(args.size)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.demos is not None:
         sizes = dataclasses.replace(sizes, demos=args.demos)
     plan = stages(run_dir, args.task, sizes, args.seed)

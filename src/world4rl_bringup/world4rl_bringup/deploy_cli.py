@@ -4,10 +4,10 @@ On the sim (`--robot sim`) it starts the deploy graph (config/graphs/deploy.yaml
 policy_runner, as `ros2 launch world4rl_bringup deploy.launch.py` would) and runs N episodes.
 Episode i:
 
-1. resets the sim (/sim_only/reset) with seed SEED+i;
-2. arms the policy runner (/policy_runner/arm): arming starts a new frame history, so the policy
+1. resets the sim (sim_only/reset) with seed SEED+i;
+2. arms the policy runner (policy_runner/arm): arming starts a new frame history, so the policy
    sees only this episode's frames, taken after the reset;
-3. waits for the sim-only success flag (/sim_only/success), the horizon, or a fault of the runner.
+3. waits for the sim-only success flag (sim_only/success), the horizon, or a fault of the runner.
    The horizon is the task's, counted twice and never on the wall clock: in policy steps (as
    PolicyStatus counts them) and in simulated time (the sim's /clock); the episode ends when both
    have passed, so a loaded machine, which slows the sim or the policy, cuts no episode short;
@@ -33,11 +33,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from world4rl_bringup.graph import add_namespace_argument
+from world4rl_bringup.graph_driver import GraphDriver
 from world4rl_bringup.sim_episode import add_real_time_factor_argument
 from world4rl_model.atomic_io import atomic_write_text
 from world4rl_model.statistics import latency_summary, wilson_interval
+from world4rl_spec import topics
 
-RUNNER_ARM = "/policy_runner/arm"
+RUNNER_ARM = topics.POLICY_ARM  # relative, like every name: resolved in --namespace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--horizon", type=int, default=None, help="policy steps per episode (default: the task's)")
     add_real_time_factor_argument(parser)
+    add_namespace_argument(parser)
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: world4rl_data/deploy/TASK.json)")
     parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: next to --out)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph")
@@ -61,33 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run the same checkpoint on the same seeds through the simulator's direct API (no ROS) "
         "and report whether the two success rates agree within their 95 %% confidence intervals",
     )
-
-
-def direct_api_outcomes(checkpoint: Path, task: str, seeds, horizon: int) -> list[bool]:
-    """The checkpoint on the simulator's direct API (world4rl_sim.env.FrankaSimEnv, no ROS): for each
-    seed, success within `horizon` steps. The env renders the learning image directly (the view the
-    ROS camera's centre square crop shows), the policy acts on its mean, one step per action."""
-    from world4rl_policy.policy import load_policy
-    from world4rl_sim.env import FrankaSimEnv
-
-    policy = load_policy(checkpoint, num_threads=1)
-    env = FrankaSimEnv(task, image_size=policy.image_size, horizon=horizon, terminate_on_success=True)
-    outcomes = []
-    try:
-        for seed in seeds:
-            obs, _ = env.reset(seed=int(seed))
-            history = policy.new_history()
-            success = False
-            for _ in range(horizon):
-                history.push(obs["image"])
-                obs, reward, terminated, truncated, _ = env.step(policy.act(history.array()))
-                success = success or reward > 0
-                if terminated or truncated:
-                    break
-            outcomes.append(bool(success))
-    finally:
-        env.close()
-    return outcomes
 
 
 @dataclass
@@ -101,7 +78,7 @@ class EpisodeResult:
     outcome: str  # success | horizon | fault | timeout
 
 
-class Deployer:
+class Deployer(GraphDriver):
     """Drives the sim and the policy runner over a RosSession."""
 
     def __init__(self, ros, nodes: dict, args):
@@ -111,8 +88,7 @@ class Deployer:
         from world4rl_msgs.msg import PolicyStatus
         from world4rl_spec import topics
 
-        self.ros = ros
-        self.nodes = nodes
+        super().__init__(ros, nodes)
         self.args = args
         self.lock = threading.Lock()
         self.status = None
@@ -131,30 +107,19 @@ class Deployer:
             if msg.armed and msg.latency_ms > 0:
                 self.latencies_ms.append(float(msg.latency_ms))
 
-    def check_nodes(self) -> None:
-        for node in self.nodes.values():
-            node.check_alive()
-
     def wait_for_graph(self, timeout: float) -> None:
         from std_srvs.srv import SetBool
 
-        from world4rl_bringup.ros_session import RosCallError
         from world4rl_msgs.srv import ResetSim
         from world4rl_spec import topics
 
         deadline = time.monotonic() + timeout
-        for srv_type, name in ((ResetSim, topics.SIM_RESET), (SetBool, RUNNER_ARM)):
-            client = self.ros.client(srv_type, name)
-            while not client.service_is_ready():
-                self.check_nodes()
-                if time.monotonic() > deadline:
-                    raise RosCallError(f"service {name} did not appear within {timeout:.0f} s: is the graph running?")
-                time.sleep(0.1)
-        while not self.joint_state_seen.is_set() or self.status is None:
-            self.check_nodes()
-            if time.monotonic() > deadline:
-                raise RosCallError(f"no joint state / policy status within {timeout:.0f} s: is the graph running?")
-            time.sleep(0.1)
+        self.wait_for_services(((ResetSim, topics.SIM_RESET), (SetBool, RUNNER_ARM)), deadline, timeout)
+        self.wait_for(
+            lambda: self.joint_state_seen.is_set() and self.status is not None,
+            deadline,
+            f"no joint state / policy status within {timeout:.0f} s: is the graph running?",
+        )
         self.clock.wait_beyond(None, max(1.0, deadline - time.monotonic()))
 
     def _arm(self, on: bool, timeout: float = 5.0):
@@ -216,6 +181,7 @@ def _resolve_deploy_graph(args: argparse.Namespace, policy: Path):
 
     graph_args = {"robot": args.robot, "policy": str(policy), "task": args.task}
     graph_args["real_time_factor"] = str(args.real_time_factor)
+    graph_args["namespace"] = args.namespace
     try:
         resolved = resolve(load_graph("deploy"), graph_args)
         if args.robot == "franka":
@@ -223,7 +189,8 @@ def _resolve_deploy_graph(args: argparse.Namespace, policy: Path):
     except GraphError as exc:
         raise _ArgumentError(
             f"{exc}\nThe success flag is sim-only: on the real arm arm/disarm the runner per episode with\n"
-            f'  ros2 service call {RUNNER_ARM} std_srvs/srv/SetBool "{{data: true}}"\nand judge the episodes.'
+            f"  ros2 service call {topics.qualified(RUNNER_ARM, args.namespace)} std_srvs/srv/SetBool "
+            '"{data: true}"\nand judge the episodes.'
         ) from exc
     return resolved
 
@@ -249,9 +216,9 @@ def _checked(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.graph import GraphError
     from world4rl_bringup.graph_runner import run_graph
-    from world4rl_bringup.node_process import NodeDiedError
-    from world4rl_bringup.ros_session import RosCallError, RosSession
     from world4rl_bringup.sim_episode import SimClockError
+    from world4rl_ros.node_process import NodeDiedError
+    from world4rl_ros.ros_session import RosCallError, RosSession
 
     try:
         policy, fingerprint, resolved, horizon = _checked(args)
@@ -265,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     try:
-        with run_graph(resolved, log_dir) as nodes, RosSession("world4rl_deploy") as ros:
+        with run_graph(resolved, log_dir) as nodes, RosSession("world4rl_deploy", namespace=args.namespace) as ros:
             deployer = Deployer(ros, nodes, args)
             deployer.wait_for_graph(args.startup_timeout)
             bar = tqdm(range(args.episodes), unit="episode", desc=args.task)
@@ -302,6 +269,8 @@ def _summary(args, policy: Path, fingerprint, horizon: int, results: list[Episod
         "results": [asdict(r) for r in results],
     }
     if args.compare_direct:
+        from world4rl_bringup.sim_rollouts import direct_api_outcomes
+
         direct = direct_api_outcomes(policy, args.task, summary["seeds"], horizon)
         k = sum(direct)
         d_low, d_high = wilson_interval(k, n)

@@ -25,7 +25,10 @@ states, the action, the gripper's joint states, and the sim's success flag where
 it). A topic is subscribed once a publisher appears (polled every `discovery_period_s`), with that
 publisher's type, so the recorder can start before or after the drivers. Messages are taken
 serialized (raw CDR, never deserialized) and stamped with their receive time (rmw's
-received_timestamp, system clock), as `ros2 bag record` does.
+received_timestamp, system clock), as `ros2 bag record` does. Relative names (the defaults) are
+resolved in the recorder's namespace and stored in the bag under world4rl_spec.topics.bag_topic's
+name, rooted at '/' without the namespace: a bag recorded under /robot_a has /joint_states, as one
+recorded in the root namespace, so the dataset tools read both alike.
 
 QoS (parameter `reliability`, default "auto"): reliable when every publisher of the topic offers
 reliable (the camera node, sim and the stack's nodes do), else best effort, since a reliable
@@ -59,20 +62,18 @@ import importlib
 import json
 import math
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from std_msgs.msg import String
 
+from world4rl_bringup.bag_recovery import recover_all_incomplete
 from world4rl_bringup.bag_writer import (
     STATUS_COMPLETE,
     STATUS_INTERRUPTED,
@@ -86,10 +87,10 @@ from world4rl_bringup.bag_writer import (
     episode_typestore,
     free_bytes,
     next_episode_index,
-    recover_all_incomplete,
 )
 from world4rl_msgs.msg import EpisodeInfo
 from world4rl_msgs.srv import DiscardEpisode, StartEpisode, StopEpisode
+from world4rl_ros.node_main import run_node
 from world4rl_spec import check_task_name, topics
 
 DEFAULT_TOPICS = [
@@ -204,9 +205,14 @@ class EpisodeRecorderNode(Node):
         ).resolve()
         self.topic_names = [
             t
-            for t in p("topics", DEFAULT_TOPICS, _describe("topics to record (subscribed once published)")).value
+            for t in p(
+                "topics",
+                DEFAULT_TOPICS,
+                _describe("topics to record (subscribed once published); relative names: in the node's namespace"),
+            ).value
             if t != topics.EPISODE_INFO  # the recorder writes that one itself
         ]
+        self.bag_names = {t: self._bag_name(t) for t in self.topic_names}
         self.robot = p("robot", "sim", _describe("robot profile written into EpisodeInfo: sim or franka")).value
         self.default_task = p("default_task", "", _describe("task when StartEpisode gives none")).value
         self.reliability = p("reliability", "auto", _describe("auto (match publishers), reliable, best_effort")).value
@@ -238,6 +244,14 @@ class EpisodeRecorderNode(Node):
         _check("status_period_s", status_period, status_period > 0, "> 0 s")
         self.image_depth = max(1, math.ceil(image_history_s * image_rate_hz))
         return image_history_s, image_rate_hz, discovery_period, status_period, recover
+
+    def _bag_name(self, topic: str) -> str:
+        """The name `topic` is stored under in bags; ValueError naming the parameter if unusable."""
+        try:
+            self.resolve_topic_name(topic)
+            return topics.bag_topic(topic)
+        except Exception as exc:
+            raise ValueError(f"parameter topics: {topic!r} cannot be recorded: {exc}") from exc
 
     def _lock_output_dir(self) -> None:
         """One recorder per output directory: an exclusive lock held for the node's life."""
@@ -317,7 +331,7 @@ class EpisodeRecorderNode(Node):
             )
             self.get_logger().info(f"subscribed {topic} ({msgtype}, {qos.reliability.name.lower()}, depth {qos.depth})")
             if self.writer is not None:
-                self.writer.add_topic(topic, msgtype, self.topic_qos[topic])
+                self.writer.add_topic(self.bag_names[topic], msgtype, self.topic_qos[topic])
                 self.get_logger().warning(f"{topic} appeared mid-episode: recorded from now on")
 
     def _report_once(self, key: str, text: str) -> None:
@@ -326,6 +340,7 @@ class EpisodeRecorderNode(Node):
             self.get_logger().error(text)
 
     def _make_callback(self, topic: str):
+        bag_name = self.bag_names[topic]
         received = self.received
         last_seq = self._last_seq
         gaps = self.sequence_gaps
@@ -343,7 +358,7 @@ class EpisodeRecorderNode(Node):
                 if last is not None and seq > last + 1:
                     gaps[topic] = gaps.get(topic, 0) + seq - last - 1
                 last_seq[topic] = seq
-            writer.write(topic, info.get("received_timestamp") or time.time_ns(), data)
+            writer.write(bag_name, info.get("received_timestamp") or time.time_ns(), data)
 
         return on_message
 
@@ -446,7 +461,7 @@ class EpisodeRecorderNode(Node):
             )
         try:
             for topic, msgtype in self.topic_types.items():
-                writer.add_topic(topic, msgtype, self.topic_qos[topic])
+                writer.add_topic(self.bag_names[topic], msgtype, self.topic_qos[topic])
         except Exception as exc:
             self._discard_quietly(writer, meta)
             return self._start_failed(response, index, writer, exc)
@@ -461,7 +476,7 @@ class EpisodeRecorderNode(Node):
         response.bag_path = str(writer.final_path)
         response.message = f"recording episode {index} ({task}) into {writer.path}"
         if missing:
-            response.message += f"; no publisher yet on {', '.join(missing)}"
+            response.message += f"; no publisher yet on {', '.join(self.resolve_topic_name(t) for t in missing)}"
         self.get_logger().info(response.message)
         return response
 
@@ -473,12 +488,32 @@ class EpisodeRecorderNode(Node):
         except BagWriteError as exc:
             self._record_failure(f"episode {meta.index}: discarding its bag failed: {exc}")
 
-    def _on_stop(self, request, response):
+    def _take_episode(self, response) -> tuple[EpisodeBagWriter, EpisodeMeta] | None:
+        """The recording episode's writer and meta, detached (from here on, callbacks record nothing);
+        None, with the refusal in `response`, when no episode is recording."""
         writer, meta = self.writer, self.meta
         if writer is None:
             response.ok, response.message = False, "no episode is recording"
+            return None
+        self.writer = None
+        return writer, meta
+
+    def _deferred(self, response, pending: _Pending, exc: WriterTimeoutError, later: str):
+        """The reply when the writer did not finish within close_timeout_s: it finishes later (`later`
+        says what then happens), and the status and the next reply tell."""
+        self._pending.append(pending)
+        response.ok = False
+        response.message = (
+            f"episode {pending.meta.index} is not {'saved' if pending.kind == 'close' else 'discarded'} yet: {exc}; "
+            f"{later} when the writer finishes (told in the status and the next reply)"
+        )
+        self.get_logger().warning(response.message)
+        return response
+
+    def _on_stop(self, request, response):
+        if (episode := self._take_episode(response)) is None:
             return response
-        self.writer = None  # from here on, callbacks record nothing
+        writer, meta = episode
         meta.success = bool(request.success)
         if request.operator_note:
             meta.operator_note = request.operator_note
@@ -487,16 +522,9 @@ class EpisodeRecorderNode(Node):
         try:
             result = writer.close(meta, timeout=self.close_timeout_s)
         except WriterTimeoutError as exc:
-            self._pending.append(_Pending(writer, meta, "close"))
-            response.ok = False
-            response.message = (
-                f"episode {meta.index} is not saved yet: {exc}; it is saved to {writer.final_path} when the writer "
-                f"finishes (told in the status and the next reply)"
-            )
             response.bag_path = str(writer.final_path)
             response.message_count = writer.message_count()
-            self.get_logger().warning(response.message)
-            return response
+            return self._deferred(response, _Pending(writer, meta, "close"), exc, f"it is saved to {writer.final_path}")
         except BagWriteError as exc:
             response.ok = False
             response.message = f"episode {meta.index} was not saved as a complete bag: {exc}"
@@ -522,23 +550,14 @@ class EpisodeRecorderNode(Node):
         return response
 
     def _on_discard(self, request, response):
-        writer, meta = self.writer, self.meta
-        if writer is None:
-            response.ok, response.message = False, "no episode is recording"
+        if (episode := self._take_episode(response)) is None:
             return response
-        self.writer = None
+        writer, meta = episode
         failure = writer.error
         try:
             writer.discard(timeout=self.close_timeout_s)
         except WriterTimeoutError as exc:
-            self._pending.append(_Pending(writer, meta, "discard"))
-            response.ok = False
-            response.message = (
-                f"episode {meta.index} is not discarded yet: {exc}; {writer.path} is deleted when the writer "
-                f"finishes (told in the status and the next reply)"
-            )
-            self.get_logger().warning(response.message)
-            return response
+            return self._deferred(response, _Pending(writer, meta, "discard"), exc, f"{writer.path} is deleted")
         except BagWriteError as exc:
             response.ok = False
             response.message = f"episode {meta.index} could not be discarded: {exc}"
@@ -690,26 +709,9 @@ class EpisodeRecorderNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        try:
-            node = EpisodeRecorderNode()
-        except (RuntimeError, ValueError, OSError) as exc:
-            rclpy.logging.get_logger("episode_recorder").fatal(str(exc))
-            code = 1
-            return
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-        if code:
-            sys.exit(code)
+    run_node(
+        EpisodeRecorderNode, args=args, setup_errors=(RuntimeError, ValueError, OSError), logger_name="episode_recorder"
+    )
 
 
 if __name__ == "__main__":

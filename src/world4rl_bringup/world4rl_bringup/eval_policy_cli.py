@@ -21,9 +21,11 @@ import argparse
 import json
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from world4rl_bringup.cli import run_alone
 from world4rl_model.statistics import mcnemar_exact_p, newcombe_difference, wilson_interval
 from world4rl_spec import check_task_name
 
@@ -104,9 +106,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every policy on seeds seed..seed+episodes-1; the result dict that eval.json holds."""
-    from tqdm import tqdm
-
-    from world4rl_bringup.sim_rollouts import PolicyActor, make_env, run_episode
+    from world4rl_bringup.sim_rollouts import PolicyActor, policy_episodes
 
     check_task_name(task, "--task")  # the default --out is world4rl_data/eval/TASK
     labels = list(labels) if labels else [str(p) for p in policies]
@@ -117,15 +117,15 @@ def evaluate(
     results = []
     for path, label in zip(policies, labels, strict=True):
         actor = PolicyActor(path, deterministic=not stochastic, threads=threads)
-        env = make_env(suite, task, actor.image_size, seed=seeds[0], horizon=horizon, terminate_on_success=True)
         t0 = time.time()
         per_episode = []
-        for s in tqdm(seeds, desc=label, disable=not progress, dynamic_ncols=True):
-            ep = run_episode(env, actor, s, stop_on_success=True)
-            per_episode.append({"seed": s, "success": ep.solved, "steps": ep.steps, "first_success": ep.first_success})
-            if s in films:
-                films[s].append(ep)
-        env.close()
+        runs = policy_episodes(actor, suite, task, seeds, horizon, desc=label, progress=progress)
+        with closing(runs):
+            for ep in runs:
+                row = {"seed": ep.seed, "success": ep.solved, "steps": ep.steps, "first_success": ep.first_success}
+                per_episode.append(row)
+                if ep.seed in films:
+                    films[ep.seed].append(ep)
         results.append(_policy_result(label, path, actor, per_episode, time.time() - t0))
     for r in results[1:]:
         r["vs_baseline"] = _versus(results[0], r)
@@ -246,9 +246,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="world4rl eval policy")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_alone("world4rl eval policy", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ import time
 import tty
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from world4rl_bringup.teleop_keys import HELP, KeyboardTeleop
 from world4rl_msgs.msg import Action
+from world4rl_ros.node_main import run_node
 from world4rl_spec import CONTROL_RATE_HZ, topics
 
 
@@ -74,31 +74,29 @@ def _read_keys(node: KeyboardTeleopNode, fd: int, stop: threading.Event) -> None
             node.on_key(char)
 
 
-def main() -> None:
+def _spin_reading_keys(node: KeyboardTeleopNode) -> None:
+    """Spin while a thread reads keys from the terminal, in cbreak mode until the node stops."""
     fd = sys.stdin.fileno()
-    if not os.isatty(fd):
+    saved = termios.tcgetattr(fd)
+    stop = threading.Event()
+    try:
+        tty.setcbreak(fd)
+        threading.Thread(target=_read_keys, args=(node, fd, stop), daemon=True).start()
+        node.get_logger().info(HELP)
+        rclpy.spin(node)
+    finally:
+        stop.set()
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def main(args=None) -> None:
+    if not os.isatty(sys.stdin.fileno()):
         sys.stderr.write(
             "keyboard_teleop: stdin is not a terminal. Run it in its own terminal "
             "(ros2 run world4rl_bringup keyboard_teleop), or give the launch node prefix:='xterm -e'.\n"
         )
         sys.exit(2)
-    rclpy.init()
-    node = KeyboardTeleopNode()
-    saved = termios.tcgetattr(fd)
-    stop = threading.Event()
-    try:
-        tty.setcbreak(fd)
-        reader = threading.Thread(target=_read_keys, args=(node, fd, stop), daemon=True)
-        reader.start()
-        node.get_logger().info(HELP)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        stop.set()
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(KeyboardTeleopNode, args=args, spin=_spin_reading_keys)
 
 
 if __name__ == "__main__":

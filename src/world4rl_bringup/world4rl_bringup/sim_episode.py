@@ -1,11 +1,15 @@
 """What the sim drivers (`world4rl collect`, `world4rl deploy`) measure an episode with: the sim's
 simulated time and its true success flag, both received over ROS.
 
-Simulated time: sim_robot publishes it on /clock. On a loaded machine the simulation falls behind
-real time (it re-anchors rather than racing), so an episode measured on the wall clock would give
-the robot less simulated time than it is meant to have; measured on this clock it never does.
+Both are subscribed by their relative names (world4rl_spec.topics), so a driver whose node is in
+the graph's namespace hears its own sim only.
 
-Success: the flag (/sim_only/success, latched, 10 Hz) carries no stamp, so a True published just
+Simulated time: sim_robot publishes it on clock (/clock in the root namespace). On a loaded
+machine the simulation falls behind real time (it re-anchors rather than racing), so an episode
+measured on the wall clock would give the robot less simulated time than it is meant to have;
+measured on this clock it never does.
+
+Success: the flag (sim_only/success, latched, 10 Hz) carries no stamp, so a True published just
 before a reset can arrive after it. A True counts for the new episode only once a False has
 arrived since the reset (every episode starts unsolved), and `succeeding` follows the latest value,
 so a success that is lost again is not one. `solved_since_ns` is the DDS source timestamp (the
@@ -37,7 +41,7 @@ class SimClockError(RuntimeError):
 
 
 class SimClock:
-    """Latest simulated time from the sim's /clock, in seconds."""
+    """Latest simulated time from the sim's clock topic, in seconds."""
 
     def __init__(self, node, stall_s: float = 30.0):
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -48,7 +52,7 @@ class SimClock:
         self._seconds: float | None = None
         self._advanced_at = time.monotonic()  # wall time the clock last moved
         qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
-        node.create_subscription(Clock, topics.SIM_CLOCK, self._on_clock, qos)
+        self.topic = node.create_subscription(Clock, topics.SIM_CLOCK, self._on_clock, qos).topic_name
 
     def _on_clock(self, msg) -> None:
         seconds = msg.clock.sec + msg.clock.nanosec * 1e-9
@@ -65,7 +69,7 @@ class SimClock:
             seconds, advanced_at = self._seconds, self._advanced_at
         if seconds is None or time.monotonic() - advanced_at > self.stall_s:
             raise SimClockError(
-                f"the simulated time on {topics.SIM_CLOCK} "
+                f"the simulated time on {self.topic} "
                 + ("never arrived" if seconds is None else f"stopped at {seconds:.3f} s")
                 + f" (nothing new for {self.stall_s:.0f} s of wall time): is the sim robot running?"
             )
@@ -79,7 +83,7 @@ class SimClock:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SimClockError(
-                        f"no simulated time on {topics.SIM_CLOCK} within {timeout:.0f} s"
+                        f"no simulated time on {self.topic} within {timeout:.0f} s"
                         + ("" if seconds is None else f" after {seconds:.3f} s")
                         + ": is the sim robot running?"
                     )

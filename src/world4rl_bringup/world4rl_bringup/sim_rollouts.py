@@ -8,6 +8,9 @@
 - Actors: `PolicyActor` (a policy checkpoint; mean or sampled action), `ExpertActor` (the
   scripted expert with Gaussian noise), `RandomWalkActor` (temporally correlated random actions,
   which cover the workspace better than white noise).
+- `episodes(...)`: one episode per seed in one env, yielded as each ends.
+- `policy_episodes(...)`: the one direct-sim evaluator of a policy (episodes end at the first
+  success): `world4rl eval policy` and `world4rl deploy --compare-direct` (`direct_api_outcomes`).
 - `record_episodes(...)`: appends such episodes to a world4rl dataset, kind expert/policy/random.
 
 Seeds: episode i of a run uses seed base + i, so two policies evaluated with the same base see the
@@ -16,7 +19,10 @@ same initial states.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +138,11 @@ class Episode:
     solved: bool  # success at any step
     first_success: int | None  # the step whose frame first showed success
 
+    @property
+    def solved_after_start(self) -> bool:
+        """Success at some frame after the first action (a start that is already solved does not count)."""
+        return bool(self.success[1:].any())
+
     def as_dataset_arrays(self) -> dict[str, Any]:
         return {
             "frames": self.frames,
@@ -175,6 +186,71 @@ def run_episode(env, actor, seed: int, stop_on_success: bool = False) -> Episode
     )
 
 
+def episodes(
+    actor,
+    suite: str,
+    task: str,
+    seeds: list[int],
+    image_size: int,
+    horizon: int | None = None,
+    *,
+    terminate_on_success: bool = False,
+    stop_on_success: bool = False,
+    desc: str | None = None,
+    progress: bool = False,
+) -> Iterator[Episode]:
+    """One episode of `actor` per seed in one env of the true simulator (see `make_env` and
+    `run_episode`), each yielded as soon as it ends; the env is closed when the seeds are done (or
+    when the generator is closed: iterate inside `contextlib.closing` to close it on an error)."""
+    from tqdm import tqdm
+
+    first = seeds[0] if seeds else 0
+    env = make_env(suite, task, image_size, seed=first, horizon=horizon, terminate_on_success=terminate_on_success)
+    try:
+        for seed in tqdm(seeds, desc=desc, disable=not progress, dynamic_ncols=True):
+            yield run_episode(env, actor, seed, stop_on_success=stop_on_success)
+    finally:
+        env.close()
+
+
+def policy_episodes(
+    actor: PolicyActor,
+    suite: str,
+    task: str,
+    seeds: list[int],
+    horizon: int | None = None,
+    *,
+    stop_at_solved_start: bool = True,
+    desc: str | None = None,
+    progress: bool = False,
+) -> Iterator[Episode]:
+    """The direct-sim evaluator of a policy: its episodes on `seeds` (at its image size), each ending
+    at the first success or at the horizon. A start that is already solved ends the episode at once
+    (`stop_at_solved_start`), or the policy acts until a later frame is solved (`solved_after_start`)."""
+    return episodes(
+        actor,
+        suite,
+        task,
+        list(seeds),
+        actor.image_size,
+        horizon,
+        terminate_on_success=True,
+        stop_on_success=stop_at_solved_start,
+        desc=desc,
+        progress=progress,
+    )
+
+
+def direct_api_outcomes(checkpoint: str | Path, task: str, seeds, horizon: int) -> list[bool]:
+    """The checkpoint on the simulator's direct API (world4rl_sim.env.FrankaSimEnv, no ROS): for each
+    seed, success within `horizon` steps. The env renders the learning image directly (the view the
+    ROS camera's centre square crop shows), the policy acts on its mean, one step per action; as
+    through ROS, a solved start counts only if a frame after the first action is solved too."""
+    actor = PolicyActor(checkpoint, deterministic=True, threads=1)
+    runs = policy_episodes(actor, "franka", task, seeds, horizon, stop_at_solved_start=False)
+    return [ep.solved_after_start for ep in runs]
+
+
 def record_episodes(
     writer,
     suite: str,
@@ -188,13 +264,10 @@ def record_episodes(
 ) -> list[Episode]:
     """Run one episode per seed (full horizon, so the frames after success are labelled too) and
     append each to the dataset as soon as it is done (a crash loses at most the open episode)."""
-    from tqdm import tqdm
-
-    env = make_env(suite, task, image_size, seed=seeds[0] if seeds else 0, horizon=horizon)
     done = []
-    try:
-        for seed in tqdm(seeds, desc=f"{task}/{kind}", disable=not progress, dynamic_ncols=True):
-            ep = run_episode(env, actor, seed)
+    runs = episodes(actor, suite, task, seeds, image_size, horizon, desc=f"{task}/{kind}", progress=progress)
+    with closing(runs):
+        for ep in runs:
             arrays = ep.as_dataset_arrays()
             writer.add_episode(
                 arrays["frames"],
@@ -204,9 +277,7 @@ def record_episodes(
                 kind=kind,
                 success_per_frame=arrays["success_per_frame"],
                 joint_positions=arrays["joint_positions"],
-                seed=seed,
+                seed=ep.seed,
             )
             done.append(ep)
-    finally:
-        env.close()
     return done

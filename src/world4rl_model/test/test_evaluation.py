@@ -100,7 +100,7 @@ def test_eval_cli_on_held_out_split(ds, tmp_path, capsys):
 
 
 def test_eval_cli_reward_classifier_on_held_out_split(ds, tmp_path, capsys):
-    from world4rl_model.reward import RewardTrainConfig, train_reward
+    from world4rl_model.reward_training import RewardTrainConfig, train_reward
 
     train_reward(
         RewardTrainConfig(

@@ -12,7 +12,8 @@ import torch
 
 from world4rl_model.checkpoint import list_checkpoints, load_checkpoint
 from world4rl_model.dataset import manifest_hash
-from world4rl_model.reward import RewardClassifier, RewardTrainConfig, train_reward
+from world4rl_model.reward import RewardClassifier
+from world4rl_model.reward_training import RewardTrainConfig, train_reward
 from world4rl_model.runtime import find_tcmalloc
 from world4rl_model.synthetic import make_dataset
 from world4rl_model.training import WorldModelTrainConfig, train_world_model
@@ -81,7 +82,7 @@ def test_cli_checkpoint_has_everything_to_rebuild(square_ds, tmp_path):
     out = _run(
         [sys.executable, "-m", "world4rl_model.train_cli", "world-model", str(square_ds),
          "--out", str(tmp_path / "run"), "--size", "tiny", "--steps", "3", "--batch-size", "4",
-         "--val-every", "3", "--threads", "1", "--quiet"],
+         "--val-every", "3", "--threads", "1", "--no-progress"],
         env=env,
     )  # fmt: skip
     if find_tcmalloc():
@@ -103,7 +104,7 @@ def test_torchrun_two_processes_gloo(square_ds, tmp_path):
     out = _run(
         [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "world4rl_model.train_cli",
          "world-model", str(square_ds), "--out", str(tmp_path / "ddp"), "--size", "tiny", "--steps", "4",
-         "--batch-size", "4", "--val-every", "4", "--quiet"],
+         "--batch-size", "4", "--val-every", "4", "--no-progress"],
         env=env,
     )  # fmt: skip
     assert "world size 2" in out
@@ -141,7 +142,7 @@ def test_reward_classifier_learns_success_and_reports_calibration(tmp_path):
 def test_reward_on_dreams_labels_each_dream_with_the_real_outcome_and_reports_on_held_out_dreams(tmp_path):
     from world4rl_model.data import EpisodeStore
     from world4rl_model.dataset import Dataset
-    from world4rl_model.reward import dreamed_pool
+    from world4rl_model.reward_dreams import dreamed_pool
     from world4rl_model.world_model import WorldModel, preset_config
 
     ds = make_dataset(tmp_path / "ds", episodes_per_task=4, length=12, image_size=16, seed=2)

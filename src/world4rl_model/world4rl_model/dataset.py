@@ -44,16 +44,8 @@ from typing import Any
 import numpy as np
 
 from world4rl_model.atomic_io import atomic_write_bytes, fsync_path
-from world4rl_spec import (
-    ACTION_DIM,
-    ACTION_HIGH,
-    ACTION_LOW,
-    ACTION_NAMES,
-    CONTROL_RATE_HZ,
-    EE_DELTA_SCALE_M,
-    LEARNING_IMAGE_SIZE,
-    check_task_name,
-)
+from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, CONTROL_RATE_HZ, LEARNING_IMAGE_SIZE, check_task_name
+from world4rl_spec.action import describe_action_space
 
 FORMAT = "world4rl-dataset"
 VERSION = 1
@@ -90,16 +82,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _action_space() -> dict[str, Any]:
-    return {
-        "names": list(ACTION_NAMES),
-        "low": float(ACTION_LOW),
-        "high": float(ACTION_HIGH),
-        "dim": int(ACTION_DIM),
-        "ee_delta_scale_m": float(EE_DELTA_SCALE_M),
-    }
 
 
 def manifest_hash(root: str | os.PathLike) -> str:
@@ -216,7 +198,7 @@ class DatasetWriter:
                             "version": VERSION,
                             "image_size": self.image_size,
                             "control_rate_hz": self.control_rate_hz,
-                            "action_space": _action_space(),
+                            "action_space": describe_action_space(),
                             "tasks": [],
                             "episodes": [],
                             "num_transitions": 0,

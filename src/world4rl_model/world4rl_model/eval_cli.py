@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report_reward(model, store, ckpt: Path, ds, episodes: list[int], out: Path) -> int:
-    from world4rl_model.reward import evaluate_classifier, report_markdown
+    from world4rl_model.reward_report import evaluate_classifier, report_markdown
 
     report = evaluate_classifier(model, store)
     # "episodes" already holds the per-episode detection figures: the indices go beside them.

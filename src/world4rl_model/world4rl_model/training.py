@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from world4rl_model.checkpoint import load_config
+from world4rl_model.config import meta
 from world4rl_model.data import EpisodeStore
 from world4rl_model.dataset import Dataset, manifest_hash
 from world4rl_model.harness import Component, Harness, LoopSettings
@@ -33,37 +34,56 @@ from world4rl_model.world_model import (
 
 @dataclass
 class WorldModelTrainConfig:
-    dataset: str
-    out: str
-    size: str = "default"  # preset: tiny | small | default | medium | diamond
-    context_frames: int = 4
-    steps: int = 20_000
+    """World-model training settings (`world4rl train world-model --help` lists them)."""
+
+    # dataset directory (with manifest.json)
+    dataset: str = field(metadata=meta(positional=True, metavar="DATASET"))
+    out: str  # run directory: checkpoints step_*/, a 'latest' pointer, TensorBoard logs in tb/
+    size: Literal["tiny", "small", "default", "medium", "diamond"] = "default"  # model size preset
+    # U-Net widths per level (None: the size preset's), e.g. --channels 32 64 64
+    channels: list[int] | None = None
+    space_to_depth: int | None = None  # pixel-unshuffle factor before the U-Net, 1, 2 or 4 (None: the preset's)
+    context_frames: int = 4  # frames (and actions) of history the next frame is conditioned on, T
+    steps: int = 20_000  # total optimiser steps (a resumed run continues up to this)
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    rollout_steps: int = 1  # >1: DIAMOND-style training on short sequences that feed back own predictions
-    sampling_steps: int = 3
-    quantize: bool = True
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    val_every: int = 500
-    val_samples: int = 64
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 20
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-    channels_last: bool = True
-    threads: int | None = None
-    tasks: list[str] | None = None
-    kinds: list[str] | None = None
-    resume: bool = True
-    progress: bool = True
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32  # batch size per process
+    lr: float = 3e-4  # learning rate (AdamW)
+    weight_decay: float = 1e-2  # AdamW weight decay
+    warmup_steps: int = 100  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0  # gradient-norm clip
+    rollout_steps: int = 1  # >1: DIAMOND-style training on L-step sequences that feed back own predictions
+    sampling_steps: int = 3  # Euler denoising steps when sampling
+    quantize: bool = True  # round dreamed frames to 8 bits, as a camera would (DIAMOND)
+    val_fraction: float = 0.1  # fraction of episodes held out (deterministic, by episode)
+    split_seed: int = 0  # seed of the train/val split
+    val_every: int = 500  # validate every N steps
+    val_samples: int = 64  # held-out samples per validation
+    # checkpoint every N steps
+    checkpoint_every: int = field(default=1000, metadata=meta(aliases=("--ckpt-every",)))
+    keep_checkpoints: int = 3  # checkpoints kept in OUT (older ones are deleted)
+    log_every: int = 20  # log training scalars every N steps
+    seed: int = 0  # random seed (model init and batches)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available
+    bf16: bool = False  # bfloat16 autocast (CPU with AMX/AVX512-BF16, or CUDA)
+    channels_last: bool = True  # channels-last (NHWC) activations on CPU (faster with oneDNN)
+    threads: int | None = None  # torch threads per process (None: cores / local processes)
+    tasks: list[str] | None = None  # task names to train on (None: all)
+    kinds: list[str] | None = None  # episode kinds to train on, e.g. expert policy random (None: all)
+    resume: bool = True  # continue from OUT/latest if OUT has checkpoints (--no-resume: start fresh)
+    progress: bool = True  # show a progress bar
+    # Other WorldModelConfig settings over the size preset's, e.g. {"unet": {"cond_dim": 64}}: presets and
+    # Python only (channels and space_to_depth above are set over these).
+    model_overrides: dict[str, Any] = field(default_factory=dict, metadata=meta(cli=False))
+
+    def model_settings(self) -> dict[str, Any]:
+        """The WorldModelConfig settings this run sets over its size preset (model_overrides, then
+        channels and space_to_depth)."""
+        unet = {**self.model_overrides.get("unet", {})}
+        if self.channels is not None:
+            unet["channels"] = list(self.channels)
+        if self.space_to_depth is not None:
+            unet["space_to_depth"] = self.space_to_depth
+        return {**self.model_overrides, **({"unet": unet} if unet else {})}
 
 
 def rollout_loss(
@@ -124,6 +144,25 @@ def training_record(cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dataset", "out")}
 
 
+class EpisodeSplitComponent(Component):
+    """A harness component trained on an EpisodeSplit of its config's dataset (the world model, the
+    reward classifier): sets cfg, harness, batch_size, split, store / val_store and train_info;
+    `autocast()` is bf16 when cfg.bf16, on the harness's device type."""
+
+    ddp = True
+
+    def __init__(self, cfg: Any, harness: Harness, kinds: list[str] | None = None):
+        self.cfg, self.harness = cfg, harness
+        self.batch_size = cfg.batch_size
+        self.split = EpisodeSplit.load(cfg, harness.device, kinds=kinds)
+        self.store, self.val_store = self.split.store, self.split.val_store
+        self.autocast_device = "cuda" if harness.device.startswith("cuda") else "cpu"
+        self.train_info = training_record(cfg)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+
 @torch.no_grad()
 def _validate(
     model: WorldModel, store: EpisodeStore, cfg: WorldModelTrainConfig, device: str, autocast: Any
@@ -163,25 +202,19 @@ def train_world_model(cfg: WorldModelTrainConfig) -> Path:
     return Path(cfg.out)
 
 
-class _WorldModelTraining(Component):
+class _WorldModelTraining(EpisodeSplitComponent):
     """The world model for the harness: batches of (frames, actions, noise generator), the diffusion loss."""
 
     name = "world-model"
     kind = KIND
-    ddp = True
     progress_tags = ("train/loss", "train/samples_per_s")
 
     def __init__(self, cfg: WorldModelTrainConfig, harness: Harness):
-        self.cfg, self.harness = cfg, harness
-        self.batch_size = cfg.batch_size
-        device = harness.device
-        split = EpisodeSplit.load(cfg, device, kinds=cfg.kinds)
-        ds, self.store, self.val_store = split.dataset, split.store, split.val_store
+        super().__init__(cfg, harness, kinds=cfg.kinds)
+        device, split, ds = harness.device, self.split, self.split.dataset
         self.model = _build_model(cfg, ds, harness)
         self.horizon = max(1, cfg.rollout_steps)
-        self.autocast_device = "cuda" if device.startswith("cuda") else "cpu"
         self.dataset_info = split.record(cfg, num_transitions=ds.num_transitions, train_episodes=len(split.train))
-        self.train_info = training_record(cfg)
         if harness.is_main:
             print(
                 f"[world-model] {ds.root}: {len(split.train)} train / {len(split.val)} val episodes, "
@@ -190,9 +223,6 @@ class _WorldModelTraining(Component):
                 f"tcmalloc {tcmalloc_active()}{harness.resuming()}",
                 flush=True,
             )
-
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def optimizer(self) -> torch.optim.Optimizer:
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
@@ -235,7 +265,7 @@ def _build_model(cfg: WorldModelTrainConfig, ds: Dataset, harness: Harness) -> W
             action_dim=ds.action_dim,
             sampling_steps=cfg.sampling_steps,
             quantize=cfg.quantize,
-            **dict(cfg.model_overrides),
+            **cfg.model_settings(),
         )
     model = WorldModel(model_cfg).to(harness.device)
     if cfg.channels_last and harness.device == "cpu":

@@ -28,7 +28,8 @@ from torch import nn
 
 from world4rl_model.two_hot import DEFAULT_NUM_BINS, TwoHot
 from world4rl_model.unet import FourierFeatures, UNetConfig, build_unet
-from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
+from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES, LEARNING_IMAGE_SIZE
+from world4rl_spec.action import describe_action_space
 
 KIND = "world-model"
 FRAME_NORMALISATION = {"frames": "x = uint8 / 127.5 - 1 (RGB, [B, 3, H, W])", "actions": "[-1, 1], two-hot"}
@@ -308,14 +309,9 @@ class WorldModel(nn.Module):
         return {
             "kind": KIND,
             "model": self.config.to_dict(),
-            "action_space": {
-                "names": list(ACTION_NAMES),
-                "low": float(ACTION_LOW),
-                "high": float(ACTION_HIGH),
-                "dim": int(self.config.action_dim),
-                "ee_delta_scale_m": float(EE_DELTA_SCALE_M),
-                "encoding": f"two-hot, {self.config.num_bins} bins",
-            },
+            "action_space": describe_action_space(
+                self.config.action_dim, names=ACTION_NAMES, encoding=f"two-hot, {self.config.num_bins} bins"
+            ),
             "normalisation": FRAME_NORMALISATION,
             "image_size": self.config.image_size,
             "num_parameters": sum(p.numel() for p in self.parameters()),

@@ -14,8 +14,11 @@ from world4rl_spec.action import (
     ACTION_NAMES,
     CONTROL_RATE_HZ,
     EE_DELTA_SCALE_M,
+    EE_TARGET_MAX_LEAD_M,
     GRIPPER_CLOSED_WIDTH_M,
+    GRIPPER_GRASP_FORCE_N,
     GRIPPER_OPEN_WIDTH_M,
+    GRIPPER_SPEED_M_S,
 )
 from world4rl_spec.camera import CAMERA_FPS, CAMERA_HEIGHT, CAMERA_WIDTH, LEARNING_IMAGE_SIZE
 from world4rl_spec.names import check_task_name
@@ -39,13 +42,16 @@ __all__ = [
     "CAMERA_WIDTH",
     "CONTROL_RATE_HZ",
     "EE_DELTA_SCALE_M",
+    "EE_TARGET_MAX_LEAD_M",
     "FINGER_JOINT_NAMES",
     "FR3_JOINT_POSITION_MAX",
     "FR3_JOINT_POSITION_MIN",
     "FR3_JOINT_VELOCITY_MAX",
     "FR3_READY_POSE",
     "GRIPPER_CLOSED_WIDTH_M",
+    "GRIPPER_GRASP_FORCE_N",
     "GRIPPER_OPEN_WIDTH_M",
+    "GRIPPER_SPEED_M_S",
     "LEARNING_IMAGE_SIZE",
     "check_task_name",
     "topics",

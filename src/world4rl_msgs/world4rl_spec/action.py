@@ -6,6 +6,9 @@ An action is (dx, dy, dz, gripper) in [-1, 1]^4, as in World4RL's Meta-World and
 - gripper: -1 fully open, +1 fully closed (Meta-World's sign), linear in finger width between.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 ACTION_NAMES = ("dx", "dy", "dz", "gripper")
 ACTION_DIM = len(ACTION_NAMES)
 ACTION_LOW = -1.0
@@ -13,10 +16,17 @@ ACTION_HIGH = 1.0
 
 CONTROL_RATE_HZ = 10.0
 EE_DELTA_SCALE_M = 0.02
+# The end-effector target integrates the deltas but leads the measured TCP by at most this much
+# [m], in the sim's own controller and in the ROS command path alike (no wind-up against obstacles).
+EE_TARGET_MAX_LEAD_M = 0.03
 
 # Distance between the two fingers of the Franka Hand [m].
 GRIPPER_OPEN_WIDTH_M = 0.08
 GRIPPER_CLOSED_WIDTH_M = 0.0
+# The finger speed of gripper goals (franka_gripper Move/Grasp; the sim's gripper for a goal without
+# one) [m/s], and the force of a grasp [N].
+GRIPPER_SPEED_M_S = 0.1
+GRIPPER_GRASP_FORCE_N = 40.0
 
 
 def gripper_action_to_width(gripper: float) -> float:
@@ -31,3 +41,16 @@ def width_to_gripper_action(width: float) -> float:
     span = GRIPPER_CLOSED_WIDTH_M - GRIPPER_OPEN_WIDTH_M
     fraction_closed = (float(width) - GRIPPER_OPEN_WIDTH_M) / span
     return min(max(ACTION_LOW + fraction_closed * (ACTION_HIGH - ACTION_LOW), ACTION_LOW), ACTION_HIGH)
+
+
+def describe_action_space(dim: int = ACTION_DIM, names: Sequence[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The action space as dataset manifests and checkpoints record it (JSON-ready): names, bounds,
+    size and step scale, then the `extra` entries. `names` defaults to the first `dim` action names."""
+    return {
+        "names": list(ACTION_NAMES[:dim] if names is None else names),
+        "low": float(ACTION_LOW),
+        "high": float(ACTION_HIGH),
+        "dim": int(dim),
+        "ee_delta_scale_m": float(EE_DELTA_SCALE_M),
+        **extra,
+    }

@@ -3,6 +3,7 @@ policy imitates a simple expert far better than chance, runs resume exactly, tas
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,11 +13,16 @@ import torch
 from world4rl_policy import bc
 from world4rl_policy import policy as pol
 
-TINY = {"channels": (8, 16, 16, 16), "hidden_dim": 64, "progress": False, "threads": 1}
+TINY = {"progress": False, "threads": 1}
+TINY_POLICY = {"channels": (8, 16, 16, 16), "hidden_dim": 64}
+POLICY_SETTINGS = {f.name for f in dataclasses.fields(pol.PolicyConfig)}
 
 
 def _cfg(data, out, **kw):
-    return bc.BCConfig(dataset=str(data), out=str(out), **{**TINY, **kw})
+    """BCConfig; the policy's settings among kw (hidden_dim=...) go to its nested PolicyConfig."""
+    policy = {**TINY_POLICY, **{k: v for k, v in kw.items() if k in POLICY_SETTINGS}}
+    rest = {k: v for k, v in kw.items() if k not in POLICY_SETTINGS}
+    return bc.BCConfig(dataset=str(data), out=str(out), policy=pol.PolicyConfig(**policy), **{**TINY, **rest})
 
 
 def test_bc_data_histories_repeat_the_first_frame_like_frame_history(dot_dataset):
@@ -203,6 +209,28 @@ def test_task_and_kind_filtering(dot_dataset, tmp_path):
     assert config["tasks"] == ["push"]
     assert set(config["train_episodes"] + config["val_episodes"]) == {0, 2, 4, 6}
     assert summary["train_episodes"] + summary["val_episodes"] == 4
+
+
+def test_policy_sizes_come_from_the_dataset_and_old_checkpoints_resume(dot_dataset, tmp_path):
+    """BCConfig nests the policy's config; the sizes the data decide are the dataset's whatever
+    cfg.policy holds. A run written before the nesting (flat bc_config in its checkpoints) loads and
+    resumes: the checkpoint's policy config is what counts."""
+    data = dot_dataset(episodes=4, length=6, size=16)
+    cfg = _cfg(data, tmp_path / "r", steps=2, val_every=2, checkpoint_every=2, batch_size=4, frame_history=2)
+    assert (cfg.policy.image_size, cfg.policy.action_dim) == (64, 4)  # PolicyConfig's defaults
+    bc.train_bc(cfg)
+    runner = pol.load_policy(tmp_path / "r")
+    assert (runner.config.image_size, runner.config.frame_history, runner.config.hidden_dim) == (16, 2, 64)
+    config_path = tmp_path / "r" / "latest"
+    step_dir = tmp_path / "r" / config_path.read_text().strip()
+    config = json.loads((step_dir / "config.json").read_text())
+    assert config["bc_config"]["policy"]["hidden_dim"] == 64
+    old = {k: v for k, v in config["bc_config"].items() if k != "policy"}
+    old.update(frame_history=2, channels=[8, 16, 16, 16], hidden_dim=64, log_std_min=-5.0, log_std_max=0.0)
+    (step_dir / "config.json").write_text(json.dumps({**config, "bc_config": old}))
+    assert bc.train_bc(dataclasses.replace(cfg, steps=4))["steps"] == 4
+    assert pol.load_policy(tmp_path / "r").config == runner.config
+    assert bc.BCConfig("d", "o", post_success_frames=-1).post_success_frames is None  # the old CLI's "-1: all"
 
 
 def test_proprio_policy_trains_and_stores_its_normaliser(dot_dataset, tmp_path):

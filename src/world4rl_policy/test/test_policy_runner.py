@@ -27,7 +27,6 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
-from world4rl_bringup.node_process import wait_until
 from world4rl_msgs.action import GripperGrasp, GripperMove
 from world4rl_msgs.msg import PolicyStatus
 from world4rl_policy import fr3_kinematics
@@ -42,6 +41,7 @@ from world4rl_spec import (
     FR3_READY_POSE,
     topics,
 )
+from world4rl_testing import wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -198,6 +198,12 @@ def start(launch_node, ckpt, **params):
     return launch_node(MODULE, "policy_runner", params=params)
 
 
+def run_standalone(*params: str) -> subprocess.CompletedProcess:
+    """The node as its own process (`python -m`) with these `NAME:=VALUE` parameters: how it refuses to start."""
+    ros_args = ["--ros-args", *(arg for param in params for arg in ("-p", param))] if params else []
+    return subprocess.run([sys.executable, "-m", MODULE, *ros_args], capture_output=True, text=True, timeout=60)
+
+
 def wait_status(robot, runner, predicate, timeout=10.0) -> PolicyStatus:
     assert wait_until(lambda: robot.status() is not None and predicate(robot.status()), timeout, nodes=[runner]), (
         robot.status()
@@ -210,7 +216,8 @@ def arm_and_run(robot, runner, commands=5) -> None:
     assert response.success, response.message
     start_count = robot.command_count()
     assert wait_until(lambda: robot.command_count() >= start_count + commands, 20.0, nodes=[runner]), (
-        runner.stderr_tail()
+        f"{robot.command_count() - start_count} commands since arming; last status {robot.status()}\n"
+        + runner.stderr_tail()
     )
 
 
@@ -274,15 +281,10 @@ def test_arming_needs_a_joint_state_and_a_policy_is_required(launch_node, ros_no
     response = robot.arm(True, runner)
     assert not response.success
     assert "no joint state on /joint_states" in response.message
-    missing = subprocess.run([sys.executable, "-m", MODULE], capture_output=True, text=True, timeout=60)
+    missing = run_standalone()
     assert missing.returncode == 2
     assert "parameter 'policy' is required" in missing.stderr
-    broken = subprocess.run(
-        [sys.executable, "-m", MODULE, "--ros-args", "-p", f"policy:={tmp_path / 'nowhere'}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    broken = run_standalone(f"policy:={tmp_path / 'nowhere'}")
     assert broken.returncode == 2
     assert "nowhere" in broken.stderr
 
@@ -292,12 +294,7 @@ def test_a_policy_trained_at_another_control_rate_is_refused(ros_domain, tmp_pat
     policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
     path = save_policy(tmp_path / "policy30", policy, control_rate_hz=30.0)
     assert json.loads((path / "config.json").read_text())["action_space"]["control_rate_hz"] == 30.0
-    refused = subprocess.run(
-        [sys.executable, "-m", MODULE, "--ros-args", "-p", f"policy:={path}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = run_standalone(f"policy:={path}")
     assert refused.returncode == 2
     assert "trained at 30 Hz, but parameter 'control_rate_hz' is 10 Hz" in refused.stderr
 

@@ -43,6 +43,7 @@ PARAMS = SafetyParams(episode_time_limit_s=EPISODE_LIMIT_S)
 STEP = PARAMS.step_bound()
 MARGIN = PARAMS.joint_margin_rad
 WS_LO, WS_HI = np.array(PARAMS.workspace_min), np.array(PARAMS.workspace_max)
+MARGIN_LO, MARGIN_HI = LO + MARGIN, HI - MARGIN
 
 # Every kind of refusal the fuzz must provoke (and find a log line for). Not listed, though
 # logged like the rest if they occur: the filter's workspace_exit and position_clipped, which the
@@ -105,6 +106,26 @@ def runner_node(ros_domain, tmp_path):
     rclpy.shutdown(context=context)
 
 
+# The stamp faults of each input, ranges of U(low, high) [s]: its `{input}_stale` scenario stamps it that much
+# before now, `_future` after now, `_order` before the last stamp it was sent with.
+STAMP_FAULTS = {
+    "joint": {"stale": (0.15, 5.0), "future": (0.06, 50.0), "order": (0.001, 1.0)},
+    "image": {"stale": (0.3, 10.0), "future": (0.06, 100.0), "order": (0.001, 0.5)},
+}
+
+
+def skewed_stamp(rng, scenario: str, source: str, now: float, fresh: float, last: float) -> float:
+    """The stamp `source` ("joint" or "image") is sent with: `fresh`, unless the scenario is one of its stamp faults."""
+    faults = STAMP_FAULTS[source]
+    if scenario == f"{source}_stale":
+        return now - rng.uniform(*faults["stale"])
+    if scenario == f"{source}_future":
+        return now + rng.uniform(*faults["future"])
+    if scenario == f"{source}_order":
+        return last - rng.uniform(*faults["order"])
+    return fresh
+
+
 def adversarial_actions(rng):
     """(name, action or exception) cases a broken policy might produce."""
 
@@ -135,47 +156,33 @@ def adversarial_actions(rng):
     ]
 
 
-@pytest.mark.slow  # ~20 s: 10,000 full cycles (IK, filter, a real policy on a share of them)
-def test_10000_adversarial_cycles_send_no_command_outside_the_limits(runner_node, capfd):
-    node = runner_node
-    rng = np.random.default_rng(1234)
-    sent: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (command, measured q, held)
-    current = {"q": None, "held": None}
+# The input scenarios of a cycle, with their probabilities.
+SCENARIOS = {
+    "normal": 0.62,
+    "clock_back": 0.02,
+    "gap": 0.02,
+    "image_stale": 0.03,
+    "image_future": 0.03,
+    "image_order": 0.03,
+    "image_dup": 0.02,
+    "joint_stale": 0.03,
+    "joint_future": 0.02,
+    "joint_order": 0.02,
+    "joint_nan": 0.02,
+    "joint_limits": 0.02,
+    "joint_missing": 0.02,
+    "no_image": 0.04,
+    "bad_image": 0.05,
+    "old_image": 0.01,
+}
 
-    real_apply = node.commands.apply
-    real_publish = node.commands.publisher.publish
 
-    def apply_spy(cycle):
-        current["held"] = cycle.result.held
-        real_apply(cycle)
+def good_images() -> list[Image]:
+    return [image(seed=s) for s in range(3)] + [image(encoding="bgr8", seed=9)]
 
-    def publish_spy(msg):
-        sent.append((np.array(msg.points[0].positions), current["q"].copy(), current["held"]))
-        real_publish(msg)
 
-    node.commands.apply = apply_spy
-    node.commands.publisher.publish = publish_spy
-
-    # Adversarial policy outputs in a share of cycles; the real checkpoint otherwise.
-    real_source = node.action_source
-    bad = adversarial_actions(rng)
-    choice = {"kind": "policy"}
-    drift = np.zeros(4)
-
-    def source(frames, proprio):
-        kind = choice["kind"]
-        if kind == "policy":
-            return real_source(frames, proprio)
-        if kind == "drift":  # a policy that pushes one way for a while: into limits and the box
-            return drift
-        if kind == "flip":  # saturated sign flips every cycle
-            return rng.choice([-1.0, 1.0], 4)
-        return dict(bad)[kind]()
-
-    node.action_source = source
-
-    good_images = [image(seed=s) for s in range(3)] + [image(encoding="bgr8", seed=9)]
-    bad_images = {
+def bad_images() -> dict[str, Image]:
+    return {
         "mono8": image(encoding="mono8"),
         "16UC1": image(encoding="16UC1"),
         "rgba8": image(encoding="rgba8"),
@@ -188,138 +195,198 @@ def test_10000_adversarial_cycles_send_no_command_outside_the_limits(runner_node
         "short_step": image(step=640 * 3 - 3, data=bytes(640 * 480 * 3)),
     }
 
-    q_true = np.array(FR3_READY_POSE)
-    t = 1000.0
-    last_image_stamp = t
-    last_joint_stamp = t
-    armed_cycles = 0
-    rehomed = 0
-    kinds_seen: dict[str, int] = {}
 
-    def joint_msg(q, t_stamp, names=ARM_JOINT_NAMES):
-        order = rng.permutation(len(names) + 2)  # any order, fingers included
+class NodeFuzz:
+    """The world around the node in the fuzz: the arm and the joint states it reports, the clock,
+    the images, the policy output of each cycle, and every command the node published."""
+
+    def __init__(self, node, rng) -> None:
+        self.node = node
+        self.rng = rng
+        self.sent: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (command, measured q, held)
+        self.current = {"q": None, "held": None}  # of the cycle being run
+        self._spy_on_commands()
+        self.bad = adversarial_actions(rng)
+        self.kind = "policy"  # this cycle's policy output: "policy", "drift", "flip" or a name in `bad`
+        self.drift = np.zeros(4)
+        self._inject_actions()
+        self.good_images = good_images()
+        self.bad_images = bad_images()
+        self.q_true = np.array(FR3_READY_POSE)
+        self.t = 1000.0
+        self.last_image_stamp = self.t
+        self.last_joint_stamp = self.t
+        self.armed_cycles = 0
+        self.rehomed = 0
+        self.kinds_seen: dict[str, int] = {}
+
+    def _spy_on_commands(self) -> None:
+        """Records each published command with the joint state of its cycle and whether it is a hold."""
+        commands = self.node.commands
+        real_apply = commands.apply
+        real_publish = commands.publisher.publish
+
+        def apply_spy(cycle):
+            self.current["held"] = cycle.result.held
+            real_apply(cycle)
+
+        def publish_spy(msg):
+            self.sent.append((np.array(msg.points[0].positions), self.current["q"].copy(), self.current["held"]))
+            real_publish(msg)
+
+        commands.apply = apply_spy
+        commands.publisher.publish = publish_spy
+
+    def _inject_actions(self) -> None:
+        """Adversarial policy outputs in a share of cycles; the real checkpoint otherwise."""
+        real_source = self.node.action_source
+        bad = dict(self.bad)
+
+        def source(frames, proprio):
+            if self.kind == "policy":
+                return real_source(frames, proprio)
+            if self.kind == "drift":  # a policy that pushes one way for a while: into limits and the box
+                return self.drift
+            if self.kind == "flip":  # saturated sign flips every cycle
+                return self.rng.choice([-1.0, 1.0], 4)
+            return bad[self.kind]()
+
+        self.node.action_source = source
+
+    def cycle(self) -> None:
+        """One control cycle: the clock, the policy output, the joint state, the image, the arm."""
+        scenario = self._advance_clock()
+        self._choose_action()
+        self._send_joint_state(scenario)
+        sent_before = len(self.sent)
+        self._send_image(scenario)
+        self.armed_cycles += self.node.path.armed
+        self._move_arm(sent_before)
+
+    def _advance_clock(self) -> str:
+        """Draws the cycle's scenario and advances the clock (backwards or by a gap in two of them)."""
+        rng = self.rng
+        dt = PERIOD + rng.normal(0, 0.002)
+        scenario = rng.choice(list(SCENARIOS), p=list(SCENARIOS.values()))
+        if scenario == "clock_back":
+            dt = -rng.uniform(0.01, 2.0)
+        elif scenario == "gap":
+            dt = rng.uniform(0.3, 3.0)
+        self.t += dt
+        return scenario
+
+    def _choose_action(self) -> None:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.55:
+            self.kind = "policy"
+        elif roll < 0.75:
+            if rng.random() < 0.1:
+                self.drift = np.append(rng.choice([-1.0, 0.0, 1.0], 3), rng.choice([-1.0, 1.0]))
+            self.kind = "drift"
+        elif roll < 0.8:
+            self.kind = "flip"
+        else:
+            self.kind = self.bad[rng.integers(len(self.bad))][0]
+        self.kinds_seen[self.kind] = self.kinds_seen.get(self.kind, 0) + 1
+
+    def _joint_msg(self, q, t_stamp, names=ARM_JOINT_NAMES) -> JointState:
+        order = self.rng.permutation(len(names) + 2)  # any order, fingers included
         all_names = [*names, *FINGER_JOINT_NAMES]
         all_pos = [*q, 0.02, 0.02]
         msg = JointState(name=[all_names[i] for i in order], position=[float(all_pos[i]) for i in order])
         stamp(msg, t_stamp)
         return msg
 
-    for _ in range(CYCLES):
-        dt = PERIOD + rng.normal(0, 0.002)
-        scenario = rng.choice(
-            ["normal", "clock_back", "gap", "image_stale", "image_future", "image_order", "image_dup",
-             "joint_stale", "joint_future", "joint_order", "joint_nan", "joint_limits", "joint_missing",
-             "no_image", "bad_image", "old_image"],
-            p=[0.62, 0.02, 0.02, 0.03, 0.03, 0.03, 0.02, 0.03, 0.02, 0.02, 0.02, 0.02, 0.02, 0.04, 0.05, 0.01],
-        )  # fmt: skip
-        if scenario == "clock_back":
-            dt = -rng.uniform(0.01, 2.0)
-        elif scenario == "gap":
-            dt = rng.uniform(0.3, 3.0)
-        t += dt
-        roll = rng.random()
-        if roll < 0.55:
-            choice["kind"] = "policy"
-        elif roll < 0.75:
-            if rng.random() < 0.1:
-                drift = np.append(rng.choice([-1.0, 0.0, 1.0], 3), rng.choice([-1.0, 1.0]))
-            choice["kind"] = "drift"
-        elif roll < 0.8:
-            choice["kind"] = "flip"
-        else:
-            choice["kind"] = bad[rng.integers(len(bad))][0]
-        kinds_seen[choice["kind"]] = kinds_seen.get(choice["kind"], 0) + 1
-
-        # The joint state the arm reports.
+    def _send_joint_state(self, scenario: str) -> None:
+        """The joint state the arm reports."""
+        rng, t = self.rng, self.t
         js_t = t - rng.uniform(0.0, 0.01)
-        q_msg = q_true + rng.normal(0, 1e-4, 7)
-        if scenario == "joint_stale":
-            js_t = t - rng.uniform(0.15, 5.0)
-        elif scenario == "joint_future":
-            js_t = t + rng.uniform(0.06, 50.0)
-        elif scenario == "joint_order":
-            js_t = last_joint_stamp - rng.uniform(0.001, 1.0)
-        elif scenario == "joint_nan":
+        q_msg = self.q_true + rng.normal(0, 1e-4, 7)
+        js_t = skewed_stamp(rng, scenario, "joint", t, js_t, self.last_joint_stamp)
+        if scenario == "joint_nan":
             q_msg[rng.integers(7)] = rng.choice([np.nan, np.inf, -np.inf])
         elif scenario == "joint_limits":
             j = rng.integers(7)
             q_msg[j] = (HI[j] if rng.random() < 0.5 else LO[j]) + rng.choice([-1, 1]) * rng.uniform(0.03, 1.0)
         names = ARM_JOINT_NAMES[:-1] if scenario == "joint_missing" else ARM_JOINT_NAMES
-        node._on_joints(joint_msg(q_msg if names == ARM_JOINT_NAMES else q_msg[:-1], js_t, names))
-        last_joint_stamp = max(last_joint_stamp, js_t)
-        current["q"] = node.joints
+        self.node._on_joints(self._joint_msg(q_msg if names == ARM_JOINT_NAMES else q_msg[:-1], js_t, names))
+        self.last_joint_stamp = max(self.last_joint_stamp, js_t)
+        self.current["q"] = self.node.joints
 
-        # The image (or none), and the cycle.
-        sent_before = len(sent)
+    def _send_image(self, scenario: str) -> None:
+        """The image (or none), and the cycle it drives; now and then an extra tick."""
+        rng, t, node = self.rng, self.t, self.node
         if scenario == "no_image":
             node.handle_tick(t)
-        else:
-            msg = good_images[rng.integers(len(good_images))]
-            im_t = t - rng.uniform(0.005, 0.03)
-            if scenario == "bad_image":
-                msg = bad_images[list(bad_images)[rng.integers(len(bad_images))]]
-            elif scenario == "image_stale":
-                im_t = t - rng.uniform(0.3, 10.0)
-            elif scenario == "image_future":
-                im_t = t + rng.uniform(0.06, 100.0)
-            elif scenario == "image_order":
-                im_t = last_image_stamp - rng.uniform(0.001, 0.5)
-            elif scenario == "image_dup":
-                im_t = last_image_stamp
-            elif scenario == "old_image":
-                im_t = node.armed_at - rng.uniform(0.001, 1.0)
-            stamp(msg, im_t)
-            if scenario != "bad_image":
-                last_image_stamp = max(last_image_stamp, im_t)
-            node.handle_image(msg, t, time.time())
-            if rng.random() < 0.3:
-                node.handle_tick(t + rng.uniform(0.0, 0.09))
-        armed_cycles += node.path.armed
+            return
+        msg = self.good_images[rng.integers(len(self.good_images))]
+        im_t = t - rng.uniform(0.005, 0.03)
+        im_t = skewed_stamp(rng, scenario, "image", t, im_t, self.last_image_stamp)
+        if scenario == "bad_image":
+            msg = self.bad_images[list(self.bad_images)[rng.integers(len(self.bad_images))]]
+        elif scenario == "image_dup":
+            im_t = self.last_image_stamp
+        elif scenario == "old_image":
+            im_t = node.armed_at - rng.uniform(0.001, 1.0)
+        stamp(msg, im_t)
+        if scenario != "bad_image":
+            self.last_image_stamp = max(self.last_image_stamp, im_t)
+        node.handle_image(msg, t, time.time())
+        if rng.random() < 0.3:
+            node.handle_tick(t + rng.uniform(0.0, 0.09))
 
-        # The arm follows a new command (a position controller), sometimes only part of the way.
-        if len(sent) > sent_before:
-            q_true = q_true + (sent[-1][0] - q_true) * (1.0 if rng.random() < 0.8 else rng.uniform(0.0, 1.0))
-        # Re-arm often (an operator restarting episodes), from wherever the arm is; now and then,
-        # and whenever the arm ended up outside the workspace box, the operator first brings it
-        # back to the ready pose (an arm outside the box cannot be armed usefully, see below).
-        if not node.path.armed and rng.random() < 0.3:
-            if outside(q_true) > 0 or rng.random() < 0.01:
-                q_true = np.array(FR3_READY_POSE)
-                rehomed += 1
+    def _move_arm(self, sent_before: int) -> None:
+        """The arm follows a new command (a position controller), sometimes only part of the way.
+        Re-arm often (an operator restarting episodes), from wherever the arm is; now and then,
+        and whenever the arm ended up outside the workspace box, the operator first brings it
+        back to the ready pose (an arm outside the box cannot be armed usefully)."""
+        rng = self.rng
+        if len(self.sent) > sent_before:
+            follow = 1.0 if rng.random() < 0.8 else rng.uniform(0.0, 1.0)
+            self.q_true = self.q_true + (self.sent[-1][0] - self.q_true) * follow
+        if not self.node.path.armed and rng.random() < 0.3:
+            if outside(self.q_true) > 0 or rng.random() < 0.01:
+                self.q_true = np.array(FR3_READY_POSE)
+                self.rehomed += 1
             else:
-                node.arm(t)
+                self.node.arm(self.t)
 
-    # ------------------------------------------------------------------ invariants
-    assert len(sent) > 3000, f"only {len(sent)} commands: the fuzz did not exercise the armed path"
-    assert armed_cycles > 3000, armed_cycles
-    assert set(kinds_seen) >= {"policy", "drift", "flip", *dict(bad)}
-    margin_lo, margin_hi = LO + MARGIN, HI - MARGIN
+
+def check_command(command, q, held) -> None:
+    """The invariants of one published command; `q` is the joint state measured in its cycle."""
+    assert command.shape == (7,)
+    assert np.all(np.isfinite(command)), command
+    assert q is not None, "a command was sent without a joint state"
+    assert np.all(np.isfinite(q)), "a command was sent without a valid joint state"
+    assert np.all(command >= LO), command
+    assert np.all(command <= HI), command
+    qc = np.clip(q, LO, HI)
+    # Never a jump: within one step's velocity bound of the measured position.
+    assert np.all(np.abs(command - qc) <= STEP + 1e-9), (np.abs(command - qc), STEP)
+    if held:
+        return  # a hold is a position the arm was measured at (latched), so only the hard limits apply
+    # Inside the margin, or at least not further into it than the arm already is.
+    assert np.all(command >= np.minimum(MARGIN_LO, qc) - 1e-12), (command, q)
+    assert np.all(command <= np.maximum(MARGIN_HI, qc) + 1e-12), (command, q)
+    # A passed command never takes the end effector further out of the workspace box.
+    assert outside(command) <= outside(qc) + 1e-9
+
+
+def check_commands(sent) -> tuple[int, int]:
+    """Checks every published command; returns how many were moves and how many holds."""
     moves = holds = 0
     for command, q, held in sent:
-        assert command.shape == (7,)
-        assert np.all(np.isfinite(command)), command
-        assert q is not None, "a command was sent without a joint state"
-        assert np.all(np.isfinite(q)), "a command was sent without a valid joint state"
-        assert np.all(command >= LO), command
-        assert np.all(command <= HI), command
-        qc = np.clip(q, LO, HI)
-        # Never a jump: within one step's velocity bound of the measured position.
-        assert np.all(np.abs(command - qc) <= STEP + 1e-9), (np.abs(command - qc), STEP)
+        check_command(command, q, held)
         if held:
-            # A hold is a position the arm was measured at (latched), so only the hard limits apply.
             holds += 1
         else:
             moves += 1
-            # Inside the margin, or at least not further into it than the arm already is.
-            assert np.all(command >= np.minimum(margin_lo, qc) - 1e-12), (command, q)
-            assert np.all(command <= np.maximum(margin_hi, qc) + 1e-12), (command, q)
-            # A passed command never takes the end effector further out of the workspace box.
-            assert outside(command) <= outside(qc) + 1e-9
-    assert moves > 2000, moves
-    assert holds > 100, holds
+    return moves, holds
 
-    # ------------------------------------------------------------------ every kind refused, and said so
-    err = capfd.readouterr().err
+
+def check_refusals_logged(node, err: str) -> dict[str, int]:
+    """Every expected kind of refusal happened, and each kind that did is logged (throttled)."""
     counts = node.refusals.counts
     missing = ({r.value for r in EXPECTED} | EXPECTED_NODE) - set(counts)
     assert not missing, f"fuzz never provoked {sorted(missing)}; got {counts}"
@@ -329,9 +396,29 @@ def test_10000_adversarial_cycles_send_no_command_outside_the_limits(runner_node
         assert len(lines[0]) > 20  # says what happened, not just the code
     # Logged once per kind and then throttled, not once per refusal.
     assert err.count("\n") < sum(counts.values()) / 2
+    return counts
+
+
+@pytest.mark.slow  # ~20 s: 10,000 full cycles (IK, filter, a real policy on a share of them)
+def test_10000_adversarial_cycles_send_no_command_outside_the_limits(runner_node, capfd):
+    node = runner_node
+    fuzz = NodeFuzz(node, np.random.default_rng(1234))
+    for _ in range(CYCLES):
+        fuzz.cycle()
+
+    # ------------------------------------------------------------------ invariants
+    assert len(fuzz.sent) > 3000, f"only {len(fuzz.sent)} commands: the fuzz did not exercise the armed path"
+    assert fuzz.armed_cycles > 3000, fuzz.armed_cycles
+    assert set(fuzz.kinds_seen) >= {"policy", "drift", "flip", *dict(fuzz.bad)}
+    moves, holds = check_commands(fuzz.sent)
+    assert moves > 2000, moves
+    assert holds > 100, holds
+
+    # ------------------------------------------------------------------ every kind refused, and said so
+    counts = check_refusals_logged(node, capfd.readouterr().err)
     print(
-        f"{len(sent)} commands ({moves} moves, {holds} holds), {armed_cycles} armed cycles, re-homed {rehomed} times; "
-        f"refusals {counts}"
+        f"{len(fuzz.sent)} commands ({moves} moves, {holds} holds), {fuzz.armed_cycles} armed cycles, "
+        f"re-homed {fuzz.rehomed} times; refusals {counts}"
     )
 
 

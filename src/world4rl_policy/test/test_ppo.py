@@ -303,7 +303,7 @@ def test_ppo_raises_imagined_success_in_a_trained_world_model(tmp_path):
     """Square world (move the square onto the left goal): a tiny world model trained for ~1 min on
     random and expert episodes, a success classifier, and a random initial policy. PPO must lift
     the imagined success rate well above the initial policy's."""
-    from world4rl_model.reward import RewardTrainConfig, train_reward
+    from world4rl_model.reward_training import RewardTrainConfig, train_reward
     from world4rl_model.synthetic import make_dataset
     from world4rl_model.training import WorldModelTrainConfig, train_world_model
 

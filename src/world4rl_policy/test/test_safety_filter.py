@@ -397,98 +397,134 @@ def _adversarial_stamp(rng, now, last, nominal_age, calm):
     return now - rng.uniform(0, nominal_age)
 
 
-def test_fuzz_10000_adversarial_cycles_never_command_outside_the_limits():
-    rng = np.random.default_rng(20250919)
+def _fuzz_params() -> SafetyParams:
+    """A workspace box the fuzz's targets leave now and then, and a time limit its calm spells reach."""
     z_ready = kin.ee_position(READY)[2]
-    params = SafetyParams(
+    return SafetyParams(
         workspace_min=(0.2, -0.25, z_ready - 0.15),
         workspace_max=(0.6, 0.25, z_ready + 0.1),
         episode_time_limit_s=5.0,
     )
-    f = SafetyFilter(params)
-    bound = params.step_bound()
-    lo_m, hi_m = HARD_LO + params.joint_margin_rad, HARD_HI - params.joint_margin_rad
-    ws_lo, ws_hi = np.array(params.workspace_min), np.array(params.workspace_max)
 
-    def outside(qq):
-        p = kin.forward_kinematics(qq, tcp_offset_m=params.tcp_offset_m)[:3, 3]
-        return float(np.linalg.norm(p - np.clip(p, ws_lo, ws_hi)))
 
-    q = READY.copy()
-    now = 0.0
-    last_img = last_js = None
-    seen: dict[Reason, str] = {}
-    passed = held_armed = 0
-    for i in range(10_000):
-        calm = (i // 200) % 2 == 1  # alternate storms with calm spells long enough to reach the time limit
-        # The world: time mostly advances; the arm tracks the last command with noise, is sometimes
-        # pushed or teleported, and the joint state is sometimes corrupt.
-        now += 0.1 if calm else rng.choice([0.1, 0.0, 0.35, -0.7], p=[0.97, 0.01, 0.01, 0.01])
+class _FilterFuzz:
+    """The filter fuzz's world (the filter, the arm it commands, the clock, the last stamps sent)
+    and tallies of what the filter did. Each cycle: `draw_cycle`, the filter, then `check`."""
+
+    def __init__(self, rng, params: SafetyParams) -> None:
+        self.rng = rng
+        self.params = params
+        self.f = SafetyFilter(params)
+        self.bound = params.step_bound()
+        self.lo_m, self.hi_m = HARD_LO + params.joint_margin_rad, HARD_HI - params.joint_margin_rad
+        self.ws_lo, self.ws_hi = np.array(params.workspace_min), np.array(params.workspace_max)
+        self.q = READY.copy()  # where the arm really is
+        self.now = 0.0
+        self.last_img = self.last_js = None
+        self.seen: dict[Reason, str] = {}
+        self.passed = self.held_armed = 0
+
+    def outside(self, qq) -> float:
+        """How far [m] the end effector at `qq` is outside the workspace box (0 inside)."""
+        p = kin.forward_kinematics(qq, tcp_offset_m=self.params.tcp_offset_m)[:3, 3]
+        return float(np.linalg.norm(p - np.clip(p, self.ws_lo, self.ws_hi)))
+
+    def _measure(self, calm: bool):
+        """Time mostly advances; the arm tracks the last command with noise, is sometimes pushed or
+        teleported, and the joint state is sometimes corrupt. Returns the measured joint state."""
+        rng = self.rng
+        self.now += 0.1 if calm else rng.choice([0.1, 0.0, 0.35, -0.7], p=[0.97, 0.01, 0.01, 0.01])
         if rng.random() < 0.01 and not calm:
-            q = rng.uniform(HARD_LO, HARD_HI)
-        q = np.clip(q + rng.normal(0, 0.002, 7), HARD_LO - 0.03, HARD_HI + 0.03)
-        q_meas = q
+            self.q = rng.uniform(HARD_LO, HARD_HI)
+        self.q = np.clip(self.q + rng.normal(0, 0.002, 7), HARD_LO - 0.03, HARD_HI + 0.03)
+        q_meas = self.q
         if rng.random() < 0.01 and not calm:
-            beyond = q.copy()
+            beyond = self.q.copy()
             beyond[rng.integers(7)] = rng.choice([-1, 1]) * rng.uniform(3.1, 10.0)  # beyond any FR3 limit
-            q_meas = _pick(rng, [np.full(7, np.nan), q[:6], np.r_[q[:6], np.inf], beyond])
+            q_meas = _pick(rng, [np.full(7, np.nan), self.q[:6], np.r_[self.q[:6], np.inf], beyond])
+        return q_meas
+
+    def draw_cycle(self, calm: bool) -> tuple[dict, bool]:
+        """Advances the world by one cycle (arming and disarming the filter now and then) and draws
+        the filter's adversarial inputs. Returns them and whether the filter was armed before."""
+        rng, f = self.rng, self.f
+        q_meas = self._measure(calm)
         if rng.random() < (0.05 if calm else 0.3) and not f.armed:
-            f.arm(now if math.isfinite(now) else 0.0)
+            f.arm(self.now if math.isfinite(self.now) else 0.0)
         if rng.random() < 0.005:
             f.disarm()
-        now_in = np.nan if rng.random() < 0.002 and not calm else now
-        img = _adversarial_stamp(rng, now, last_img, 0.05, calm)
-        js = _adversarial_stamp(rng, now, last_js, 0.02, calm)
-        last_img = img if img is not None and np.isfinite(img) else last_img
-        last_js = js if js is not None and np.isfinite(js) else last_js
+        now_in = np.nan if rng.random() < 0.002 and not calm else self.now
+        img = _adversarial_stamp(rng, self.now, self.last_img, 0.05, calm)
+        js = _adversarial_stamp(rng, self.now, self.last_js, 0.02, calm)
+        self.last_img = img if img is not None and np.isfinite(img) else self.last_img
+        self.last_js = js if js is not None and np.isfinite(js) else self.last_js
         gripper = _pick(rng, [None, rng.normal(0, 2), 0.3] if calm else [None, rng.normal(0, 2), np.nan, 0.3])
         was_armed = f.armed
-        target = _adversarial_target(rng, np.clip(q, HARD_LO, HARD_HI), lo_m, hi_m, calm)
+        target = _adversarial_target(rng, np.clip(self.q, HARD_LO, HARD_HI), self.lo_m, self.hi_m, calm)
+        inputs = {
+            "joint_positions": q_meas,
+            "target": target,
+            "now": now_in,
+            "image_stamp": img,
+            "joint_state_stamp": js,
+            "gripper": gripper,
+        }
+        return inputs, was_armed
 
-        res = f.filter(
-            joint_positions=q_meas, target=target, now=now_in, image_stamp=img, joint_state_stamp=js, gripper=gripper
-        )
-
+    def check(self, res, q_meas, was_armed: bool) -> None:
+        """One cycle's invariants, then the arm tracks what it was sent (unless it was a hold)."""
         for e in res.events:
             assert e.message, e
-            seen.setdefault(e.reason, e.message)
+            self.seen.setdefault(e.reason, e.message)
         if res.command is None:
             assert res.held
             assert res.reasons
             assert res.reasons[-1] != Reason.WORKSPACE_EXIT
             assert {Reason.BAD_JOINT_STATE, Reason.JOINT_STATE_OUT_OF_LIMITS} & set(res.reasons)
-            continue
+            return
+        self._check_command(res, np.clip(np.asarray(q_meas, dtype=float), HARD_LO, HARD_HI), was_armed)
+        self.q = res.command if not res.held else self.q  # the controller tracks what it was sent
+
+    def _check_command(self, res, current: np.ndarray, was_armed: bool) -> None:
+        """The invariants of a cycle that sent a command, `current` being the measured position."""
         cmd = res.command
-        current = np.clip(np.asarray(q_meas, dtype=float), HARD_LO, HARD_HI)
         assert cmd.shape == (7,)
         assert np.all(np.isfinite(cmd))
         assert np.all(cmd >= HARD_LO), (cmd, res.events)
         assert np.all(cmd <= HARD_HI), (cmd, res.events)
-        assert np.all(np.abs(cmd - current) <= bound + 1e-9), (cmd - current, res.events)
+        assert np.all(np.abs(cmd - current) <= self.bound + 1e-9), (cmd - current, res.events)
         # Policy commands stay inside the margin unless the arm stands in it (then they move
         # back); holds may keep a position the arm had one step ago.
-        inside_margin = np.all((current >= lo_m) & (current <= hi_m))
+        inside_margin = np.all((current >= self.lo_m) & (current <= self.hi_m))
         if inside_margin and not res.held:
-            assert np.all(cmd >= lo_m - 1e-12)
-            assert np.all(cmd <= hi_m + 1e-12)
+            assert np.all(cmd >= self.lo_m - 1e-12)
+            assert np.all(cmd <= self.hi_m + 1e-12)
         assert res.gripper is None or -1.0 <= res.gripper <= 1.0
         if any(r in FAULT_REASONS for r in res.reasons):
             assert res.held
             assert not res.armed
         if res.held:
-            held_armed += was_armed
+            self.held_armed += was_armed
         else:
-            passed += 1
+            self.passed += 1
             assert was_armed
             assert res.armed
             assert not any(r in FAULT_REASONS or r in HOLD_REASONS for r in res.reasons)
-            assert outside(cmd) <= max(outside(current), 0.0) + 1e-9
-        q = cmd if not res.held else q  # the controller tracks what it was sent
+            assert self.outside(cmd) <= max(self.outside(current), 0.0) + 1e-9
 
-    missing = set(Reason) - set(seen)
+
+def test_fuzz_10000_adversarial_cycles_never_command_outside_the_limits():
+    fuzz = _FilterFuzz(np.random.default_rng(20250919), _fuzz_params())
+    for i in range(10_000):
+        calm = (i // 200) % 2 == 1  # alternate storms with calm spells long enough to reach the time limit
+        inputs, was_armed = fuzz.draw_cycle(calm)
+        res = fuzz.f.filter(**inputs)
+        fuzz.check(res, inputs["joint_positions"], was_armed)
+
+    missing = set(Reason) - set(fuzz.seen)
     assert not missing, f"refusal kinds never exercised: {sorted(missing)}"
-    assert passed > 500, passed
-    assert held_armed > 500, held_armed
-    st = f.status()
+    assert fuzz.passed > 500, fuzz.passed
+    assert fuzz.held_armed > 500, fuzz.held_armed
+    st = fuzz.f.status()
     assert sum(st.counts.values()) >= len(Reason)
     assert set(st.counts) == {r.value for r in Reason}

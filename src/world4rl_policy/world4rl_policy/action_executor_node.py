@@ -1,10 +1,11 @@
 """action_executor: turns demonstrated actions (world4rl_msgs/Action) into checked arm commands.
 
 The arm's half of demonstration collection: a teleoperator, or the sim's scripted expert,
-publishes normalised end-effector actions on /world4rl/action; this node runs each through the
+publishes normalised end-effector actions on world4rl/action; this node runs each through the
 same command path the policy runner uses (FR3 IK, then the safety filter) and sends the result to
-the arm's controller and gripper. Disarmed at start: `~/arm` (std_srvs/SetBool) arms it, and any
-fault (stale action or joint state, NaN, a jump, the episode time limit) holds and disarms.
+the arm's controller and gripper. Disarmed at start: `action_executor/arm` (std_srvs/SetBool)
+arms it, and any fault (stale action or joint state, NaN, a jump, the episode time limit) holds
+and disarms. Every name is relative (world4rl_spec.topics): the node works in any namespace.
 
 The action's own stamp feeds the filter's input watchdog: if the demonstrator stops publishing,
 the arm holds within `safety.image_timeout_s`.
@@ -20,9 +21,6 @@ it, and oscillated around its waypoint.
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
@@ -31,16 +29,17 @@ from world4rl_msgs.msg import Action, PolicyStatus
 from world4rl_policy.command_path import CommandPath
 from world4rl_policy.ros_adapters import (
     ArmCommandPublisher,
+    ArmStateNode,
     RefusalLogger,
-    arm_joint_positions,
     declare_command_params,
     stamp_seconds,
     status_message,
 )
+from world4rl_ros.node_main import run_node
 from world4rl_spec import topics
 
 
-class ActionExecutor(Node):
+class ActionExecutor(ArmStateNode):
     def __init__(self, **node_kwargs):
         super().__init__("action_executor", **node_kwargs)
         params = declare_command_params(self)
@@ -65,17 +64,12 @@ class ActionExecutor(Node):
             Action, topics.ACTION, self._on_action, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
         self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
-        self.create_service(SetBool, "~/arm", self._on_arm)
+        arm_service = self.create_service(SetBool, topics.EXECUTOR_ARM, self._on_arm)
         self.create_timer(self.period_s, self._on_timer)
-        self.get_logger().info(f"disarmed; commands go to {command_topic} ({mode}); call ~/arm to start")
-
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
-    def _on_joints(self, msg: JointState) -> None:
-        q = arm_joint_positions(msg)
-        if q is not None:
-            self.joints, self.joint_stamp = q, stamp_seconds(msg.header.stamp)
+        self.get_logger().info(
+            f"disarmed; commands go to {self.commands.publisher.topic_name} ({mode}); "
+            f"call {arm_service.service_name} to start"
+        )
 
     def _on_action(self, msg: Action) -> None:
         self.action = np.asarray(msg.values, dtype=np.float64)
@@ -104,7 +98,10 @@ class ActionExecutor(Node):
             self.path.disarm()
             response.success, response.message = True, "disarmed"
         elif self.joints is None:
-            response.success, response.message = False, f"no joint state on {topics.JOINT_STATES} yet"
+            response.success, response.message = (
+                False,
+                f"no joint state on {self.resolve_topic_name(topics.JOINT_STATES)} yet",
+            )
         else:
             # Only actions decided after arming count: an old one must not move the arm.
             self.action = self.action_stamp = None
@@ -136,16 +133,8 @@ class ActionExecutor(Node):
         self.status_publisher.publish(status_message(cycle, status, latency_ms, "", self.get_clock().now().to_msg()))
 
 
-def main() -> None:
-    rclpy.init()
-    node = ActionExecutor()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main(args=None) -> None:
+    run_node(ActionExecutor, args=args)
 
 
 if __name__ == "__main__":

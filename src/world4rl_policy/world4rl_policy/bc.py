@@ -25,12 +25,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from world4rl_model.config import meta
 from world4rl_model.harness import Component, Harness, LoopSettings
 from world4rl_policy.policy import (
     CHECKPOINT_KIND,
@@ -45,48 +46,56 @@ from world4rl_policy.policy import (
 
 @dataclass
 class BCConfig:
-    """Behaviour-cloning run settings (`world4rl train bc --help` lists them)."""
+    """Behaviour-cloning run settings (`world4rl train bc --help` lists them).
 
-    dataset: str
-    out: str
-    tasks: list[str] | None = None  # None: every task in the dataset
-    kinds: list[str] = field(default_factory=lambda: ["expert", "human"])
-    successful_only: bool = True
-    val_fraction: float = 0.1  # episodes held out for validation
-    split_seed: int = 0
-    seed: int = 0
-    steps: int = 5000
-    batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    augment_shift: int = 4  # random shift in pixels (0: off)
-    # "decoupled": the mean by squared error, the std by NLL around the detached mean (see bc_loss);
-    # "nll": the joint Gaussian NLL, whose mean gradients are weighted by 1/std^2.
-    loss: str = "decoupled"
-    use_proprio: bool = False  # feed joint_positions (needs them in every episode)
-    # Imitate each episode only up to this many frames after its first success frame (None: all).
+    The policy's architecture is `policy` (a PolicyConfig, the one stored in every checkpoint; its
+    flags carry no prefix: --hidden-dim, --channels, --frame-history, --log-std-max ...). Its sizes
+    that the data decide are not settings: image_size and action_dim are the dataset's, proprio_dim
+    follows use_proprio; a preset or --bc-set that names them is refused."""
+
+    dataset: str  # dataset directory (with manifest.json)
+    out: str  # run directory: checkpoints OUT/step_*/ and `latest`, the best one OUT/best, TensorBoard OUT/tb
+    # tasks whose episodes to imitate (None: every task)
+    tasks: list[str] | None = field(default=None, metadata=meta(aliases=("--task",)))
+    kinds: list[str] = field(default_factory=lambda: ["expert", "human"])  # episode kinds to imitate
+    successful_only: bool = True  # imitate successful episodes only (--no-successful-only: failures too)
+    val_fraction: float = 0.1  # fraction of the dataset's episodes held out for validation
+    split_seed: int = 0  # seed of the train/validation split (by episode)
+    seed: int = 0  # seeds the weights, the batches and the augmentation
+    steps: int = 5000  # gradient steps in total (a resumed run counts on)
+    batch_size: int = 64  # samples per gradient step
+    lr: float = 3e-4  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    grad_clip: float = 1.0  # gradient-norm clip
+    augment_shift: int = 4  # random-shift (DrQ) augmentation in pixels (0: off)
+    # decoupled: the mean by squared error and the std by NLL around the detached mean (see bc_loss);
+    # nll: the joint Gaussian NLL, whose mean gradients are weighted by 1/std^2.
+    loss: Literal["decoupled", "nll"] = "decoupled"
+    use_proprio: bool = False  # also feed joint positions (every episode must have them); sets policy.proprio_dim
+    # Imitate each episode only up to this many frames after its first success frame (None or < 0: all).
     # Sim episodes run to the horizon; what the expert does after success (hovering) would otherwise
     # outnumber the approach that matters (reach: success at step ~6 of 30).
     post_success_frames: int | None = 3
-    frame_history: int = 4
-    channels: tuple[int, ...] = (32, 64, 64, 128)
-    hidden_dim: int = 256
-    log_std_min: float = -5.0
-    log_std_max: float = 0.0
+    # the policy's architecture and log-std bounds
+    policy: PolicyConfig = field(default_factory=PolicyConfig, metadata=meta(flat=True))
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
-    log_every: int = 10
-    val_every: int = 250
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    threads: int | None = None
-    resume: bool = True
-    progress: bool = True
+    log_every: int = 10  # log training scalars every N steps
+    # validate (and keep the best in OUT/best) every N steps
+    val_every: int = field(default=250, metadata=meta(aliases=("--eval-every",)))
+    checkpoint_every: int = 1000  # checkpoint every N steps
+    keep_checkpoints: int = 3  # checkpoints kept in OUT (older ones are deleted)
+    threads: int | None = None  # torch CPU threads (None: the cores)
+    resume: bool = True  # continue from OUT/latest if OUT has a checkpoint (--no-resume: start afresh)
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, dict):
+            self.policy = PolicyConfig(**self.policy)
+        if self.post_success_frames is not None and self.post_success_frames < 0:
+            self.post_success_frames = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["channels"] = list(self.channels)
-        return d
+        return {**dataclasses.asdict(self), "policy": self.policy.to_dict()}
 
 
 # ---------------------------------------------------------------------------------- data
@@ -269,10 +278,11 @@ class _BCTraining(Component):
         dataset = Dataset(cfg.dataset)
         episodes = select_episodes(dataset, cfg)
         self.train_eps, self.val_eps = _split(dataset, episodes, cfg)
-        self.train = BCData(dataset, self.train_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames)
+        history = cfg.policy.frame_history
+        self.train = BCData(dataset, self.train_eps, history, cfg.use_proprio, cfg.post_success_frames)
         self.val = None
         if self.val_eps:
-            self.val = BCData(dataset, self.val_eps, cfg.frame_history, cfg.use_proprio, cfg.post_success_frames)
+            self.val = BCData(dataset, self.val_eps, history, cfg.use_proprio, cfg.post_success_frames)
         self.model = policy = GaussianPolicy(_policy_config(cfg, dataset))
         if cfg.use_proprio:
             p = self.train.all_proprio()
@@ -343,15 +353,12 @@ class _BCTraining(Component):
 
 
 def _policy_config(cfg: BCConfig, dataset) -> PolicyConfig:
-    return PolicyConfig(
+    """cfg.policy with the sizes the data decide: the dataset's frames and actions, use_proprio's joints."""
+    return dataclasses.replace(
+        cfg.policy,
         image_size=dataset.image_size,
-        frame_history=cfg.frame_history,
         action_dim=dataset.action_dim,
         proprio_dim=9 if cfg.use_proprio else 0,
-        channels=tuple(cfg.channels),
-        hidden_dim=cfg.hidden_dim,
-        log_std_min=cfg.log_std_min,
-        log_std_max=cfg.log_std_max,
     )
 
 

@@ -29,7 +29,14 @@ import numpy as np
 
 from world4rl_policy import fr3_kinematics
 from world4rl_policy.safety_filter import FilterResult, SafetyFilter, SafetyParams
-from world4rl_spec import ACTION_HIGH, ACTION_LOW, EE_DELTA_SCALE_M, GRIPPER_CLOSED_WIDTH_M, GRIPPER_OPEN_WIDTH_M
+from world4rl_spec import (
+    ACTION_HIGH,
+    ACTION_LOW,
+    EE_DELTA_SCALE_M,
+    EE_TARGET_MAX_LEAD_M,
+    GRIPPER_CLOSED_WIDTH_M,
+    GRIPPER_OPEN_WIDTH_M,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class CommandPathParams:
     gripper_threshold: float = 0.2  # |gripper action| beyond which the open/closed state changes
     # The TCP target may lead the measured TCP by at most this much [m] (no wind-up against
     # an obstacle: pushing on the table does not store up a jump for later).
-    max_target_lead_m: float = 0.03
+    max_target_lead_m: float = EE_TARGET_MAX_LEAD_M
     # The TCP target stays this far inside the safety filter's workspace box [m].
     workspace_margin_m: float = 0.001
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from world4rl_spec import (
-    ACTION_DIM,
-    ACTION_HIGH,
-    ACTION_LOW,
-    ACTION_NAMES,
-    CONTROL_RATE_HZ,
-    EE_DELTA_SCALE_M,
-    LEARNING_IMAGE_SIZE,
-)
+from world4rl_model.config import from_known_fields, meta
+from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, CONTROL_RATE_HZ, LEARNING_IMAGE_SIZE
+from world4rl_spec.action import describe_action_space
 
 CHECKPOINT_KIND = "policy"
 POLICY_VERSION = 1
@@ -56,14 +50,17 @@ FRAME_HISTORY = 4  # T, as the world model's context (World4RL / DIAMOND)
 class PolicyConfig:
     """Architecture and interface of a policy; stored in its checkpoint's config.json."""
 
-    image_size: int = LEARNING_IMAGE_SIZE
-    frame_history: int = FRAME_HISTORY
-    action_dim: int = ACTION_DIM
-    proprio_dim: int = 0  # 0: images only (as the paper); e.g. 9 for fr3 joints + fingers
-    channels: tuple[int, ...] = (32, 64, 64, 128)  # conv encoder, each stride 2
-    hidden_dim: int = 256
-    log_std_min: float = -5.0
-    log_std_max: float = 0.0  # "conservative exploration"; 2.0 is the usual bound
+    # square frame size, pixels
+    image_size: int = field(default=LEARNING_IMAGE_SIZE, metadata=meta(derived="taken from the dataset"))
+    frame_history: int = FRAME_HISTORY  # frames stacked as the policy's input (T)
+    # size of the normalised action
+    action_dim: int = field(default=ACTION_DIM, metadata=meta(derived="taken from the dataset"))
+    # Size of the proprioception input (0: images only, as the paper; 9 for fr3 joints + fingers).
+    proprio_dim: int = field(default=0, metadata=meta(derived="set by use_proprio (9 joint positions)"))
+    channels: tuple[int, ...] = (32, 64, 64, 128)  # conv encoder widths, each layer stride 2
+    hidden_dim: int = 256  # width of the MLP trunk after the encoder
+    log_std_min: float = -5.0  # lower bound of the policy log-std
+    log_std_max: float = 0.0  # upper bound of the log-std: 0 is World4RL's conservative exploration, 2 the usual
     init_log_std: float = -1.0  # initial bias of the log-std head
 
     def __post_init__(self) -> None:
@@ -82,11 +79,7 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown policy config keys {unknown}")
-        return cls(**d)
+        return from_known_fields(cls, d, "unknown policy config keys {unknown}")
 
 
 def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -187,16 +180,8 @@ def clip_action(action):
 
 
 def action_space_dict(action_dim: int = ACTION_DIM, control_rate_hz: float = CONTROL_RATE_HZ) -> dict[str, Any]:
-    return {
-        "names": list(ACTION_NAMES[:action_dim]),
-        "low": ACTION_LOW,
-        "high": ACTION_HIGH,
-        "dim": action_dim,
-        "ee_delta_scale_m": EE_DELTA_SCALE_M,
-        # One action per control step: the same policy at another rate moves the arm at another speed.
-        "control_rate_hz": float(control_rate_hz),
-        "distribution": "gaussian-clipped",
-    }
+    # One action per control step: the same policy at another rate moves the arm at another speed.
+    return describe_action_space(action_dim, control_rate_hz=float(control_rate_hz), distribution="gaussian-clipped")
 
 
 def policy_checkpoint_config(

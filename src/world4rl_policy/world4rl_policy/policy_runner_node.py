@@ -16,7 +16,7 @@ while disarmed it publishes the status; while armed, if no image-driven cycle ra
 periods, it runs a cycle without a decision, which holds position and, once the last image is
 older than `safety.image_timeout_s`, faults and disarms (the image watchdog).
 
-Safety: disarmed at start; `~/arm` (std_srvs/SetBool) arms (clearing the frame history, so
+Safety: disarmed at start; `policy_runner/arm` (std_srvs/SetBool) arms (clearing the frame history, so
 every episode starts from its own first frame, and latching the end-effector orientation) or
 disarms. Any fault (stale, future or out-of-order image or joint state, a non-finite or failing
 policy output, a target jump, the episode time limit) holds position and disarms. Images that
@@ -26,7 +26,8 @@ header stamp is the filter's image stamp: the watchdog judges the age of what th
 
 Every refusal kind is logged once as `[code] message` (then at most every 5 s), and
 world4rl_msgs/PolicyStatus (armed, fault, latency from image arrival (DDS reception) to command
-publish, 0 in cycles without an image; step) is published every cycle on /world4rl/policy_status.
+publish, 0 in cycles without an image; step) is published every cycle on world4rl/policy_status.
+Every topic and service name is relative (world4rl_spec.topics): the node works in any namespace.
 """
 
 from __future__ import annotations
@@ -36,9 +37,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import SetBool
@@ -48,14 +46,15 @@ from world4rl_msgs.msg import PolicyStatus
 from world4rl_policy.command_path import CommandPath, Cycle
 from world4rl_policy.ros_adapters import (
     ArmCommandPublisher,
+    ArmStateNode,
     RefusalLogger,
-    arm_joint_positions,
     declare_command_params,
     describe,
     finger_positions,
     stamp_seconds,
     status_message,
 )
+from world4rl_ros.node_main import run_node
 from world4rl_spec import (
     ACTION_DIM,
     ACTION_HIGH,
@@ -86,64 +85,15 @@ PROPRIO_ARM = 7  # fr3_joint1..7
 PROPRIO_ARM_AND_FINGERS = 9  # + fr3_finger_joint1..2
 
 
-class PolicyRunnerNode(Node):
+class PolicyRunnerNode(ArmStateNode):
     def __init__(self, **node_kwargs):
         super().__init__("policy_runner", **node_kwargs)
-        policy_path = self.declare_parameter(
-            "policy", "", describe("policy checkpoint directory (model.safetensors + config.json) or a run directory")
-        ).value
-        image_topic = self.declare_parameter("image_topic", topics.CAMERA_IMAGE, describe("camera image topic")).value
-        self.expected_width = int(
-            self.declare_parameter(
-                "image_width", CAMERA_WIDTH, describe("expected camera image width; 0 accepts any")
-            ).value
-        )
-        self.expected_height = int(
-            self.declare_parameter(
-                "image_height", CAMERA_HEIGHT, describe("expected camera image height; 0 accepts any")
-            ).value
-        )
-        self.cycle_tolerance_s = float(
-            self.declare_parameter(
-                "cycle_tolerance_s",
-                0.01,
-                describe("an image this much before the next cycle is due still starts it (camera jitter) [s]"),
-            ).value
-        )
-        threads = int(self.declare_parameter("torch_threads", 1, describe("torch intra-op threads")).value)
+        policy_path, image_topic, threads = self._declare_node_params()
         params = declare_command_params(self)
         self.period_s = 1.0 / params.control_rate_hz
         if not policy_path:
             raise ValueError("parameter 'policy' is required: a policy checkpoint directory")
-
-        from world4rl_model.checkpoint import checkpoint_fingerprint
-        from world4rl_policy.policy import load_policy  # torch: only once the parameters are sane
-
-        self.policy = load_policy(policy_path, num_threads=threads)
-        # What was loaded, not only what was asked for: a run directory resolves to one step.
-        self.checkpoint = checkpoint_fingerprint(self.policy.checkpoint_dir)
-        self.policy_name = str(self.checkpoint.path)
-        proprio_dim = self.policy.config.proprio_dim
-        if proprio_dim not in (0, PROPRIO_ARM, PROPRIO_ARM_AND_FINGERS):
-            raise ValueError(
-                f"{policy_path}: proprio_dim {proprio_dim} is not a layout this node can feed "
-                f"(0, {PROPRIO_ARM} arm joints, or {PROPRIO_ARM_AND_FINGERS} arm + finger joints)"
-            )
-        if self.policy.config.action_dim != ACTION_DIM:
-            raise ValueError(f"{policy_path}: action_dim {self.policy.config.action_dim}, expected {ACTION_DIM}")
-        # The command path scales actions by world4rl_spec's step size: the policy must mean the same.
-        scale = self.policy.checkpoint_config.get("action_space", {}).get("ee_delta_scale_m", EE_DELTA_SCALE_M)
-        if abs(float(scale) - EE_DELTA_SCALE_M) > 1e-12:
-            raise ValueError(
-                f"{policy_path}: trained for {scale} m per action unit, this stack moves {EE_DELTA_SCALE_M} m"
-            )
-        # Older checkpoints carry no rate: they were trained at the spec's.
-        rate = float(self.policy.checkpoint_config.get("action_space", {}).get("control_rate_hz", CONTROL_RATE_HZ))
-        if abs(rate - params.control_rate_hz) > 1e-6:
-            raise ValueError(
-                f"{policy_path}: trained at {rate:g} Hz, but parameter 'control_rate_hz' is "
-                f"{params.control_rate_hz:g} Hz (each action moves up to {EE_DELTA_SCALE_M} m per cycle)"
-            )
+        self._load_policy(policy_path, threads, params.control_rate_hz)
         # What decides the action from the frame history (and proprioception). The policy's mean;
         # the node-level fuzz test replaces it with an adversarial source.
         self.action_source: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = lambda frames, proprio: (
@@ -169,30 +119,87 @@ class PolicyRunnerNode(Node):
 
         self.image_subscription = self.create_subscription(Image, image_topic, self._on_image, LATEST_QOS)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, LATEST_QOS)
-        # franka_ros2 publishes the fingers separately (the sim puts them into /joint_states).
+        # franka_ros2 publishes the fingers separately (the sim puts them into joint_states).
         self.create_subscription(JointState, topics.GRIPPER_JOINT_STATES, self._on_gripper_joints, LATEST_QOS)
         self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
-        self.create_service(SetBool, "~/arm", self._on_arm)
+        arm_service = self.create_service(SetBool, topics.POLICY_ARM, self._on_arm)
         self.create_timer(self.period_s, self._on_timer)
         cfg = self.policy.config
         self.get_logger().info(
             f"policy {self.checkpoint} as asked by policy:={policy_path} "
             f"({cfg.frame_history} frames of {cfg.image_size}x{cfg.image_size}, "
-            f"proprio {proprio_dim}); images from {image_topic}; commands to {params.command_topic} "
-            f"({params.command_mode}) at {params.control_rate_hz:g} Hz; disarmed: call ~/arm to start"
+            f"proprio {cfg.proprio_dim}); images from {self.image_subscription.topic_name}; commands to "
+            f"{self.commands.publisher.topic_name} ({params.command_mode}) at {params.control_rate_hz:g} Hz; "
+            f"disarmed: call {arm_service.service_name} to start"
         )
 
-    # ------------------------------------------------------------------ inputs
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    def _declare_node_params(self) -> tuple[str, str, int]:
+        """The runner's own parameters (the command path's are declare_command_params'); keeps the
+        image checks as attributes, returns (policy path, image topic, torch threads)."""
+        policy_path = self.declare_parameter(
+            "policy", "", describe("policy checkpoint directory (model.safetensors + config.json) or a run directory")
+        ).value
+        image_topic = self.declare_parameter(
+            "image_topic", topics.CAMERA_IMAGE, describe("camera image topic (relative: inside the node's namespace)")
+        ).value
+        self.expected_width = int(
+            self.declare_parameter(
+                "image_width", CAMERA_WIDTH, describe("expected camera image width; 0 accepts any")
+            ).value
+        )
+        self.expected_height = int(
+            self.declare_parameter(
+                "image_height", CAMERA_HEIGHT, describe("expected camera image height; 0 accepts any")
+            ).value
+        )
+        self.cycle_tolerance_s = float(
+            self.declare_parameter(
+                "cycle_tolerance_s",
+                0.01,
+                describe("an image this much before the next cycle is due still starts it (camera jitter) [s]"),
+            ).value
+        )
+        threads = int(self.declare_parameter("torch_threads", 1, describe("torch intra-op threads")).value)
+        return policy_path, image_topic, threads
 
-    def _on_joints(self, msg: JointState) -> None:
-        q = arm_joint_positions(msg)
-        if q is not None:
-            self.joints, self.joint_stamp = q, stamp_seconds(msg.header.stamp)
-            fingers = finger_positions(msg)
-            if fingers is not None:
-                self.fingers = fingers
+    def _load_policy(self, policy_path: str, threads: int, control_rate_hz: float) -> None:
+        """Load the checkpoint and refuse one this node cannot run as it was trained."""
+        from world4rl_model.checkpoint import checkpoint_fingerprint
+        from world4rl_policy.policy import load_policy  # torch: only once the parameters are sane
+
+        self.policy = load_policy(policy_path, num_threads=threads)
+        # What was loaded, not only what was asked for: a run directory resolves to one step.
+        self.checkpoint = checkpoint_fingerprint(self.policy.checkpoint_dir)
+        self.policy_name = str(self.checkpoint.path)
+        proprio_dim = self.policy.config.proprio_dim
+        if proprio_dim not in (0, PROPRIO_ARM, PROPRIO_ARM_AND_FINGERS):
+            raise ValueError(
+                f"{policy_path}: proprio_dim {proprio_dim} is not a layout this node can feed "
+                f"(0, {PROPRIO_ARM} arm joints, or {PROPRIO_ARM_AND_FINGERS} arm + finger joints)"
+            )
+        if self.policy.config.action_dim != ACTION_DIM:
+            raise ValueError(f"{policy_path}: action_dim {self.policy.config.action_dim}, expected {ACTION_DIM}")
+        # The command path scales actions by world4rl_spec's step size: the policy must mean the same.
+        scale = self.policy.checkpoint_config.get("action_space", {}).get("ee_delta_scale_m", EE_DELTA_SCALE_M)
+        if abs(float(scale) - EE_DELTA_SCALE_M) > 1e-12:
+            raise ValueError(
+                f"{policy_path}: trained for {scale} m per action unit, this stack moves {EE_DELTA_SCALE_M} m"
+            )
+        # Older checkpoints carry no rate: they were trained at the spec's.
+        rate = float(self.policy.checkpoint_config.get("action_space", {}).get("control_rate_hz", CONTROL_RATE_HZ))
+        if abs(rate - control_rate_hz) > 1e-6:
+            raise ValueError(
+                f"{policy_path}: trained at {rate:g} Hz, but parameter 'control_rate_hz' is "
+                f"{control_rate_hz:g} Hz (each action moves up to {EE_DELTA_SCALE_M} m per cycle)"
+            )
+
+    # ------------------------------------------------------------------ inputs
+    def _on_joints(self, msg: JointState) -> bool:
+        """The arm joints and, in the same message (the sim's joint_states), the fingers."""
+        kept = super()._on_joints(msg)
+        if kept:
+            self._on_gripper_joints(msg)
+        return kept
 
     def _on_gripper_joints(self, msg: JointState) -> None:
         fingers = finger_positions(msg)
@@ -267,7 +274,8 @@ class PolicyRunnerNode(Node):
             if dim:
                 parts = [self.joints] if dim == PROPRIO_ARM else [self.joints, self.fingers]
                 if any(p is None for p in parts):
-                    raise ValueError(f"the policy needs arm and finger joint states on {topics.JOINT_STATES}")
+                    joint_states = self.resolve_topic_name(topics.JOINT_STATES)
+                    raise ValueError(f"the policy needs arm and finger joint states on {joint_states}")
                 proprio = np.concatenate(parts)
             action = np.asarray(self.action_source(self.history.array(), proprio), dtype=np.float64)
             if action.shape != (ACTION_DIM,):
@@ -325,7 +333,7 @@ class PolicyRunnerNode(Node):
     # ------------------------------------------------------------------ arming
     def arm(self, now: float) -> tuple[bool, str]:
         if self.joints is None:
-            return False, f"no joint state on {topics.JOINT_STATES} yet"
+            return False, f"no joint state on {self.resolve_topic_name(topics.JOINT_STATES)} yet"
         # Arming latches the end-effector orientation and target from this state: it must be current
         # and inside the limits, or the first commands would steer towards a pose the arm is not in.
         params = self.path.filter.params
@@ -361,21 +369,9 @@ class PolicyRunnerNode(Node):
         return response
 
 
-def main() -> None:
-    rclpy.init()
-    try:
-        node = PolicyRunnerNode()
-    except Exception as e:  # a bad parameter or checkpoint: one clear line, not a traceback
-        print(f"policy_runner: {e}", flush=True, file=__import__("sys").stderr)
-        rclpy.try_shutdown()
-        raise SystemExit(2) from None
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main(args=None) -> None:
+    # A bad parameter or checkpoint: one clear line, not a traceback.
+    run_node(PolicyRunnerNode, args=args, setup_errors=(Exception,), setup_exit_code=2, logger_name="policy_runner")
 
 
 if __name__ == "__main__":

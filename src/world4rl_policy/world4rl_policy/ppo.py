@@ -52,7 +52,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,60 +74,64 @@ TRAINER = "ppo-imagination"
 
 @dataclass
 class PPOConfig:
-    """Settings of a refinement run (`world4rl refine --help` explains each)."""
+    """Settings of a refinement run (`world4rl refine --help` lists them)."""
 
-    policy: str  # BC checkpoint (or run directory) to start from
+    policy: str  # BC policy checkpoint (or run directory) to start from
     world_model: str  # world-model checkpoint (or run directory)
     reward: str  # reward-classifier checkpoint (or run directory)
     dataset: str  # dataset whose real frames start the imagined episodes
-    out: str
-    task: str | None = None  # default: the BC policy's task if it has exactly one
+    out: str  # run directory: checkpoints OUT/step_*/ and `latest`, TensorBoard OUT/tb, video OUT/imagined.mp4
+    task: str | None = None  # task to refine (None: the BC policy's task if it has exactly one)
     # --- imagined rollouts
-    num_envs: int = 32
-    num_steps: int = 16  # imagined steps per env per update (rollout length)
+    num_envs: int = 32  # imagined episodes run in parallel
+    num_steps: int = 16  # imagined steps per env per PPO update (rollout length)
     horizon: int = 50  # imagined episode length H (truncation)
     total_steps: int = 50_000  # imagined transitions in total
-    start: str = "first"  # start frames: an episode's first frame ("first") or any frame ("any")
-    start_kinds: list[str] | None = None  # episode kinds to start from (None: all)
+    start: Literal["first", "any"] = "first"  # start imagined episodes at real episodes' first frame or any frame
+    start_kinds: list[str] | None = None  # episode kinds to start from, e.g. expert policy (None: all)
     sampling_steps: int | None = None  # Euler steps of the world model (None: its own default)
-    reward_mode: str = "binary"  # "binary" (World4RL) or "probability"
-    reward_threshold: float | None = None  # None: the classifier's own threshold
+    reward_mode: Literal["binary", "probability"] = "binary"  # binary success (World4RL) or its probability
+    reward_threshold: float | None = None  # success probability threshold (None: the classifier's own)
     bf16: bool = False  # bfloat16 autocast for the world model and classifier (~1.5x on CPUs with AVX512-BF16)
     # --- PPO
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
     lr: float = 3e-5  # actor (and encoder) learning rate: a fine-tune of BC, so small
-    critic_lr: float = 3e-4  # the critic starts from scratch
-    anneal_lr: bool = False
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    clip_coef: float = 0.2
-    clip_vloss: bool = False
-    norm_adv: bool = True
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: float | None = 0.05  # stop an update's epochs early past this approx. KL (None: never)
+    critic_lr: float = 3e-4  # critic learning rate (the critic starts from scratch)
+    anneal_lr: bool = False  # decay the learning rates linearly to 0
+    update_epochs: int = 4  # epochs over each rollout per update
+    num_minibatches: int = 4  # mini-batches per epoch
+    clip_coef: float = 0.2  # PPO ratio clip epsilon
+    clip_vloss: bool = False  # clip the value loss too (CleanRL's option)
+    norm_adv: bool = True  # normalise advantages per mini-batch
+    ent_coef: float = 0.0  # entropy bonus weight
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # gradient-norm clip
+    target_kl: float | None = 0.05  # stop an update's epochs early past this approx. KL (None or <= 0: never)
     value_warmup_updates: int = 3  # first updates train the critic only
-    critic_detach: bool = True  # value loss does not train the shared encoder
+    critic_detach: bool = True  # the value loss does not train the shared encoder (--no-critic-detach: it does)
     # --- staying close to the demonstrations
     kl_bc_coef: float = 0.0  # weight of KL(pi || pi_BC) on imagined states
-    bc_coef: float = 0.0  # weight of the demonstrations' Gaussian NLL
-    bc_batch_size: int = 64
-    bc_kinds: list[str] = field(default_factory=lambda: ["expert", "human"])
+    bc_coef: float = 0.0  # weight of the demonstrations' Gaussian NLL (BC regulariser)
+    bc_batch_size: int = 64  # demonstration samples per mini-batch for the BC regulariser
+    bc_kinds: list[str] = field(default_factory=lambda: ["expert", "human"])  # episode kinds of the BC regulariser
     # --- exploration bounds (override the BC policy's; None keeps them)
-    log_std_max: float | None = 0.0  # 0: std <= 1 (World4RL's conservative exploration); 2: the usual
-    log_std_min: float | None = None
+    log_std_max: float | None = 0.0  # max log-std: 0 is World4RL's conservative exploration (std <= 1), 2 the usual
+    log_std_min: float | None = None  # log-std lower bound (None: the policy's)
     # --- run
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
+    seed: int = 0  # random seed
+    device: str = "cpu"  # torch device: cpu or cuda
+    threads: int | None = None  # torch CPU threads (None: the cores)
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
-    checkpoint_every: int = 10  # updates
-    keep_checkpoints: int = 3
+    checkpoint_every: int = 10  # checkpoint every N updates
+    keep_checkpoints: int = 3  # checkpoints kept in OUT (older ones are deleted)
     video_episodes: int = 4  # imagined episodes of the final policy written to OUT/imagined.mp4 (0: none)
-    resume: bool = True
-    progress: bool = True
+    resume: bool = True  # continue from OUT/latest if OUT has a checkpoint (--no-resume: start afresh)
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        if self.target_kl is not None and self.target_kl <= 0:
+            self.target_kl = None
 
     @property
     def batch_size(self) -> int:

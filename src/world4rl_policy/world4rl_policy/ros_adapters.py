@@ -19,7 +19,15 @@ from world4rl_msgs.action import GripperGrasp, GripperMove
 from world4rl_msgs.msg import PolicyStatus
 from world4rl_policy.command_path import CommandPathParams, Cycle, GripperCommand
 from world4rl_policy.safety_filter import SafetyParams
-from world4rl_spec import ARM_JOINT_NAMES, CONTROL_RATE_HZ, FINGER_JOINT_NAMES, GRIPPER_OPEN_WIDTH_M, topics
+from world4rl_spec import (
+    ARM_JOINT_NAMES,
+    CONTROL_RATE_HZ,
+    FINGER_JOINT_NAMES,
+    GRIPPER_GRASP_FORCE_N,
+    GRIPPER_OPEN_WIDTH_M,
+    GRIPPER_SPEED_M_S,
+    topics,
+)
 
 # Commands: reliable and shallow; a command that cannot be delivered now is worthless later.
 COMMAND_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -48,6 +56,25 @@ def finger_positions(msg: JointState) -> np.ndarray | None:
     if not all(name in index for name in FINGER_JOINT_NAMES) or len(msg.position) < len(msg.name):
         return None
     return np.array([msg.position[index[name]] for name in FINGER_JOINT_NAMES], dtype=np.float64)
+
+
+class ArmStateNode(Node):
+    """A node that moves the arm (action_executor, policy_runner): the ROS clock in seconds, and
+    the newest arm joint positions (`joints`) with their stamp (`joint_stamp`)."""
+
+    joints: np.ndarray | None = None
+    joint_stamp: float | None = None
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joints(self, msg: JointState) -> bool:
+        """Keep the message's arm joint positions and stamp; False (nothing kept) if it lacks an arm joint."""
+        q = arm_joint_positions(msg)
+        if q is None:
+            return False
+        self.joints, self.joint_stamp = q, stamp_seconds(msg.header.stamp)
+        return True
 
 
 def declare_safety_params(node: Node, prefix: str = "safety.") -> SafetyParams:
@@ -99,8 +126,8 @@ def declare_command_params(node: Node) -> CommandParams:
     threshold = node.declare_parameter(
         "gripper_threshold", CommandPathParams.gripper_threshold, describe("|gripper action| that switches it")
     ).value
-    speed = node.declare_parameter("gripper_speed", 0.1, describe("gripper finger speed [m/s]")).value
-    force = node.declare_parameter("grasp_force", 40.0, describe("grasp force [N]")).value
+    speed = node.declare_parameter("gripper_speed", GRIPPER_SPEED_M_S, describe("gripper finger speed [m/s]")).value
+    force = node.declare_parameter("grasp_force", GRIPPER_GRASP_FORCE_N, describe("grasp force [N]")).value
     safety = declare_safety_params(node)
     safety.control_period_s = 1.0 / rate
     return CommandParams(rate, mode, topic, speed, force, CommandPathParams(gripper_threshold=threshold), safety)
@@ -111,7 +138,13 @@ class ArmCommandPublisher:
     controller) or a Float64MultiArray (forward position controllers), and gripper goals."""
 
     def __init__(
-        self, node: Node, mode: str, topic: str, period_s: float, gripper_speed: float = 0.1, grasp_force: float = 40.0
+        self,
+        node: Node,
+        mode: str,
+        topic: str,
+        period_s: float,
+        gripper_speed: float = GRIPPER_SPEED_M_S,
+        grasp_force: float = GRIPPER_GRASP_FORCE_N,
     ):
         if mode not in ("trajectory", "forward_position"):
             raise ValueError(f"parameter command_mode must be 'trajectory' or 'forward_position', got {mode!r}")

@@ -26,7 +26,6 @@ more than one step away from it.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from collections import Counter
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from world4rl_model.config import from_known_fields
 from world4rl_policy import fr3_kinematics
 from world4rl_spec import (
     ACTION_HIGH,
@@ -109,7 +109,8 @@ class SafetyParams:
     # A target further than this from the measured position is a fault, not something to clip:
     # the policy or the kinematics went wrong [rad].
     max_target_distance_rad: float = 0.5
-    # Cartesian box for the end effector (base frame, metres) and the end-effector offset.
+    # Cartesian box for the end effector (base frame, metres) and the end-effector offset: the
+    # filter's defaults; each robot's own come from its robot profile (the bringup package's config/robots/).
     workspace_min: tuple[float, float, float] = (0.15, -0.5, 0.02)
     workspace_max: tuple[float, float, float] = (0.85, 0.5, 0.8)
     tcp_offset_m: float = fr3_kinematics.HAND_TCP_OFFSET_M
@@ -157,11 +158,7 @@ class SafetyParams:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SafetyParams:
         """Build from a mapping (e.g. parsed YAML); unknown keys are an error, not silently ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown safety parameters {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_known_fields(cls, values, "unknown safety parameters {unknown}; known: {known}")
 
     def step_bound(self) -> np.ndarray:
         """Largest allowed change of each joint in one control step [rad], shape [7]."""
@@ -203,6 +200,23 @@ def _as_stamp(value) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _joint_vector(value, what: str, malformed: Reason, nonfinite: Reason, faults: list[Event]) -> np.ndarray | None:
+    """`value` as a finite float [7] vector, or None after a fault (`malformed`: not numeric or not
+    7 long, `nonfinite`: NaN or inf); `what` names it in the message."""
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        faults.append(Event(malformed, f"{what} is not numeric"))
+        return None
+    if v.shape != (NUM_JOINTS,):
+        faults.append(Event(malformed, f"{what} has shape {v.shape}, expected ({NUM_JOINTS},)"))
+        return None
+    if not np.all(np.isfinite(v)):
+        faults.append(Event(nonfinite, f"{what} is not finite: {v.tolist()}"))
+        return None
+    return v
 
 
 class SafetyFilter:
@@ -356,16 +370,8 @@ class SafetyFilter:
 
     # ----------------------------------------------------------------- pieces
     def _read_joint_state(self, joint_positions, faults: list[Event]) -> np.ndarray | None:
-        try:
-            q = np.asarray(joint_positions, dtype=np.float64)
-        except (TypeError, ValueError):
-            faults.append(Event(Reason.BAD_JOINT_STATE, "joint state is not numeric"))
-            return None
-        if q.shape != (NUM_JOINTS,):
-            faults.append(Event(Reason.BAD_JOINT_STATE, f"joint state has shape {q.shape}, expected ({NUM_JOINTS},)"))
-            return None
-        if not np.all(np.isfinite(q)):
-            faults.append(Event(Reason.BAD_JOINT_STATE, f"joint state is not finite: {q.tolist()}"))
+        q = _joint_vector(joint_positions, "joint state", Reason.BAD_JOINT_STATE, Reason.BAD_JOINT_STATE, faults)
+        if q is None:
             return None
         tol = self.params.joint_state_limit_tolerance_rad
         beyond = (q < self._hard_lo - tol) | (q > self._hard_hi + tol)
@@ -423,18 +429,8 @@ class SafetyFilter:
                 faults.append(Event(r_stale, f"{name} is {age:.3f} s old (limit {timeout} s)"))
 
     def _read_target(self, target, current: np.ndarray | None, faults: list[Event]) -> np.ndarray | None:
-        try:
-            t = np.asarray(target, dtype=np.float64)
-        except (TypeError, ValueError):
-            faults.append(Event(Reason.BAD_TARGET_SHAPE, "proposed target is not numeric"))
-            return None
-        if t.shape != (NUM_JOINTS,):
-            faults.append(
-                Event(Reason.BAD_TARGET_SHAPE, f"proposed target has shape {t.shape}, expected ({NUM_JOINTS},)")
-            )
-            return None
-        if not np.all(np.isfinite(t)):
-            faults.append(Event(Reason.NONFINITE_TARGET, f"proposed target is not finite: {t.tolist()}"))
+        t = _joint_vector(target, "proposed target", Reason.BAD_TARGET_SHAPE, Reason.NONFINITE_TARGET, faults)
+        if t is None:
             return None
         if current is not None:
             dist = np.abs(t - current)

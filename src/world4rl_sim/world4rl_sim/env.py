@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from world4rl_sim.experts import ExpertConfig, ScriptedExpert
 from world4rl_sim.robot import FINGER_MAX_M
 from world4rl_sim.scene import FRONT_CAMERA, RenderConfig
+from world4rl_sim.seeding import SeededEnv
 from world4rl_sim.sim import FrankaSim, SimConfig
 from world4rl_sim.tasks import TASK_REGISTRY, TASKS
 from world4rl_spec import (
@@ -39,7 +39,7 @@ from world4rl_spec import (
 )
 
 
-class FrankaSimEnv(gym.Env):
+class FrankaSimEnv(SeededEnv):
     """Gymnasium env of one task of the embedded robot (see the module docstring for the spaces)."""
 
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -86,12 +86,7 @@ class FrankaSimEnv(gym.Env):
     # ------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is None and self._next_seed is not None:
-            # The constructor's seed applies to the first reset only; later resets draw from it.
-            seed, self._next_seed = self._next_seed, None
-        elif seed is None:
-            seed = int(self.np_random.integers(0, 2**31 - 1))
-        self.sim.reset(seed=seed)
+        self.sim.reset(seed=self._reset_seed(seed))
         self._steps = 0
         return self._observation(), self._info(success=self.sim.success())
 

@@ -1,20 +1,19 @@
 """expert_demonstrator: the sim's scripted expert as a demonstrator on the stack's action topic.
 
 The sim_robot node computes its task's scripted-expert action from the true object poses and
-publishes it on the sim-only topic /sim_only/expert_action. This node plays the teleoperator: it
-republishes each action on /world4rl/action (source "expert"), with optional Gaussian noise on
+publishes it on the sim-only topic sim_only/expert_action. This node plays the teleoperator: it
+republishes each action on world4rl/action (source "expert"), with optional Gaussian noise on
 the motion, exactly where a human's keyboard or SpaceMouse commands go. The action executor
 then moves the arm and the recorder records the action, as with a human demonstrator.
 """
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from world4rl_msgs.msg import Action
+from world4rl_ros.node_main import run_node
 from world4rl_spec import ACTION_HIGH, ACTION_LOW, topics
 
 ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -43,16 +42,8 @@ class ExpertDemonstrator(Node):
         self.publisher.publish(out)
 
 
-def main() -> None:
-    rclpy.init()
-    node = ExpertDemonstrator()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main(args=None) -> None:
+    run_node(ExpertDemonstrator, args=args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Meta-World v3 tasks in the embedded robot's conventions (optional: needs metaworld==3.1.1).
 
-`MetaWorldEnv("drawer-open-v3", image_size=64, seed=0)` is a gymnasium env whose
+`MetaWorldEnv("drawer-open-v3", seed=0)` (image_size: world4rl_spec.LEARNING_IMAGE_SIZE) is a gymnasium env whose
 - observation is a dict: "image" (image_size, image_size, 3) uint8 from the `corner` camera,
   turned the right way up (v3's corner cameras render upside down), "ee_pos" (3,) the hand
   position, "state" (39,) Meta-World's own goal-observable state vector;
@@ -26,10 +26,10 @@ import importlib
 import warnings
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from world4rl_sim.seeding import SeededEnv
 from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, EE_DELTA_SCALE_M, LEARNING_IMAGE_SIZE
 
 INSTALL_HINT = (
@@ -87,7 +87,7 @@ class MetaWorldExpert:
         return np.clip(action, ACTION_LOW, ACTION_HIGH).astype(np.float32)
 
 
-class MetaWorldEnv(gym.Env):
+class MetaWorldEnv(SeededEnv):
     """One Meta-World v3 task behind FrankaSimEnv's observation and action conventions."""
 
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 16}
@@ -157,11 +157,7 @@ class MetaWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is None and self._next_seed is not None:
-            seed, self._next_seed = self._next_seed, None
-        elif seed is None:
-            seed = int(self.np_random.integers(0, 2**31 - 1))
-        self.seed_used = int(seed)
+        self.seed_used = int(self._reset_seed(seed))
         self._env.seed(self.seed_used)
         state, _ = self._env.reset()
         self._state = np.asarray(state, np.float64)

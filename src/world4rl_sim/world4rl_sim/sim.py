@@ -36,7 +36,7 @@ from world4rl_sim.robot import (
 )
 from world4rl_sim.scene import FRONT_CAMERA, RenderConfig, build_model
 from world4rl_sim.tasks import TASK_REGISTRY, TASKS, Task, TaskState
-from world4rl_spec import CONTROL_RATE_HZ, EE_DELTA_SCALE_M
+from world4rl_spec import CONTROL_RATE_HZ, EE_DELTA_SCALE_M, EE_TARGET_MAX_LEAD_M
 from world4rl_spec.action import gripper_action_to_width
 
 
@@ -49,11 +49,13 @@ class SimConfig:
     interpolation_chunks: int = 5
     home_tcp: tuple[float, float, float] = (0.42, 0.0, 0.16)
     home_jitter_m: tuple[float, float, float] = (0.03, 0.03, 0.02)
-    # The end-effector target is clipped to this box.
+    # The end-effector target is clipped to this box: the sim robot's workspace. Its profile
+    # (config/robots/sim.yaml of the bringup package) gives the safety filter the same box, which
+    # test/test_robot_profiles.py checks.
     workspace_min: tuple[float, float, float] = (0.25, -0.35, 0.005)
     workspace_max: tuple[float, float, float] = (0.75, 0.35, 0.45)
     # The target may lead the measured tcp by at most this much (no wind-up against obstacles).
-    max_target_lead_m: float = 0.03
+    max_target_lead_m: float = EE_TARGET_MAX_LEAD_M
     ik: IKConfig = dataclasses.field(default_factory=IKConfig)
 
 

@@ -16,13 +16,15 @@ class RosCallError(RuntimeError):
 
 
 class RosSession:
-    def __init__(self, name: str, domain_id: int | None = None):
+    def __init__(self, name: str, domain_id: int | None = None, namespace: str = ""):
+        """`namespace`: the node's namespace ('' the root); relative topic and service names resolve
+        in it, so a session in the namespace of a graph started there talks to that graph only."""
         self.context = rclpy.Context()
         if domain_id is None:
             rclpy.init(context=self.context)
         else:
             rclpy.init(context=self.context, domain_id=domain_id)
-        self.node: Node = rclpy.create_node(name, context=self.context)
+        self.node: Node = rclpy.create_node(name, context=self.context, namespace=namespace or None)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)

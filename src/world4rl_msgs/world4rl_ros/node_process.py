@@ -1,7 +1,7 @@
 """Start ROS 2 nodes as child processes of the venv's interpreter, and stop them cleanly.
 
 Used by the `world4rl` command line to run a node graph without `ros2 launch`, and by the test
-harness. A node is a Python module with a `main()`; it runs as
+harness (world4rl_testing's `launch_node` fixture). A node is a Python module with a `main()`; it runs as
 `python -m MODULE --ros-args -r __node:=NAME --params-file FILE -p k:=v`, so it sees exactly the
 arguments `ros2 run` would give it.
 """
@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -116,15 +115,3 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 continue
         return self.process.poll()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.02, nodes: Sequence[NodeProcess] = ()) -> bool:
-    """Poll predicate() until true or timeout; raise NodeDiedError at once if a watched node dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        for node in nodes:
-            node.check_alive()
-        time.sleep(interval)
-    return bool(predicate())

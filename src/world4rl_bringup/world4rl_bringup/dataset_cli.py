@@ -1,0 +1,169 @@
+"""`world4rl dataset`: episode bags -> the training dataset (world4rl_model.dataset), a summary of a
+dataset, and an episode as mp4. ROS-free: bags are read with the pure-Python rosbags library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from world4rl_bringup import bag_to_dataset
+from world4rl_bringup.bag_to_dataset import BuildConfig, build
+from world4rl_bringup.cli import flag_values
+from world4rl_spec import LEARNING_IMAGE_SIZE, topics
+
+# `world4rl dataset build --help`: this module's summary, then the conversion rules of bag_to_dataset.
+BUILD_DESCRIPTION = __doc__ + "\n" + bag_to_dataset.__doc__.split("\n\n", 1)[1]
+
+
+def summary(root: str | Path) -> str:
+    """A human-readable summary of a dataset."""
+    import numpy as np
+
+    from world4rl_model.dataset import MANIFEST, Dataset
+
+    ds = Dataset(root)
+    m = ds.manifest
+    space = m["action_space"]
+    lines = [
+        f"{Path(root).resolve()}: {m['format']} v{m['version']}, {len(ds)} episodes, {ds.num_transitions} transitions",
+        f"images {ds.image_size}x{ds.image_size} RGB, control rate {ds.control_rate_hz:g} Hz",
+        f"actions: ({', '.join(space['names'])}) in [{space['low']}, {space['high']}], "
+        f"end-effector delta {space.get('ee_delta_scale_m')} m per unit and step",
+        "",
+        f"{'task':<20} {'episodes':>8} {'success':>8} {'steps min/mean/max':>20}  kinds",
+    ]
+    for task in ds.tasks:
+        eps = [e for e in ds.episodes if e["task"] == task]
+        lengths = [e["length"] for e in eps]
+        kinds = Counter(e["kind"] for e in eps)
+        rate = 100.0 * sum(e["success"] for e in eps) / len(eps)
+        lines.append(
+            f"{task:<20} {len(eps):>8} {rate:>7.1f}% {min(lengths):>6}/{np.mean(lengths):>6.1f}/{max(lengths):<6}  "
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        )
+    sources = [e.get("source") or {} for e in ds.episodes]
+    with_bag = sum(1 for s in sources if s.get("bag"))
+    size = sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+    lines += [
+        "",
+        f"sources: {with_bag} from bags, {len(ds) - with_bag} generated; {size / 1e6:.1f} MB on disk",
+        f"manifest: {Path(root) / MANIFEST} (created {m.get('created')}, updated {m.get('updated')})",
+    ]
+    if ds.unlisted_episode_dirs:
+        lines.append(
+            f"NOT IN THE MANIFEST (kept, not read): {', '.join(ds.unlisted_episode_dirs)}: episode folders a stale "
+            "or restored manifest does not list"
+        )
+    return "\n".join(lines)
+
+
+def export_video(root: str | Path, episode: int, out: str | Path, fps: float | None = None, scale: int = 4) -> int:
+    """Write episode `episode` as an mp4 (frames scaled up, a caption with step, action and
+    success under each); returns the number of frames."""
+    import cv2
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from world4rl_model.dataset import Dataset
+
+    ds = Dataset(root)
+    arrays = ds.episode(episode)
+    meta = ds.episodes[episode]
+    frames, actions, success = arrays["frames"], arrays["actions"], arrays["success"]
+    size = ds.image_size * scale
+    width = max(16, (size + 15) // 16 * 16)  # libx264 wants multiples of 16
+    caption_h = 48
+    writer = imageio.get_writer(str(out), fps=fps or ds.control_rate_hz, codec="libx264", macro_block_size=16)
+    try:
+        for t in range(len(frames)):
+            canvas = np.zeros((size + caption_h, width, 3), np.uint8)
+            canvas[:size, :size] = cv2.resize(np.asarray(frames[t]), (size, size), interpolation=cv2.INTER_NEAREST)
+            text1 = f"{meta['task']} ep {episode} t={t}/{len(frames) - 1}" + ("  SUCCESS" if success[t] else "")
+            text2 = "a=[" + " ".join(f"{v:+.2f}" for v in actions[t]) + "]"
+            colour = (80, 255, 80) if success[t] else (255, 255, 255)
+            cv2.putText(canvas, text1, (4, size + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+            cv2.putText(canvas, text2, (4, size + 38), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            writer.append_data(canvas)
+    finally:
+        writer.close()
+    return len(frames)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    b = sub.add_parser(
+        "build",
+        help="convert episode bags into a dataset (appends; skips bags already converted)",
+        description=BUILD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("bags", nargs="+", help="bag directories, or directories of bags (e.g. the recorder's output)")
+    b.add_argument("--out", required=True, help="dataset directory (created, or appended to)")
+    b.add_argument("--image-size", type=int, default=LEARNING_IMAGE_SIZE, help="square frame size [px]")
+    b.add_argument("--image-topic", default=topics.bag_topic(topics.CAMERA_IMAGE), help="camera topic in the bags")
+    b.add_argument("--action-topic", default=topics.bag_topic(topics.ACTION), help="action topic in the bags")
+    b.add_argument(
+        "--success-tail-s",
+        type=float,
+        default=0.5,
+        help="without the sim's success topic: label the last this-many seconds of a successful episode as success",
+    )
+    b.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "expert", "policy", "random", "human"],
+        help="episode kind; auto: from the actions' source field",
+    )
+    i = sub.add_parser("info", help="print a summary of a dataset", description="Print a summary of a dataset.")
+    i.add_argument("dataset", help="dataset directory")
+    v = sub.add_parser("video", help="export one episode as mp4", description="Export one episode as an mp4 video.")
+    v.add_argument("dataset", help="dataset directory")
+    v.add_argument("--episode", type=int, required=True, help="episode index")
+    v.add_argument("--out", required=True, help="output .mp4 path")
+    v.add_argument("--fps", type=float, default=None, help="frames per second (default: the control rate)")
+    v.add_argument("--scale", type=int, default=4, help="integer upscaling of the frames")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, IndexError) as exc:  # DatasetError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.dataset_command == "build":
+        config = BuildConfig(**flag_values(BuildConfig, args))
+        report = build(args.bags, args.out, config)
+        for bag, reason in report.skipped:
+            print(f"skipped {bag}: {reason}")
+        print(
+            f"{len(report.converted)} converted, {len(report.skipped)} skipped, {len(report.failed)} failed "
+            f"-> {Path(args.out).resolve()}"
+        )
+        for bag, error in report.failed:
+            print(f"FAILED {bag}: {error}", file=sys.stderr)
+        for bag, why in report.label_disagreements:
+            print(f"LABELS DISAGREE {bag}: {why}", file=sys.stderr)
+        if report.label_disagreements:
+            print(
+                f"{len(report.label_disagreements)} episode(s) converted with disagreeing success labels (listed "
+                "above): the success classifier learns from these labels; check those bags",
+                file=sys.stderr,
+            )
+        return 1 if report.failed else 0
+    if args.dataset_command == "info":
+        print(summary(args.dataset))
+        return 0
+    if args.dataset_command == "video":
+        n = export_video(args.dataset, args.episode, args.out, fps=args.fps, scale=args.scale)
+        print(f"wrote {n} frames to {args.out}")
+        return 0
+    raise AssertionError(args.dataset_command)

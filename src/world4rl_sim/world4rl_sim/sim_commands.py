@@ -1,0 +1,115 @@
+"""The commands the sim robot's simulation thread carries out, without ROS: joint trajectories
+(as franka_ros2's joint trajectory controller takes them) and gripper goals (as franka_gripper's
+move / grasp / homing actions). Both are sampled once per physics chunk, in sim time."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from world4rl_spec import ARM_JOINT_NAMES
+
+
+@dataclass
+class Trajectory:
+    """A joint trajectory in sim time, arm joints in ARM_JOINT_NAMES order (FR3 convention)."""
+
+    start: float  # sim time of time_from_start = 0
+    times: np.ndarray  # (N + 1,) seconds, times[0] = 0 (the current command)
+    positions: np.ndarray  # (N + 1, 7)
+    velocities: np.ndarray | None  # (N + 1, 7) for cubic Hermite, else linear
+
+    def sample(self, t: float) -> tuple[np.ndarray, bool]:
+        """Position command at sim time t, and whether the trajectory has ended."""
+        s = t - self.start
+        if s <= 0.0:
+            return self.positions[0], False
+        if s >= self.times[-1]:
+            return self.positions[-1], True
+        i = int(np.searchsorted(self.times, s, side="right")) - 1
+        h = self.times[i + 1] - self.times[i]
+        u = (s - self.times[i]) / h
+        p0, p1 = self.positions[i], self.positions[i + 1]
+        if self.velocities is None:
+            return p0 + (p1 - p0) * u, False
+        v0, v1 = self.velocities[i] * h, self.velocities[i + 1] * h
+        h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
+        return h00 * p0 + h10 * v0 + h01 * p1 + h11 * v1, False
+
+
+def parse_trajectory(msg, current: np.ndarray, start: float) -> Trajectory:
+    """Validate a trajectory_msgs/JointTrajectory and reorder it to ARM_JOINT_NAMES; raises
+    ValueError with the reason."""
+    names = list(msg.joint_names)
+    missing = [n for n in ARM_JOINT_NAMES if n not in names]
+    if missing:
+        raise ValueError(f"joint_names lacks {missing} (got {names})")
+    unknown = [n for n in names if n not in ARM_JOINT_NAMES]
+    if unknown:
+        raise ValueError(f"unknown joints {unknown}; this controller commands {list(ARM_JOINT_NAMES)}")
+    order = [names.index(n) for n in ARM_JOINT_NAMES]
+    times, positions, velocities = [0.0], [np.asarray(current, float)], []
+    use_velocities = all(len(p.velocities) == len(names) for p in msg.points)
+    for k, point in enumerate(msg.points):
+        if len(point.positions) != len(names):
+            raise ValueError(f"point {k} has {len(point.positions)} positions for {len(names)} joints")
+        t = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
+        if t <= times[-1]:
+            raise ValueError(
+                f"point {k}: time_from_start {t:.3f} s is not after the previous point's {times[-1]:.3f} s"
+            )
+        p = np.asarray(point.positions, float)[order]
+        if not np.all(np.isfinite(p)):
+            raise ValueError(f"point {k} has non-finite positions")
+        times.append(t)
+        positions.append(p)
+        if use_velocities:
+            velocities.append(np.asarray(point.velocities, float)[order])
+    vel = np.array([np.zeros(7), *velocities]) if use_velocities else None
+    return Trajectory(start=start, times=np.array(times), positions=np.array(positions), velocities=vel)
+
+
+@dataclass
+class GripperGoal:
+    """An active gripper motion; the sim thread ramps the width target and reports the outcome."""
+
+    kind: str  # "move", "grasp" or "homing"
+    target: float  # width the finger target ramps to [m]
+    speed: float  # [m/s]
+    accept_low: float  # success if the settled width is within [accept_low, accept_high]
+    accept_high: float
+    deadline: float  # sim time after which the goal fails
+    done: threading.Event = field(default_factory=threading.Event)
+    success: bool = False
+    error: str = ""
+    width: float = 0.0
+    settled_since: float | None = None
+
+    def advance(self, sim, t: float) -> None:
+        """Ramp the finger target for the physics chunk that ends at sim time t; once the fingers
+        have settled for 0.1 s (or the deadline passed) judge the width and set `done`."""
+        width = sim.gripper_width()
+        self.width = width
+        current = sim.gripper_target_width()
+        step = self.speed * (t - sim.time)
+        ramp_done = abs(self.target - current) <= step
+        sim.set_gripper_width(self.target if ramp_done else current + math.copysign(step, self.target - current))
+        finger_speed = float(np.abs(sim.joint_velocities()[7:]).sum())
+        if ramp_done and finger_speed < 0.002:
+            self.settled_since = self.settled_since if self.settled_since is not None else t
+        else:
+            self.settled_since = None
+        settled = self.settled_since is not None and t - self.settled_since >= 0.1
+        if settled or t > self.deadline:
+            self.success = self.accept_low <= width <= self.accept_high
+            if not self.success:
+                self.error = (
+                    f"{self.kind}: fingers stopped at width {width:.4f} m, outside "
+                    f"[{self.accept_low:.4f}, {self.accept_high:.4f}] m"
+                )
+            if self.kind == "move" and not self.success:
+                sim.set_gripper_width(width)  # like franka_gripper: a blocked move stops where it is
+            self.done.set()
