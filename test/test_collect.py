@@ -40,7 +40,7 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
         assert info.task == "push"
         assert info.episode_index == index
         assert info.robot == "sim"
-        assert info.success, f"{bag}: the scripted expert failed through ROS"
+        assert info.success, f"{bag}: the scripted expert failed through ROS ({info.operator_note})\n{first.stdout}"
         assert f"seed {index}," in info.operator_note
         # ~10 Hz actions, ~30 Hz images, ~100 Hz joint states over a ~3-5 s episode.
         action, image, joints = (topics.bag_topic(t) for t in (topics.ACTION, topics.CAMERA_IMAGE, topics.JOINT_STATES))
