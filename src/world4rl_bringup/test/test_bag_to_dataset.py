@@ -291,3 +291,14 @@ def test_cli_build_info_video(tmp_path, msgs, capsys):
     assert main(["dataset", "video", str(dataset), "--episode", "7", "--out", str(video)]) == 2
     assert "episode 7 out of range" in capsys.readouterr().err
     assert main(["dataset", "info", str(tmp_path / "nothing")]) == 2
+
+
+def test_the_action_rate_is_the_median_period_so_one_stall_does_not_fail_an_episode():
+    from world4rl_bringup.bag_to_dataset import action_rate_hz
+
+    ten_hz = [k * 100_000_000 for k in range(10)]
+    stalled = ten_hz[:5] + [t + 600_000_000 for t in ten_hz[5:]]  # one 0.7 s gap in a 1 s episode
+    assert action_rate_hz(ten_hz) == pytest.approx(10.0)
+    assert action_rate_hz(stalled) == pytest.approx(10.0)  # the span would say 6.2 Hz
+    assert action_rate_hz([k * 33_000_000 for k in range(10)]) == pytest.approx(30.3, abs=0.1)
+    assert action_rate_hz([0]) == math.inf

@@ -268,6 +268,17 @@ def _episode_connections(reader, bag: Path, config: BuildConfig) -> list:
     return required + optional
 
 
+def action_rate_hz(stamps_ns: list[int]) -> float:
+    """The rate actions were recorded at: one over their median period. The median, not the span:
+    one stall of a loaded machine (a sim behind real time, a starved process) in a short episode
+    would otherwise read as another control rate, while a recording at another rate still shows."""
+    import numpy as np
+
+    periods = np.diff(np.asarray(stamps_ns, dtype=np.int64)) / 1e9
+    period = float(np.median(periods)) if len(periods) else 0.0
+    return 1.0 / period if period > 0 else math.inf
+
+
 class _EpisodeSteps:
     """Builds an episode's control steps from its messages in log-time order: each action becomes
     a step with the latest image, joint states and success flag before it."""
@@ -353,8 +364,7 @@ class _EpisodeSteps:
                 f"{bag}: topic {config.action_topic}: only {steps} actions after the first image on "
                 f"{config.image_topic}; an episode needs at least {config.min_steps}"
             )
-        span = (self.action_stamps[-1] - self.action_stamps[0]) / 1e9
-        rate = (steps - 1) / span if span > 0 else math.inf
+        rate = action_rate_hz(self.action_stamps)
         if abs(rate - config.control_rate_hz) > RATE_TOLERANCE * config.control_rate_hz:
             raise BagError(
                 f"{bag}: topic {config.action_topic}: actions arrive at {rate:.1f} Hz, but the dataset's control rate "
