@@ -8,24 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from world4rl_bringup.graph import GraphError, load_graph, resolve
 from world4rl_bringup.graph_runner import check_runnable_here
 from world4rl_bringup.sim_rollouts import direct_api_outcomes
-from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def constant_policy(directory: Path, action) -> Path:
-    """A real checkpoint whose mean action is `action` whatever it sees."""
-    torch.manual_seed(0)
-    policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
-    with torch.no_grad():
-        policy.mean_head.weight.zero_()
-        policy.mean_head.bias.copy_(torch.tensor(action, dtype=torch.float32))
-    return save_policy(directory, policy)
 
 
 def deploy(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -77,7 +65,7 @@ def test_launch_file_is_the_deploy_graph_and_is_installed():
 # ---------------------------------------------------------------------------------- CLI
 
 
-def test_cli_refuses_the_real_arm_and_a_missing_checkpoint(tmp_path):
+def test_cli_refuses_the_real_arm_and_a_missing_checkpoint(tmp_path, constant_policy):
     ckpt = constant_policy(tmp_path / "p", [0, 0, 0, 0])
     franka = deploy("--robot", "franka", "--policy", str(ckpt))
     assert franka.returncode == 2
@@ -96,7 +84,7 @@ def test_cli_refuses_the_real_arm_and_a_missing_checkpoint(tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow  # the sim renders 640x480 at 30 Hz beside the runner: ~20 s
-def test_deploy_on_the_sim_matches_the_direct_api_seed_by_seed(ros_domain, tmp_path):
+def test_deploy_on_the_sim_matches_the_direct_api_seed_by_seed(ros_domain, tmp_path, constant_policy):
     """A checkpoint that steers at one seed's reach goal: through ROS it succeeds exactly on the
     seeds where the direct API says it does, and the CLI reports the rate with its CI."""
     from world4rl_sim.env import FrankaSimEnv

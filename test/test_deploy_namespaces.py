@@ -11,9 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
-from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
 
 NAMESPACES = ("/robot_a", "/robot_b")
 # What every node publishes or subscribes whatever its namespace: rcl's log and parameter events.
@@ -65,16 +62,6 @@ def test_the_graphs_take_a_namespace_and_the_runner_moves_every_node_into_it():
 
 
 # ---------------------------------------------------------------------------------- two graphs
-
-
-def constant_policy(directory: Path, action) -> Path:
-    """A real checkpoint whose mean action is `action` whatever it sees."""
-    torch.manual_seed(0)
-    policy = GaussianPolicy(PolicyConfig(channels=(8, 8), hidden_dim=32))
-    with torch.no_grad():
-        policy.mean_head.weight.zero_()
-        policy.mean_head.bias.copy_(torch.tensor(action, dtype=torch.float32))
-    return save_policy(directory, policy)
 
 
 def reach_plan() -> tuple[int, list[float], int]:
@@ -188,7 +175,7 @@ def _deploy(ns: str, policy: Path, seed: int, episodes: int, out: Path) -> tuple
 
 @pytest.mark.ros
 @pytest.mark.slow  # two sims and two runners on the same cores: ~30 s
-def test_two_namespaced_deploy_graphs_share_a_domain_without_crosstalk(ros_domain, ros_node, tmp_path):
+def test_two_namespaced_deploy_graphs_share_a_domain_without_crosstalk(ros_domain, ros_node, tmp_path, constant_policy):
     from world4rl_bringup.sim_rollouts import direct_api_outcomes
     from world4rl_spec import topics
 
