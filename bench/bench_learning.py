@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     maybe_reexec_with_tcmalloc("cpu")
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     from world4rl_bringup.coverage_cli import CoverageConfig, run_pipeline
+    from world4rl_bringup.prediction_report import across_tasks, markdown, task_summary
     from world4rl_model.config import build, read_preset
 
     metaworld = args.suite == "metaworld"
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     book = run_pipeline(cfg)
     rows = [_task_row(run, book, task, len(tasks)) for task in tasks]
+    predictions = [task_summary(run, task) for task in tasks]
     result = {
         "profile": args.profile.stem if args.profile else "quick" if args.quick else "full",
         "settings": profile,
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "shared_stage_seconds": {k: book[k]["seconds"] for k in ("world-model", "reward") if k in book},
         "this_invocation_seconds": time.time() - t0,
         "tasks": rows,
+        "predicted_vs_measured": predictions,
+        "prediction_across_tasks": across_tasks(predictions),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -127,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             f" | {lo:+.0%}..{hi:+.0%} | {r['mcnemar_exact_p']:.3g} | {'yes' if r['refined_ci_above_bc_ci'] else 'no'}"
             f" | {r['pipeline_minutes_per_task']:.0f} |"
         )
+    lines += [
+        "",
+        "Predicted (from imagination, before any evaluation) against measured success, and the gate's choice:",
+        "",
+    ]
+    lines += markdown(predictions)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

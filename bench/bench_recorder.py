@@ -158,7 +158,8 @@ def main() -> int:
     from world4rl_testing import NodeProcess, wait_until
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # This host only: the workspace's DDS profile binds to the loopback (LOCALHOST would undo that).
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
     work = Path(args.output_dir or tempfile.mkdtemp(prefix="world4rl-bench-recorder-"))
     out = work / "bags"
     logs = work / "logs"

@@ -15,7 +15,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends \
         git python3-vcstool python3-venv python3-pip \
         ros-jazzy-realsense2-camera ros-jazzy-librealsense2 \
-        ros-jazzy-rmw-fastrtps-cpp ros-jazzy-std-srvs ros-jazzy-trajectory-msgs \
+        ros-jazzy-rmw-fastrtps-cpp ros-jazzy-sros2 ros-jazzy-std-srvs ros-jazzy-trajectory-msgs \
         libosmesa6 libegl1 libgl1-mesa-dri libtcmalloc-minimal4 ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 

@@ -146,7 +146,9 @@ def test_whole_recipe_at_toy_scale(tmp_path, monkeypatch):
         "--wm-set", "size=tiny", "--wm-set", "steps=3", "--wm-set", "batch_size=4", "--wm-set", "val_every=3",
         "--reward-set", "steps=3", "--reward-set", "channels=[8,8]", "--reward-set", "val_fraction=0.0",
         "--refine-set", "total_steps=16", "--refine-set", "num_envs=4", "--refine-set", "num_steps=4",
-        "--refine-set", "video_episodes=0",
+        "--refine-set", "video_episodes=0", "--refine-set", "prediction.min_calibration=1",
+        "--refine-set", "prediction.repeats=1", "--refine-set", "prediction.calibration_repeats=1",
+        "--refine-set", "prediction.bootstrap=50",
     ]  # fmt: skip
     assert cov.main(_argv(run, *extra)) == 0
     stages = json.loads((run / "stages.json").read_text())
@@ -161,6 +163,15 @@ def test_whole_recipe_at_toy_scale(tmp_path, monkeypatch):
     result = json.loads((run / "eval" / "reach" / "eval.json").read_text())
     assert [p["label"] for p in result["policies"]] == ["bc", "refined"]
     assert stages["eval/reach"]["refined"][1] == 2
+    # The predict stage: both policies' predicted success beside the measured, and the gate's choice.
+    assert stages["predict/reach"]["deploy"] in ("bc", "refined")
+    from world4rl_bringup.prediction_report import markdown, task_summary
+
+    summary = task_summary(run, "reach")
+    assert set(summary["predicted"]) == set(summary["measured"]) == {"bc", "refined"}
+    assert summary["gate"]["deploy"] == stages["predict/reach"]["deploy"]
+    assert isinstance(summary["gate_choice_measurably_worse"], bool)
+    assert markdown([summary])[2].startswith("| reach | ")
     # Rerun: all skipped (fast), same result.
     assert cov.main(_argv(run, *extra)) == 0
     assert json.loads((run / "stages.json").read_text()) == stages
@@ -197,5 +208,10 @@ def test_stage_settings_keep_the_layout_earlier_runs_booked(tmp_path):
     assert set(bc) == booked
     assert (bc["channels"], bc["hidden_dim"]) == ([8, 8, 8, 8], 16)
     assert "channels" not in cov._wm_settings(cov._wm_config(cfg))
+    # The prediction is a stage of its own: the refine stage books PPOConfig's settings without it.
+    refine = cov._refine_settings(cov._refine_config(cfg, "reach"))
+    assert "prediction" not in refine
+    assert "predict" not in refine
+    assert refine["horizon"] == 30
     cfg = _config(tmp_path / "run", "--wm-set", "channels=[8,16]")
     assert cov._wm_settings(cov._wm_config(cfg))["channels"] == [8, 16]

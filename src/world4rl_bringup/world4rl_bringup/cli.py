@@ -26,8 +26,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("world4rl_bringup.deploy_cli", "run a policy on the sim through ROS: success rate with a 95 % CI"),
     "train": ("world4rl_model.train_cli", "train the diffusion world model, the success reward classifier or BC"),
     "refine": ("world4rl_policy.refine_cli", "refine a BC policy with PPO inside the frozen world model"),
+    "predict": (
+        "world4rl_policy.predict_cli",
+        "predict a refine run's real success (BC vs refined); the gate's choice",
+    ),
+    "security": ("world4rl_bringup.security_cli", "SROS2: the graphs' policy and governance; the robot PC's keystore"),
     "coverage": ("world4rl_bringup.coverage_cli", "data-coverage recipe: demos, BC, rollouts, models, refine, eval"),
     "eval": ("world4rl_model.eval_cli", "evaluate the world model (open-loop PSNR/SSIM, dream video) or the reward"),
+    "ood": ("world4rl_policy.ood_cli", "out-of-distribution statistics of a policy: fit them into it, score episodes"),
 }
 
 # Leaves attached under a subcommand another package owns.
@@ -35,9 +41,9 @@ EXTRA_LEAVES: dict[str, dict[str, tuple[str, str]]] = {
     "eval": {"policy": ("world4rl_bringup.eval_policy_cli", "success of policies in the true sim, Wilson 95 % CI")},
 }
 
-# The commands whose parsers are generated from their config dataclasses (the trainers and the
-# coverage recipe): each module's `main(argv, prog)` parses the rest of the command line.
-TRAINERS = frozenset({"train", "refine", "coverage"})
+# The commands whose parsers are generated from their config dataclasses (the trainers, predict and
+# the coverage recipe): each module's `main(argv, prog)` parses the rest of the command line.
+TRAINERS = frozenset({"train", "refine", "predict", "coverage"})
 # `world4rl train bc`: the learning core (world4rl_model) may not import world4rl_policy, so BC is
 # joined to `world4rl train` here.
 TRAIN_LEAVES: dict[str, tuple[str, str]] = {

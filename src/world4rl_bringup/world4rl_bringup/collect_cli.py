@@ -43,6 +43,7 @@ from world4rl_bringup.sim_episode import add_real_time_factor_argument
 from world4rl_spec import CONTROL_RATE_HZ, topics
 
 EXECUTOR_ARM = topics.EXECUTOR_ARM  # relative, like every name: resolved in --namespace
+EXECUTOR_NEW_EPISODE = topics.EXECUTOR_NEW_EPISODE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,12 +184,12 @@ class Collector(GraphDriver):
             return sum(1 for t in self._action_stamps if t > stamp_ns)
 
     def wait_for_graph(self, timeout: float) -> None:
-        from std_srvs.srv import SetBool
+        from std_srvs.srv import SetBool, Trigger
 
         from world4rl_msgs.srv import ResetSim, StartEpisode
         from world4rl_spec import topics
 
-        wanted = [(StartEpisode, topics.RECORDER_START), (SetBool, EXECUTOR_ARM)]
+        wanted = [(StartEpisode, topics.RECORDER_START), (Trigger, EXECUTOR_NEW_EPISODE), (SetBool, EXECUTOR_ARM)]
         if self.args.robot == "sim":
             wanted.append((ResetSim, topics.SIM_RESET))
         deadline = time.monotonic() + timeout
@@ -237,7 +238,7 @@ class Collector(GraphDriver):
 
     # ---------------------------------------------------------------- one episode
     def _start(self, index: int, note: str) -> None:
-        from std_srvs.srv import SetBool
+        from std_srvs.srv import SetBool, Trigger
 
         from world4rl_msgs.srv import StartEpisode
         from world4rl_spec import topics
@@ -248,7 +249,9 @@ class Collector(GraphDriver):
         self.recording = True
         if reply.episode_index != index:
             print(f"\nnote: the recorder numbered this episode {reply.episode_index} (expected {index})")
-        # The executor arms only once it has heard the arm (a joint state): retry briefly after start-up.
+        # A new episode time limit (re-arming alone would continue the last episode's), then arm:
+        # the executor arms only once it has heard the arm (a joint state): retry briefly after start-up.
+        self.ros.call(Trigger, EXECUTOR_NEW_EPISODE, Trigger.Request(), resend_after=2.0)
         self.ros.call_until_ok(SetBool, EXECUTOR_ARM, SetBool.Request(data=True), within=10.0, resend_after=2.0)
 
     def _finish(self, outcome: str, success: bool) -> str:
@@ -370,6 +373,7 @@ def _namespace_arg(args: argparse.Namespace, flag: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from world4rl_bringup.dds_network import join_robot_network
     from world4rl_bringup.graph import GraphError, load_graph, resolve
     from world4rl_bringup.graph_runner import run_graph
     from world4rl_bringup.sim_episode import SimClockError
@@ -412,6 +416,8 @@ def run(args: argparse.Namespace) -> int:
         print("keys: n = end episode now, r = discard and re-record, q = discard and stop")
     results = {"success": 0, "failure": 0, "discard": 0}
     try:
+        # This command's own node joins the robot's DDS network, as the graph's nodes do.
+        join_robot_network(args.robot, log_dir)
         graph = run_graph(resolved, log_dir) if not args.attach else contextlib.nullcontext({})
         with (
             graph as nodes,

@@ -12,7 +12,10 @@ same settings; a changed setting, or a rerun of a stage it builds on, runs it ag
 4. world-model the diffusion world model on the whole mixture (all tasks) -> RUN/world_model;
 5. reward      the success classifier on the mixture and on the world model's dreams of it -> RUN/reward;
 6. refine      PPO in imagination per task, from its BC policy -> RUN/refine/TASK;
-7. eval        BC vs refined in the true simulator on the same seeds -> RUN/eval/TASK/eval.json.
+7. predict     BC's and the refined policy's real success predicted from imagination, calibrated on
+               the BC rollouts' recorded outcomes, and the gate's choice -> RUN/refine/TASK/gate.json;
+8. eval        BC vs refined in the true simulator on the same seeds -> RUN/eval/TASK/eval.json, set
+               beside the prediction in the summary (predicted and measured success, the gate's choice).
 
 Counts are per task; the paper's Meta-World recipe is 50 expert + 150 policy + 30 random
 trajectories of 50 steps. Data stages top up what is missing (episode by episode, so an
@@ -40,7 +43,7 @@ from world4rl_bringup.stages import Stages
 from world4rl_model.config import meta
 from world4rl_spec import LEARNING_IMAGE_SIZE
 
-STAGES = ("expert", "bc", "rollouts", "world-model", "reward", "refine", "eval")
+STAGES = ("expert", "bc", "rollouts", "world-model", "reward", "refine", "predict", "eval")
 HELP = "data-coverage recipe: expert demos -> BC -> BC/random rollouts -> world model + reward -> refine -> eval"
 
 # Seed ranges of the episodes each stage draws (per task), kept apart from evaluation seeds.
@@ -271,6 +274,7 @@ def _reward_config(cfg: CoverageConfig):
 
 def _refine_config(cfg: CoverageConfig, task: str):
     from world4rl_bringup.sim_rollouts import make_env
+    from world4rl_model.config import build
     from world4rl_policy.ppo import PPOConfig
 
     env = make_env(cfg.suite, task, cfg.image_size, horizon=cfg.horizon)
@@ -288,7 +292,15 @@ def _refine_config(cfg: CoverageConfig, task: str):
     }
     if cfg.threads:
         base["threads"] = cfg.threads
-    return PPOConfig(**{**base, **cfg.refine, **cfg.refine_by_task.get(task, {})})
+    return build(PPOConfig, {**base, **cfg.refine, **cfg.refine_by_task.get(task, {})})
+
+
+def _refine_settings(refine) -> dict[str, Any]:
+    """The refine stage's settings: PPOConfig's without the prediction, which is a stage of its own
+    (so runs booked before it existed keep their finished refine stages)."""
+    settings = refine.to_dict()
+    del settings["predict"], settings["prediction"]
+    return settings
 
 
 def _expert_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
@@ -328,8 +340,17 @@ def _reward_stage(cfg: CoverageConfig) -> None:
 def _refine_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
     from world4rl_policy.ppo import refine as ppo_refine
 
-    last = ppo_refine(_refine_config(cfg, task)).get("last", {})
+    last = ppo_refine(dataclasses.replace(_refine_config(cfg, task), predict=False)).get("last", {})
     return {k: last.get(k) for k in ("episode_success", "episode_return", "kl_bc", "std")}
+
+
+def _predict_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
+    from world4rl_policy.policy import load_policy_module
+    from world4rl_policy.ppo import predict_after_refine
+
+    refine = _refine_config(cfg, task)
+    result = predict_after_refine(refine, task, int(load_policy_module(refine.out)[1].get("update") or 0))
+    return {"deploy": result["deploy"]["policy"], "reason": result["deploy"]["reason"]}
 
 
 def _eval_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
@@ -388,8 +409,17 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
     stage("reward", reward_settings, partial(_reward_stage, cfg), after=after_reward, fresh=[root / "reward"])
     for t in tasks:
         after = [f"bc/{t}", "world-model", "reward"]
-        settings = _refine_config(cfg, t).to_dict()
-        stage(f"refine/{t}", settings, partial(_refine_stage, cfg, t), after=after, fresh=[root / "refine" / t])
+        refine = _refine_config(cfg, t)
+        stage(
+            f"refine/{t}",
+            _refine_settings(refine),
+            partial(_refine_stage, cfg, t),
+            after=after,
+            fresh=[root / "refine" / t],
+        )
+    for t in tasks:
+        settings = {"prediction": dataclasses.asdict(_refine_config(cfg, t).prediction)}
+        stage(f"predict/{t}", settings, partial(_predict_stage, cfg, t), after=[f"refine/{t}"])
     eval_settings = {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed}
     for t in tasks:
         after = [f"bc/{t}", f"refine/{t}"]
@@ -457,6 +487,7 @@ def parse_command_line(argv: list[str], prog: str = "world4rl coverage") -> tupl
 
 
 def main(argv: list[str] | None = None, prog: str = "world4rl coverage") -> int:
+    from world4rl_bringup.prediction_report import task_summary
     from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
     configure_openmp()  # before torch is imported: idle OpenMP threads must not spin on shared cores
@@ -477,6 +508,15 @@ def main(argv: list[str] | None = None, prog: str = "world4rl coverage") -> int:
                 f"[coverage] {task}: BC {bs}/{bn} ({bci[0]:.0%}..{bci[1]:.0%}) -> refined {rs}/{rn} "
                 f"({rci[0]:.0%}..{rci[1]:.0%}); beats BC's CI: {ev['vs_bc']['beats_baseline_ci']}"
             )
+        summary = task_summary(cfg.root, task)
+        if "predicted" in summary:
+            p, lo_hi = summary["predicted"], summary["predicted_difference_ci95"]
+            print(
+                f"[coverage] {task}: predicted BC {p['bc']:.0%}, refined {p['refined']:.0%} (difference "
+                f"{summary['predicted_difference']:+.0%}, {lo_hi[0]:+.0%}..{lo_hi[1]:+.0%})"
+            )
+        if "gate" in summary:
+            print(f"[coverage] {task}: the gate deploys {summary['gate']['deploy']}: {summary['gate']['reason']}")
     return 0
 
 

@@ -13,10 +13,12 @@ resumes where its command can:
   world_model  action-conditioned EDM diffusion world model
   reward       success classifier (BCE) on the frames and on the world model's dreams of them
   dream        open-loop evaluation of the world model and a dream-vs-real video
-  refine       PPO inside the frozen world model, rewarded by the classifier
+  refine       PPO inside the frozen world model, rewarded by the classifier; then the predicted
+               real success of both policies and the gate's choice (RUN/refined/gate.json)
   deploy_bc    the BC policy on the sim through the runtime node (policy_runner)
-  deploy_refined  the refined policy, same seeds
-  report       RUN/report.md: success with 95 % intervals, curves, dream video, latency
+  deploy_refined  the refined policy, same seeds (both are measured, whatever the gate chose)
+  report       RUN/report.md: success with 95 % intervals, the gate's choice beside the measured
+               success, curves, dream video, latency
 
 `--size small` (default) is sized for ~20 minutes on 2 CPU cores; `--size full` uses the paper's
 demonstration count and longer training.
@@ -113,8 +115,9 @@ def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, lis
             "deploy", "--policy", run / "bc", "--task", task, "--episodes", sizes.deploy_episodes,
             "--out", run / "deploy" / "bc.json")]),
         ("deploy_refined", [_world4rl(
-            "deploy", "--policy", run / "refined", "--task", task, "--episodes", sizes.deploy_episodes,
-            "--out", run / "deploy" / "refined.json")]),
+            # Explicitly the refined policy: the demo measures both, whatever the gate chose.
+            "deploy", "--policy", run / "refined", "--policy-choice", "refined", "--task", task,
+            "--episodes", sizes.deploy_episodes, "--out", run / "deploy" / "refined.json")]),
     ]  # fmt: skip
 
 

@@ -87,6 +87,32 @@ def _latency_lines(paths: list[Path]) -> list[str]:
     return lines or ["- (the deploy results carry no latency figures)"]
 
 
+def _gate_lines(run_dir: Path) -> list[str]:
+    """The policy `world4rl deploy --policy RUN/refined` would run, and the prediction behind it."""
+    from world4rl_policy.prediction import read_gate
+
+    gate = read_gate(run_dir / "refined")
+    if gate is None:
+        return ["(no gate decision: the refine stage predates it)", ""]
+    lines = [
+        "## Which policy to deploy",
+        "",
+        f"The gate chose **{gate['deploy']}**: {gate['reason']}. `world4rl deploy --policy RUN/refined` deploys it; "
+        "`--policy-choice bc|refined` deploys either explicitly.",
+        "",
+    ]
+    prediction = gate.get("prediction")
+    if prediction:
+        lines += ["| policy | imagined success | predicted real success (95 % interval) |", "|---|---|---|"]
+        for name, p in prediction["policies"].items():
+            lo, hi = p["predicted_ci95"]
+            lines.append(
+                f"| {name} | {p['imagined_success']:.0%} | {p['predicted_success']:.0%} ({lo:.0%} .. {hi:.0%}) |"
+            )
+        lines.append("")
+    return lines
+
+
 def write_report(run_dir: Path, task: str, timings: dict[str, float]) -> Path:
     figures = run_dir / "figures"
     lines = [
@@ -101,6 +127,7 @@ def write_report(run_dir: Path, task: str, timings: dict[str, float]) -> Path:
         "",
         "Both ran the same seeded episodes; success is the simulator's own success flag.",
         "",
+        *_gate_lines(run_dir),
         "## Training curves",
         "",
     ]

@@ -5,7 +5,8 @@ policy_runner, as `ros2 launch world4rl_bringup deploy.launch.py` would) and run
 Episode i:
 
 1. resets the sim (sim_only/reset) with seed SEED+i;
-2. arms the policy runner (policy_runner/arm): arming starts a new frame history, so the policy
+2. starts a new episode of the policy runner (policy_runner/new_episode: a new episode time
+   limit) and arms it (policy_runner/arm): arming starts a new frame history, so the policy
    sees only this episode's frames, taken after the reset;
 3. waits for the sim-only success flag (sim_only/success), the horizon, or a fault of the runner.
    The horizon is the task's, counted twice and never on the wall clock: in policy steps (as
@@ -41,13 +42,26 @@ from world4rl_model.statistics import latency_summary, wilson_interval
 from world4rl_spec import topics
 
 RUNNER_ARM = topics.POLICY_ARM  # relative, like every name: resolved in --namespace
+RUNNER_NEW_EPISODE = topics.POLICY_NEW_EPISODE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--robot", choices=["sim", "franka"], default="sim", help="robot (default: sim)")
-    parser.add_argument("--policy", type=Path, required=True, help="policy checkpoint directory (or training run)")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        required=True,
+        help="policy checkpoint directory, or a training run; a refine run deploys the policy its gate chose "
+        "(REFINE_RUN/gate.json: BC unless the refined policy's predicted gain is beyond its interval)",
+    )
+    parser.add_argument(
+        "--policy-choice",
+        choices=["gate", "bc", "refined"],
+        default="gate",
+        help="from a refine run: the gate's choice (default), or the BC or the refined policy explicitly",
+    )
     parser.add_argument("--task", default="push", help="sim task (default: push)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes to run (default: 20)")
     parser.add_argument(
@@ -108,13 +122,14 @@ class Deployer(GraphDriver):
                 self.latencies_ms.append(float(msg.latency_ms))
 
     def wait_for_graph(self, timeout: float) -> None:
-        from std_srvs.srv import SetBool
+        from std_srvs.srv import SetBool, Trigger
 
         from world4rl_msgs.srv import ResetSim
         from world4rl_spec import topics
 
         deadline = time.monotonic() + timeout
-        self.wait_for_services(((ResetSim, topics.SIM_RESET), (SetBool, RUNNER_ARM)), deadline, timeout)
+        services = ((ResetSim, topics.SIM_RESET), (Trigger, RUNNER_NEW_EPISODE), (SetBool, RUNNER_ARM))
+        self.wait_for_services(services, deadline, timeout)
         self.wait_for(
             lambda: self.joint_state_seen.is_set() and self.status is not None,
             deadline,
@@ -123,11 +138,13 @@ class Deployer(GraphDriver):
         self.clock.wait_beyond(None, max(1.0, deadline - time.monotonic()))
 
     def _arm(self, on: bool, timeout: float = 5.0):
-        from std_srvs.srv import SetBool
+        from std_srvs.srv import SetBool, Trigger
 
         request = SetBool.Request(data=on)
         if not on:
             return self.ros.call(SetBool, RUNNER_ARM, request, check_ok=False, resend_after=2.0)
+        # Each episode has its own time limit: re-arming alone would continue the last one's.
+        self.ros.call(Trigger, RUNNER_NEW_EPISODE, Trigger.Request(), resend_after=2.0)
         # The runner may refuse for a moment, e.g. while the joint state is stale after the reset.
         return self.ros.call_until_ok(SetBool, RUNNER_ARM, request, within=timeout, resend_after=2.0)
 
@@ -198,15 +215,17 @@ def _resolve_deploy_graph(args: argparse.Namespace, policy: Path):
 def _checked(args: argparse.Namespace):
     """(policy path, its fingerprint, the resolved graph, the horizon), or _ArgumentError."""
     from world4rl_model.checkpoint import checkpoint_fingerprint
+    from world4rl_policy.prediction import resolve_deploy_policy
     from world4rl_sim.tasks import TASK_REGISTRY, TASKS
 
     policy = args.policy.expanduser().resolve()
     if args.episodes < 1:
         raise _ArgumentError("--episodes must be at least 1")
     try:
+        policy, args.gate_note = resolve_deploy_policy(policy, args.policy_choice)
         fingerprint = checkpoint_fingerprint(policy)
     except Exception as exc:  # a missing or half-written checkpoint: say so before starting anything
-        raise _ArgumentError(f"--policy {policy}: {exc}") from exc
+        raise _ArgumentError(f"--policy {args.policy}: {exc}") from exc
     resolved = _resolve_deploy_graph(args, policy)
     if args.task not in TASKS:
         raise _ArgumentError(f"--task {args.task!r} is not a sim task; choose one of {', '.join(TASKS)}")
@@ -214,6 +233,7 @@ def _checked(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from world4rl_bringup.dds_network import join_robot_network
     from world4rl_bringup.graph import GraphError
     from world4rl_bringup.graph_runner import run_graph
     from world4rl_bringup.sim_episode import SimClockError
@@ -227,11 +247,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = (args.out or Path("world4rl_data") / "deploy" / f"{args.task}.json").resolve()
     log_dir = args.log_dir or out.parent / "logs"
+    if args.gate_note:
+        print(f"{args.policy}: {args.gate_note}")
     print(f"deploying {fingerprint} on the sim: task {args.task}, {args.episodes} episode(s) of <= {horizon} steps")
     results: list[EpisodeResult] = []
     from tqdm import tqdm
 
     try:
+        join_robot_network(args.robot, log_dir)  # this command's own node too, as the graph's nodes
         with run_graph(resolved, log_dir) as nodes, RosSession("world4rl_deploy", namespace=args.namespace) as ros:
             deployer = Deployer(ros, nodes, args)
             deployer.wait_for_graph(args.startup_timeout)
@@ -255,6 +278,9 @@ def _summary(args, policy: Path, fingerprint, horizon: int, results: list[Episod
     low, high = wilson_interval(successes, n)
     summary = {
         "policy": str(policy),
+        "policy_requested": str(args.policy),
+        "policy_choice": args.policy_choice,
+        "gate": args.gate_note,
         "checkpoint": str(fingerprint),
         "robot": args.robot,
         "task": args.task,

@@ -34,6 +34,11 @@ graph moves there: `namespace:=robot_a` gives /robot_a/joint_states, /robot_a/po
 so on, and two graphs in different namespaces share one ROS domain without crosstalk. The one
 absolute name a node may subscribe to, the ROS time source's /clock, is remapped to the graph's own
 sim clock (world4rl_spec.topics.SIM_CLOCK) in a namespace.
+
+Security: a graph that declares the argument `security` (both of the stack's graphs do) runs, with
+`security:=true`, every node in its SROS2 enclave: a node with a module in /world4rl/NAME, a node
+without one and every launch include (the drivers) in /world4rl/drivers (world4rl_bringup.security,
+which also writes the access policy of those enclaves).
 """
 
 from __future__ import annotations

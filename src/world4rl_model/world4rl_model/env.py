@@ -165,12 +165,14 @@ class WorldModelEnv:
         return {"frames": frames, "image": frames[:, -1], "task": self.task if task is None else task}
 
     # ---- reset / step -------------------------------------------------------------------------
-    def _reset_rows(self, rows: torch.Tensor) -> None:
+    def _reset_rows(self, rows: torch.Tensor, episodes: torch.Tensor | None = None) -> None:
         n = len(rows)
         if n == 0:
             return
         store = self.store
-        if self.start == "first":
+        if episodes is not None:  # given start episodes (store-local indices), first frames
+            positions = store.offsets[episodes.to(self.device)]
+        elif self.start == "first":
             ep = torch.randint(len(store), (n,), generator=self._cpu_generator).to(self.device)
             positions = store.offsets[ep]
         else:
@@ -188,6 +190,20 @@ class WorldModelEnv:
         if seed is not None:
             self._seed(seed)
         self._reset_rows(torch.arange(self.num_envs, device=self.device))
+        return self._obs(), {"source_episode": self.source_episode.clone()}
+
+    def reset_to(self, episodes: Sequence[int], seed: int | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+        """Reset row i to the first frame of dataset episode `episodes[i]` (one per env; each must be
+        among the env's start episodes): paired comparisons start two policies from the same frames."""
+        if len(episodes) != self.num_envs:
+            raise ValueError(f"reset_to needs one episode per env ({self.num_envs}), got {len(episodes)}")
+        local = {int(e): i for i, e in enumerate(self.store.episode_indices)}
+        if missing := sorted({int(e) for e in episodes} - set(local)):
+            raise ValueError(f"episodes {missing[:5]} are not among this env's start episodes")
+        if seed is not None:
+            self._seed(seed)
+        rows = torch.arange(self.num_envs, device=self.device)
+        self._reset_rows(rows, torch.tensor([local[int(e)] for e in episodes], dtype=torch.long))
         return self._obs(), {"source_episode": self.source_episode.clone()}
 
     @torch.no_grad()

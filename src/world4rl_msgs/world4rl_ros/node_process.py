@@ -45,12 +45,14 @@ class NodeProcess:
         params_files: Sequence[str | os.PathLike] = (),
         remappings: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        ros_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log_dir: str | os.PathLike | None = None,
     ):
         self.module = module
         self.name = name
-        argv = [sys.executable, "-m", module, *extra_args, "--ros-args", "-r", f"__node:={name}"]
+        # extra_args: the node's own command line; ros_args: more ROS arguments (e.g. --enclave PATH).
+        argv = [sys.executable, "-m", module, *extra_args, "--ros-args", *ros_args, "-r", f"__node:={name}"]
         for path in ([params_file] if params_file is not None else []) + list(params_files):
             argv += ["--params-file", str(path)]
         for key, value in (params or {}).items():

@@ -25,6 +25,8 @@ from world4rl_spec.names import check_task_name
 from world4rl_spec.robot import (
     ARM_JOINT_NAMES,
     FINGER_JOINT_NAMES,
+    FR3_JOINT_ACCELERATION_MAX,
+    FR3_JOINT_JERK_MAX,
     FR3_JOINT_POSITION_MAX,
     FR3_JOINT_POSITION_MIN,
     FR3_JOINT_VELOCITY_MAX,
@@ -44,6 +46,8 @@ __all__ = [
     "EE_DELTA_SCALE_M",
     "EE_TARGET_MAX_LEAD_M",
     "FINGER_JOINT_NAMES",
+    "FR3_JOINT_ACCELERATION_MAX",
+    "FR3_JOINT_JERK_MAX",
     "FR3_JOINT_POSITION_MAX",
     "FR3_JOINT_POSITION_MIN",
     "FR3_JOINT_VELOCITY_MAX",

@@ -41,6 +41,10 @@ RECORDER_STATUS = "episode_recorder/status"
 # std_srvs/SetBool: arm (true) or disarm (false) the policy runner / the action executor.
 POLICY_ARM = "policy_runner/arm"
 EXECUTOR_ARM = "action_executor/arm"
+# std_srvs/Trigger: end the episode (refused while armed), so the next arming starts a new episode
+# time limit; arming again without it continues the episode, whose limit keeps counting.
+POLICY_NEW_EPISODE = "policy_runner/new_episode"
+EXECUTOR_NEW_EPISODE = "action_executor/new_episode"
 
 # Simulation only: never present on the real robot, so nothing in a deploy graph can rely on them.
 SIM_RESET = "sim_only/reset"

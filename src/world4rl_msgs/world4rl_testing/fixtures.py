@@ -1,8 +1,8 @@
 """pytest plugin: real ROS 2 over real DDS, one ROS_DOMAIN_ID per test.
 
 Loaded by the workspace's root conftest.py (`pytest_plugins`), so every test may use:
-- `ros_domain`: a fresh ROS_DOMAIN_ID (and localhost-only discovery) for this test, exported in
-  os.environ so node processes and the in-test rclpy context both use it.
+- `ros_domain`: a fresh ROS_DOMAIN_ID for this test, on this host only, exported in os.environ so
+  node processes and the in-test rclpy context both use it.
 - `launch_node(module, name, params=..., ...)`: starts a node as a child process of the venv's
   Python (world4rl_ros.node_process.NodeProcess); at teardown every node is stopped with SIGINT
   and the test fails, with the node's stderr, if a node died while the test ran.
@@ -21,7 +21,11 @@ from world4rl_testing import next_domain_id
 def ros_domain(monkeypatch) -> int:
     domain = next_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # This host only: the workspace's Fast DDS profile (FASTRTPS_DEFAULT_PROFILES_FILE, which the
+    # venv hook sets) binds DDS to the loopback; SYSTEM_DEFAULT leaves that to it, where LOCALHOST
+    # would make rmw_fastrtps add a UDP transport on every interface (world4rl_bringup.dds_network).
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SYSTEM_DEFAULT")
+    monkeypatch.setenv("ROS_LOCALHOST_ONLY", "")
     return domain
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,31 @@ def dot_dataset(tmp_path):
         return write_dot_dataset(tmp_path / name, episodes, length, size, seed, tasks, kind)
 
     return make
+
+
+def dot_episodes(seed: int, episodes: int, length: int, size: int, change: str | None = None) -> list[np.ndarray]:
+    """Frames [length, size, size, 3] of new dot episodes (the dataset's dynamics), optionally changed:
+    "second_dot" adds a dot of the other colour (no new colour, a scene never seen), "green" paints
+    the dot green (a colour never seen)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(episodes):
+        red = bool(rng.random() < 0.5)
+        pos, other = rng.uniform(-0.9, 0.9, 2), rng.uniform(-0.9, 0.9, 2)
+        frames = []
+        for _ in range(length):
+            img = dot_frame(pos, red, size)
+            if change == "second_dot":
+                img = np.minimum(img, dot_frame(other, not red, size))
+            elif change == "green":
+                img[(img != 96).any(-1)] = (30, 200, 30)
+            frames.append(img)
+            pos = np.clip(pos + 0.15 * expert_action(pos, red)[:2] + rng.normal(0, 0.05, 2), -0.95, 0.95)
+        out.append(np.stack(frames))
+    return out
+
+
+@pytest.fixture(scope="session")
+def dots():
+    """The dot helpers for module-scoped fixtures: dots.write_dataset(root, ...), dots.episodes(...)."""
+    return SimpleNamespace(write_dataset=write_dot_dataset, episodes=dot_episodes)

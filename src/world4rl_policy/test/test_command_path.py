@@ -1,4 +1,6 @@
-"""The action -> checked arm command path (IK + safety filter), ROS-free."""
+"""The action -> checked arm command path (IK, smoothing, safety filter), ROS-free."""
+
+import itertools
 
 import numpy as np
 import pytest
@@ -41,6 +43,11 @@ def test_full_action_moves_the_end_effector_one_step_along_its_axis(axis, sign):
         cycle = run(path, q, action, k * DT)
         assert cycle.send_arm_command, cycle.result.events
         q = cycle.result.command  # a perfect position controller
+    # The smoothed command follows the target with a lag; with no further motion it comes to rest there.
+    for k in range(6, 12):
+        cycle = run(path, q, [0.0, 0.0, 0.0, -1.0], k * DT)
+        q = cycle.result.command
+    assert not np.any(cycle.motion.velocity)
     moved = ee(q) - start
     expected = np.zeros(3)
     expected[axis] = sign * 5 * EE_DELTA_SCALE_M
@@ -73,15 +80,27 @@ def test_nan_action_holds_once_then_stays_silent_until_rearmed():
     path.arm(0.0, READY)
     ok = run(path, READY, [0.5, 0, 0, 0], DT)
     assert ok.send_arm_command
+    assert np.any(ok.motion.velocity)  # moving
     bad = run(path, READY, [np.nan, 0, 0, 0], 2 * DT)
-    assert bad.send_arm_command  # the hold, once
-    np.testing.assert_array_equal(bad.result.command, READY)
+    assert bad.send_arm_command  # the hold
     assert Reason.NONFINITE_TARGET in bad.result.reasons
     assert not bad.result.armed
-    after = run(path, READY, [0.5, 0, 0, 0], 3 * DT)
-    assert not after.send_arm_command
-    path.arm(4 * DT, READY)
-    assert run(path, READY, [0.5, 0, 0, 0], 5 * DT).send_arm_command
+    # The hold ramps the motion down (each command within a step of the arm), sent until at rest, then silence.
+    speeds, commands, t = [np.abs(ok.motion.velocity)], [ok.result.command, bad.result.command], 2 * DT
+    cycle = bad
+    while cycle.send_arm_command and t < 1.0:
+        speeds.append(np.abs(cycle.motion.velocity))
+        t += DT
+        cycle = run(path, cycle.result.command, [0.5, 0, 0, 0], t)
+        commands.append(cycle.result.command)
+        assert not cycle.result.armed
+    assert not np.any(speeds[-1])
+    assert t < 0.6
+    assert all(np.all(b <= a + 1e-12) for a, b in itertools.pairwise(speeds))
+    assert np.max(np.abs(commands[1] - ok.result.command)) <= np.max(np.abs(ok.result.command - READY))
+    assert not run(path, cycle.result.command, [0.5, 0, 0, 0], t + DT).send_arm_command
+    path.arm(t + 2 * DT, cycle.result.command)
+    assert run(path, cycle.result.command, [0.5, 0, 0, 0], t + 3 * DT).send_arm_command
 
 
 def test_missing_action_holds_then_the_watchdog_faults():
@@ -92,7 +111,12 @@ def test_missing_action_holds_then_the_watchdog_faults():
     # The demonstrator stops: no action, its last stamp ages past the timeout.
     gap = path.step(joint_positions=READY, action=None, now=0.2, input_stamp=DT - 0.01, joint_state_stamp=0.195)
     assert gap.send_arm_command
-    np.testing.assert_allclose(gap.result.command, READY)
+    # No decision: the motion ramps down to where the last command comes to rest.
+    assert np.all(np.abs(gap.motion.velocity) <= np.abs(first.motion.velocity))
+    rest = gap.motion.stop_positions[-1] if len(gap.motion.stop_times) else gap.result.command
+    still = path.step(joint_positions=READY, action=None, now=0.3, input_stamp=DT - 0.01, joint_state_stamp=0.295)
+    np.testing.assert_allclose(still.result.command, rest, atol=1e-9)
+    assert not np.any(still.motion.velocity)
     dead = path.step(joint_positions=READY, action=None, now=1.0, input_stamp=DT - 0.01, joint_state_stamp=0.995)
     assert Reason.STALE_IMAGE in dead.result.reasons
     assert not dead.result.armed

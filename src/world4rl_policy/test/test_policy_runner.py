@@ -260,6 +260,10 @@ def test_policy_moves_the_arm_only_when_armed(mode, launch_node, ros_node, tmp_p
         msg = robot.trajectories[-1]
         assert list(msg.joint_names) == list(ARM_JOINT_NAMES)
         assert msg.points[0].time_from_start.nanosec == 100_000_000
+        # The points carry the velocities to follow (the arm is moving) and end at rest.
+        assert np.any(msg.points[0].velocities)
+        assert len(msg.points) > 1
+        assert not np.any(msg.points[-1].velocities)
     # The gripper: one grasp goal when the policy first says close, none repeated.
     assert wait_until(lambda: len(robot.grasps) == 1, 5.0)
     assert robot.moves == []
@@ -303,15 +307,18 @@ def test_a_policy_trained_at_another_control_rate_is_refused(ros_domain, tmp_pat
 
 
 def expect_hold_and_disarm(robot, runner, code: str, timeout: float = 5.0) -> PolicyStatus:
-    """The fault `code` is reported, the last command holds position, and no command follows."""
+    """The fault `code` is reported, the motion ramps down to a hold, and no command follows."""
     status = wait_status(robot, runner, lambda s: not s.armed and s.fault.startswith(code), timeout)
     time.sleep(0.5)
     with robot.lock:
         commands = list(robot.commands)
         measured = robot.published_q.copy()
     count = len(commands)
-    # The hold: the last command is the last measured position (no step away from it).
-    np.testing.assert_allclose(commands[-1][1], measured, atol=1e-9)
+    # The hold ramps the motion down (jerk-limited, smoothing.py) and ends at rest, no more than one
+    # step from the last measured position (a stale joint state included).
+    assert np.all(np.abs(commands[-1][1] - measured) <= SafetyParams().step_bound() + 1e-9)
+    if robot.trajectories:
+        assert not np.any(robot.trajectories[-1].points[0].velocities)
     time.sleep(0.5)
     assert robot.command_count() == count, "commands kept coming after the fault"
     assert wait_until(lambda: f"[{code}]" in runner.stderr_tail(20000), 5.0), runner.stderr_tail()
@@ -411,3 +418,23 @@ def test_wild_policy_never_jumps_or_leaves_the_limits(launch_node, ros_node, tmp
     assert len(robot.grasps) >= 3
     assert len(robot.moves) >= 3
     print(f"{len(commands)} commands, {armings} armings, status {robot.status()}")
+
+
+def test_a_refine_run_runs_what_its_gate_chose_unless_told_otherwise(launch_node, ros_node, tmp_path):
+    """policy:=REFINE_RUN loads the policy its gate.json chose (here BC), says so in its log, and
+    policy_choice:=refined loads the refined one; PolicyStatus names the checkpoint it runs."""
+    from world4rl_policy.prediction import write_gate
+
+    bc = write_policy(tmp_path / "bc", bias=(0.5, 0.0, 0.0, 0.0))
+    refined = write_policy(tmp_path / "refine_run", bias=(-0.5, 0.0, 0.0, 0.0), seed=1, run_step=3)
+    reason = "predicted gain over BC -2.0 points (95 % interval -9.0 to +5.0) is not above zero; keeping BC"
+    write_gate(tmp_path / "refine_run", {"prediction": None, "deploy": {"policy": "bc", "reason": reason}}, bc)
+    robot = Robot(ros_node)
+    runner = start(launch_node, tmp_path / "refine_run")
+    assert wait_status(robot, runner, lambda s: True, timeout=20.0).policy == str(bc.resolve())
+    assert "deploying the bc policy, as the gate chose" in runner.stderr_tail(20000)
+    # A second runner beside it (another node name), told to run the refined policy.
+    params = {"policy": str(tmp_path / "refine_run"), "policy_choice": "refined"}
+    other = launch_node(MODULE, "policy_runner_refined", params=params)
+    wait_status(robot, other, lambda s: s.policy == str(refined.resolve()), timeout=20.0)
+    assert "against the gate's choice of bc" in other.stderr_tail(20000)

@@ -350,6 +350,8 @@ class NodeFuzz:
                 self.q_true = np.array(FR3_READY_POSE)
                 self.rehomed += 1
             else:
+                if rng.random() < 0.8:  # mostly a new episode; else re-armed in the same one (refused once it is over)
+                    self.node.new_episode()
                 self.node.arm(self.t)
 
 

@@ -12,6 +12,7 @@ from world4rl_policy.safety_filter import (
     ADJUSTMENT_REASONS,
     FAULT_REASONS,
     HOLD_REASONS,
+    Event,
     Reason,
     SafetyFilter,
     SafetyParams,
@@ -193,9 +194,41 @@ def test_episode_time_limit():
     res = rig.cycle(rig.q + 0.001)
     assert res.reasons == (Reason.EPISODE_TIME_LIMIT,)
     assert not res.armed
+    # Re-arming continues the episode, whose time is up: refused, however often it is tried.
+    with pytest.raises(ValueError, match="episode time limit is reached"):
+        rig.f.arm(rig.now)
+    rig.f.new_episode()
     rig.f.arm(rig.now)  # a new episode starts a new clock
     assert not rig.cycle(rig.q + 0.001).held
     assert rig.f.status().step == 1
+
+
+def test_rearming_continues_the_episode_clock():
+    """A disarm and re-arm in the middle of an episode does not give it more time."""
+    rig = Rig(SafetyParams(episode_time_limit_s=1.0))
+    for _ in range(6):
+        assert not rig.cycle(rig.q + 0.001).held
+    rig.f.disarm()
+    rig.f.arm(rig.now)
+    for _ in range(4):
+        assert not rig.cycle(rig.q + 0.001).held
+    res = rig.cycle(rig.q + 0.001)  # 1.1 s after the episode's first arming
+    assert res.reasons == (Reason.EPISODE_TIME_LIMIT,)
+    assert rig.f.status().step == 10  # the step count runs through the episode as well
+    with pytest.raises(ValueError, match="disarm before"):
+        Rig().f.new_episode()
+
+
+def test_a_clock_that_runs_back_gives_the_episode_no_time_back():
+    rig = Rig(SafetyParams(episode_time_limit_s=1.0))
+    for _ in range(8):
+        rig.cycle(rig.q + 0.001)
+    rig.f.disarm()
+    rig.now -= 50.0  # e.g. the simulator restarted its clock
+    rig.f.arm(rig.now)  # 0.8 s of the episode used: 0.2 s left
+    assert not rig.cycle(rig.q + 0.001).held
+    res = rig.cycle(rig.q + 0.001, dt=0.15)
+    assert res.reasons == (Reason.EPISODE_TIME_LIMIT,)
 
 
 def test_all_faults_of_a_cycle_are_reported():
@@ -335,6 +368,12 @@ def test_params_validation_and_from_dict():
         {"joint_margin_rad": 5.0},
         {"workspace_min": (1.0, 0.0, 0.0), "workspace_max": (0.5, 1.0, 1.0)},
         {"workspace_min": (0.0, 0.0)},
+        {"workspace_max": (math.inf, 0.5, 0.8)},
+        {"workspace_min": (-math.inf, -0.5, 0.02)},
+        {"tcp_offset_m": math.nan},
+        {"tcp_offset_m": -0.1},
+        {"episode_time_limit_s": math.inf},
+        {"joint_state_timeout_s": 0.0},
     ):
         with pytest.raises(ValueError, match=r"safety parameter|workspace"):
             SafetyParams(**bad)
@@ -423,6 +462,7 @@ class _FilterFuzz:
         self.last_img = self.last_js = None
         self.seen: dict[Reason, str] = {}
         self.passed = self.held_armed = 0
+        self.input_faults = 0
 
     def outside(self, qq) -> float:
         """How far [m] the end effector at `qq` is outside the workspace box (0 inside)."""
@@ -450,6 +490,7 @@ class _FilterFuzz:
         rng, f = self.rng, self.f
         q_meas = self._measure(calm)
         if rng.random() < (0.05 if calm else 0.3) and not f.armed:
+            f.new_episode()  # an operator starting the next episode
             f.arm(self.now if math.isfinite(self.now) else 0.0)
         if rng.random() < 0.005:
             f.disarm()
@@ -469,6 +510,14 @@ class _FilterFuzz:
             "joint_state_stamp": js,
             "gripper": gripper,
         }
+        if rng.random() < 0.005 and not calm:
+            # The callers' input faults in turn (no draw: the rest of the stream stays the same).
+            self.input_faults += 1
+            inputs["input_fault"] = (
+                Event(Reason.BAD_ACTION_SHAPE, "action has shape (8,), expected (4,)")
+                if self.input_faults % 2
+                else Event(Reason.OUT_OF_DISTRIBUTION, "observation out of distribution: OOD score 9.0 > 3.0")
+            )
         return inputs, was_armed
 
     def check(self, res, q_meas, was_armed: bool) -> None:

@@ -4,8 +4,13 @@ The arm's half of demonstration collection: a teleoperator, or the sim's scripte
 publishes normalised end-effector actions on world4rl/action; this node runs each through the
 same command path the policy runner uses (FR3 IK, then the safety filter) and sends the result to
 the arm's controller and gripper. Disarmed at start: `action_executor/arm` (std_srvs/SetBool)
-arms it, and any fault (stale action or joint state, NaN, a jump, the episode time limit) holds
-and disarms. Every name is relative (world4rl_spec.topics): the node works in any namespace.
+arms it, with the policy runner's checks (a current, finite joint state inside the limits, one
+joint-state publisher, no other commander on the arm's topic; refused with the reason otherwise),
+and any fault (stale action or joint state, NaN, an action of the wrong length, a jump, the
+episode time limit) holds and disarms. Episodes, the gripper goals and the read-only, checked
+parameters work as in policy_runner: re-arming continues the episode's time limit until
+`action_executor/new_episode` (std_srvs/Trigger). Every name is relative (world4rl_spec.topics):
+the node works in any namespace.
 
 The action's own stamp feeds the filter's input watchdog: if the demonstrator stops publishing,
 the arm holds within `safety.image_timeout_s`.
@@ -23,7 +28,7 @@ import time
 import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 
 from world4rl_msgs.msg import Action, PolicyStatus
 from world4rl_policy.command_path import CommandPath
@@ -65,6 +70,7 @@ class ActionExecutor(ArmStateNode):
         )
         self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
         arm_service = self.create_service(SetBool, topics.EXECUTOR_ARM, self._on_arm)
+        self.create_service(Trigger, topics.EXECUTOR_NEW_EPISODE, self._on_new_episode)
         self.create_timer(self.period_s, self._on_timer)
         self.get_logger().info(
             f"disarmed; commands go to {self.commands.publisher.topic_name} ({mode}); "
@@ -94,22 +100,23 @@ class ActionExecutor(ArmStateNode):
         return action
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        if not request.data:
-            self.path.disarm()
-            response.success, response.message = True, "disarmed"
-        elif self.joints is None:
-            response.success, response.message = (
-                False,
-                f"no joint state on {self.resolve_topic_name(topics.JOINT_STATES)} yet",
-            )
-        else:
-            # Only actions decided after arming count: an old one must not move the arm.
-            self.action = self.action_stamp = None
-            self.armed_at = self._now()
-            self.path.arm(self.armed_at, self.joints)
-            response.success, response.message = True, "armed"
+        response.success, response.message = self.arm(self._now()) if request.data else self.disarm()
         self.get_logger().info(f"arm request {request.data}: {response.message}")
         return response
+
+    def arm(self, now: float) -> tuple[bool, str]:
+        """Arm (continuing the episode; see new_episode) after policy_runner's checks, or (False, why not)."""
+        problem = self.arming_refusal(now, self.path.filter.params, self.commands.publisher.topic_name)
+        if problem is not None:
+            return False, problem
+        try:
+            self.path.arm(now, self.joints)
+        except ValueError as e:
+            return False, str(e)
+        # Only actions decided after arming count: an old one must not move the arm.
+        self.action = self.action_stamp = None
+        self.armed_at = now
+        return True, "armed"
 
     def _cycle(self) -> None:
         start = time.perf_counter()
@@ -134,7 +141,8 @@ class ActionExecutor(ArmStateNode):
 
 
 def main(args=None) -> None:
-    run_node(ActionExecutor, args=args)
+    # A bad parameter: one clear line naming it, not a traceback.
+    run_node(ActionExecutor, args=args, setup_errors=(ValueError,), setup_exit_code=2, logger_name="action_executor")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ Run directory (``out``)::
       best/                         the checkpoint with the lowest validation NLL so far
       tb/                           TensorBoard scalars: train/nll, train/mse, train/std, val/nll, val/mse
 
-Every checkpoint is a policy checkpoint: `policy.load_policy(OUT / "best")` runs it.
+Every checkpoint is a policy checkpoint: `policy.load_policy(OUT / "best")` runs it. At the end,
+OUT/best and the latest checkpoint get out-of-distribution statistics fitted to their weights
+(world4rl_policy.ood: training episodes, calibrated on the validation episodes), which the
+runtime node scores every cycle with.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch.nn import functional as F
 
 from world4rl_model.config import meta
 from world4rl_model.harness import Component, Harness, LoopSettings
+from world4rl_policy.ood import fit_run
 from world4rl_policy.policy import (
     CHECKPOINT_KIND,
     GaussianPolicy,
@@ -245,8 +249,10 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
         bc = _BCTraining(cfg, harness)
         t0 = time.time()
         step = harness.fit(bc)
+        is_main = harness.is_main
     if bc.val is None and not (bc.out / "best").exists():
         save_policy(bc.out / "best", bc.model, step=step, **bc.provenance)
+    ood = fit_run(bc.out, cfg.dataset) if is_main else {}
     return {
         "steps": step,
         "seconds": time.time() - t0,
@@ -257,6 +263,7 @@ def train_bc(cfg: BCConfig) -> dict[str, Any]:
         "best_val_nll": bc.best_val,
         "history": bc.history,
         "out": str(bc.out),
+        "ood": ood,
     }
 
 

@@ -1,4 +1,4 @@
-"""From a normalised action to a checked arm command: FR3 IK, then the safety filter. ROS-free.
+"""From a normalised action to a checked arm command: FR3 IK, smoothing, the safety filter. ROS-free.
 
 The one path every command to the arm takes, whoever decided the action: a teleoperator, the
 sim's scripted expert (both through the action_executor node) or a policy (the policy_runner
@@ -11,9 +11,14 @@ node). Each control cycle:
          ROS and in the sim, and servo lag does not shrink its steps
       -> joint target by damped least squares (fr3_kinematics), keeping the end-effector
          orientation latched when the path was armed, so small IK errors cannot make it drift
-      -> SafetyFilter: limits, step bound, workspace box, watchdog, arm state
-      -> a joint command to send (or a hold), and a gripper command when the gripper's
-         open/closed state changes.
+      -> SafetyFilter: faults, watchdog, arm state, joint limits; then the JointSmoother
+         (smoothing.py) moves the last commanded state toward the target within the FR3's
+         velocity, acceleration and jerk limits (times the profile's scales), or ramps a hold
+         down; then the filter's step bound, hard limits and workspace box judge that command
+      -> a joint command to send (or a ramped hold) with its velocity, acceleration and stop
+         (Cycle.motion, for trajectory points), and a gripper command when the gripper's
+         open/closed state changes. After a disarm the stop keeps being sent until the arm is
+         at rest; then nothing is sent, so an operator can guide a disarmed arm by hand.
 
 The gripper is binary here, like Franka's: an action above +threshold grasps (franka_gripper's
 Grasp with wide epsilons, so any object width counts as success), below -threshold opens (Move
@@ -28,15 +33,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from world4rl_policy import fr3_kinematics
-from world4rl_policy.safety_filter import FilterResult, SafetyFilter, SafetyParams
+from world4rl_policy.safety_filter import Event, FilterResult, Reason, SafetyFilter, SafetyParams
+from world4rl_policy.smoothing import JointSmoother, Motion
 from world4rl_spec import (
+    ACTION_DIM,
     ACTION_HIGH,
     ACTION_LOW,
     EE_DELTA_SCALE_M,
     EE_TARGET_MAX_LEAD_M,
+    FR3_JOINT_POSITION_MAX,
+    FR3_JOINT_POSITION_MIN,
     GRIPPER_CLOSED_WIDTH_M,
     GRIPPER_OPEN_WIDTH_M,
 )
+
+
+def _action_shape_fault(action) -> Event | None:
+    """A fault if `action` (None: no decision) is not ACTION_DIM numbers."""
+    if action is None:
+        return None
+    try:
+        shape = np.asarray(action, dtype=np.float64).shape
+    except (TypeError, ValueError):
+        return Event(Reason.BAD_ACTION_SHAPE, f"action is not numeric: {action!r:.80}")
+    if shape != (ACTION_DIM,):
+        return Event(Reason.BAD_ACTION_SHAPE, f"action has shape {shape}, expected ({ACTION_DIM},)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,9 @@ class CommandPathParams:
     max_target_lead_m: float = EE_TARGET_MAX_LEAD_M
     # The TCP target stays this far inside the safety filter's workspace box [m].
     workspace_margin_m: float = 0.001
+    # Jerk-limited smoothing of the commands (smoothing.py). Off only to measure what it costs
+    # (bench/bench_runtime_latency.py): without it holds stop at once and libfranka may abort.
+    smoothing: bool = True
 
 
 @dataclass
@@ -63,6 +88,7 @@ class Cycle:
     send_arm_command: bool  # publish result.command this cycle
     gripper: GripperCommand | None  # a new gripper goal to send, if the state changed
     ik_error_m: float | None  # position error of the IK solution (None if no IK ran)
+    motion: Motion | None = None  # velocity, acceleration and stop of a sent, smoothed command
 
 
 class CommandPath:
@@ -83,6 +109,7 @@ class CommandPath:
         self._tcp_target: np.ndarray | None = None
         self._gripper_closed: bool | None = None
         self._was_armed = False
+        self._smoother = self._make_smoother() if self.params.smoothing else None
 
     @property
     def armed(self) -> bool:
@@ -98,11 +125,16 @@ class CommandPath:
         self._tcp_target = pose[:3, 3].copy()
         self._gripper_closed = None  # the first gripper action after arming is always sent
         self.filter.arm(now)
+        self._start_smoother(now, q)
         # So a fault on the very first cycle still sends its hold once.
         self._was_armed = True
 
     def disarm(self) -> None:
         self.filter.disarm()
+
+    def new_episode(self) -> None:
+        """End the episode (ValueError while armed): the next arm() starts a new episode time limit."""
+        self.filter.new_episode()
 
     def step(
         self,
@@ -112,16 +144,25 @@ class CommandPath:
         now: float,
         input_stamp: float | None,
         joint_state_stamp: float | None,
+        input_fault: Event | None = None,
     ) -> Cycle:
         """`action` is None when no decision is available (the filter then holds or stays disarmed);
-        `input_stamp` is the stamp of what the decision was based on (the image, or the action)."""
+        `input_stamp` is the stamp of what the decision was based on (the image, or the action);
+        `input_fault`: a fault the caller found in that input (e.g. out of distribution), refused
+        like the filter's own while armed: hold position and disarm."""
+        shape_fault = _action_shape_fault(action)
+        if shape_fault is not None:
+            action = None  # never reshaped and used: refused (a fault while armed), holding position
         target = None
         gripper = None
         ik_error = None
+        smoother = self._smoother if self._smoother is not None and self._smoother.started else None
+        if smoother is not None:
+            smoother.begin(now)
         if action is None and self.filter.armed:
-            # No decision this cycle: ask to stay put; the filter's watchdog decides whether that
-            # is a short gap or a dead input.
-            target = joint_positions
+            # No decision this cycle: ask to stay put (where the last command comes to rest); the
+            # filter's watchdog decides whether that is a short gap or a dead input.
+            target = smoother.rest_position() if smoother is not None else joint_positions
         elif action is not None and self.filter.armed:
             a = np.asarray(action, dtype=np.float64).reshape(-1)
             gripper = float(a[3]) if a.shape[0] > 3 else None
@@ -139,12 +180,38 @@ class CommandPath:
             image_stamp=input_stamp,
             joint_state_stamp=joint_state_stamp,
             gripper=gripper,
+            input_fault=shape_fault or input_fault,
+            shaper=smoother,
         )
-        # Send while armed; on the cycle that disarms, send the hold once; never while disarmed,
-        # so an operator can guide a disarmed arm by hand.
-        send = result.command is not None and (result.armed or self._was_armed)
+        # Send while armed; on the cycle that disarms, send the hold once, and while disarmed
+        # the ramped stop until the arm is at rest; then never, so an operator can guide it by hand.
+        ramping = smoother is not None and not smoother.at_rest
+        send = result.command is not None and (result.armed or self._was_armed or ramping)
         self._was_armed = result.armed
-        return Cycle(result, send, self._gripper_command(result), ik_error)
+        motion = None
+        if send and smoother is not None:
+            smoother.commit(result.command)
+            motion = smoother.motion()
+        return Cycle(result, send, self._gripper_command(result), ik_error, motion)
+
+    def _make_smoother(self) -> JointSmoother:
+        velocity, acceleration, jerk = self.filter.params.motion_limits()
+        # A hair below the step bound, so float rounding never reads as a step to clip.
+        return JointSmoother(
+            velocity * (1.0 - 1e-9),
+            acceleration,
+            jerk,
+            self.filter.params.control_period_s,
+            FR3_JOINT_POSITION_MIN,
+            FR3_JOINT_POSITION_MAX,
+        )
+
+    def _start_smoother(self, now: float, q: np.ndarray) -> None:
+        """Plan from the last command if the arm follows it (a re-arm while a stop still ramps
+        down keeps its velocity); else (the first arming, an arm moved by hand) stand still at `q`."""
+        s = self._smoother
+        if s is not None and (not s.started or np.any(np.abs(s.position - q) > self.filter.params.step_bound())):
+            s.reset(q, now)
 
     def _advance_target(self, q: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """Move the TCP target by the action's delta, bounded by the lead and the workspace box."""

@@ -21,11 +21,14 @@ soft clamp, which keeps gradients alive at the bounds). log_std_max = 0 (std <= 
 Frames are uint8 [B, T, H, W, 3] (RGB, oldest first), or float in [0, 1]; they are stacked on
 channels and scaled to [-1, 1] inside the network. A checkpoint (safetensors + config.json, via
 world4rl_model.checkpoint) carries everything needed to run it: `load_policy(dir).act(frames)`.
+It may also carry out-of-distribution statistics of the policy's features (world4rl_policy.ood),
+with which `act` also scores how far its input lies from the training frames (`last_ood_score`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from world4rl_model.config import from_known_fields, meta
+from world4rl_policy.ood import OODStatistics
 from world4rl_spec import ACTION_DIM, ACTION_HIGH, ACTION_LOW, CONTROL_RATE_HZ, LEARNING_IMAGE_SIZE
 from world4rl_spec.action import describe_action_space
 
@@ -120,6 +124,9 @@ class GaussianPolicy(nn.Module):
         nn.init.zeros_(self.mean_head.bias)
         nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
         nn.init.constant_(self.log_std_head.bias, cfg.init_log_std)
+        # Out-of-distribution statistics of the trunk features (world4rl_policy.ood): buffers that
+        # exist only once fitted, so they travel in the state dict (and checkpoints) when present.
+        self.ood = OODStatistics()
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -147,7 +154,10 @@ class GaussianPolicy(nn.Module):
         self, frames: torch.Tensor, proprio: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean [B, A], log_std [B, A], value [B])."""
-        h = self.features(frames, proprio)
+        return self.heads(self.features(frames, proprio))
+
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, log_std, value) from the trunk features h = features(frames, proprio)."""
         a = self.actor(h)
         mean = self.mean_head(a)
         log_std = soft_clamp(self.log_std_head(a), self.config.log_std_min, self.config.log_std_max)
@@ -167,6 +177,14 @@ class GaussianPolicy(nn.Module):
     def set_proprio_normaliser(self, mean, std) -> None:
         self.proprio_mean.copy_(torch.as_tensor(np.asarray(mean, dtype=np.float32)))
         self.proprio_std.copy_(torch.as_tensor(np.maximum(np.asarray(std, dtype=np.float32), 1e-6)))
+
+
+def recent_frames(policy: GaussianPolicy, frames: torch.Tensor) -> torch.Tensor:
+    """An imagined env's last T frames [B, T, ...] -> the policy's frame history (its newest frames)."""
+    t = policy.config.frame_history
+    if frames.shape[1] < t:
+        raise ValueError(f"the world model keeps {frames.shape[1]} frames of history, the policy needs {t}")
+    return frames[:, -t:]
 
 
 def clip_action(action):
@@ -203,6 +221,7 @@ def policy_checkpoint_config(
             "proprio_mean": policy.proprio_mean.tolist(),
             "proprio_std": policy.proprio_std.tolist(),
         },
+        **({"ood": policy.ood.summary(policy)} if policy.ood.fitted() else {}),
         **extra,
     }
 
@@ -292,12 +311,20 @@ class PolicyRunner:
     # The checkpoint directory it was loaded from (world4rl_model.checkpoint.resolve_checkpoint's
     # answer; set by load_policy): what checkpoint_fingerprint names in logs.
     checkpoint_dir: Path | None = None
+    # The out-of-distribution score (world4rl_policy.ood: 1.0 = the 99th percentile of held-out
+    # training frames) of the input of the last act(); NaN when the checkpoint has no statistics.
+    last_ood_score: float = math.nan
 
     def __init__(self, policy: GaussianPolicy, config: dict[str, Any], seed: int | None = None) -> None:
         self.module = policy.eval()
         self.checkpoint_config = config
         self.config = policy.config
         self._generator = torch.Generator().manual_seed(seed if seed is not None else 0)
+
+    @property
+    def ood(self) -> OODStatistics | None:
+        """The checkpoint's out-of-distribution statistics, None if it has none."""
+        return self.module.ood if self.module.ood.fitted() else None
 
     @property
     def frame_history(self) -> int:
@@ -329,7 +356,10 @@ class PolicyRunner:
             if proprio is None:
                 raise ValueError(f"this policy needs proprioception of dim {cfg.proprio_dim}")
             p = torch.as_tensor(np.asarray(proprio, dtype=np.float32).reshape(1, cfg.proprio_dim))
-        mean, log_std, _ = self.module(x, p)
+        h = self.module.features(x, p)
+        mean, log_std, _ = self.module.heads(h)
+        ood = self.module.ood
+        self.last_ood_score = float(ood.score(h, frames[-1:])[0]) if ood.fitted() else math.nan
         action = mean
         if not deterministic:
             action = mean + log_std.exp() * torch.randn(mean.shape, generator=self._generator)

@@ -17,12 +17,33 @@ periods, it runs a cycle without a decision, which holds position and, once the 
 older than `safety.image_timeout_s`, faults and disarms (the image watchdog).
 
 Safety: disarmed at start; `policy_runner/arm` (std_srvs/SetBool) arms (clearing the frame history, so
-every episode starts from its own first frame, and latching the end-effector orientation) or
-disarms. Any fault (stale, future or out-of-order image or joint state, a non-finite or failing
-policy output, a target jump, the episode time limit) holds position and disarms. Images that
+the policy sees only frames taken from then on, and latching the end-effector orientation) or
+disarms. It refuses to arm, saying why in its answer and the log, unless the joint state is
+current, finite and inside the limits, exactly one node publishes the joint states, and no other
+node publishes on the arm's command topic (DDS discovery names them). Episodes: the first arming
+starts an episode and its time limit (`safety.episode_time_limit_s`); arming again after a
+disarm or a fault continues it, so re-arming cannot extend the limit, and once it is reached
+arming is refused until `policy_runner/new_episode` (std_srvs/Trigger, refused while armed)
+ends the episode. A disarm or a fault also cancels the gripper goals still running; a gripper
+goal its server was not ready for is sent again every cycle while armed.
+
+Any fault (stale, future or out-of-order image or joint state, a non-finite or failing policy
+output, a target jump, the episode time limit) holds position and disarms. The watchdog judges
+the inputs' ages at the time the command is published, after inference. A policy that needs the
+finger joints refuses finger states older than `finger_state_timeout_s`. Every parameter is
+checked at start-up (a bad value stops the node, naming the parameter) and read-only. Images that
 cannot be used (wrong encoding or size, truncated data) are dropped with a log line, so a
 broken camera trips the image watchdog instead of feeding the policy garbage. The image's
 header stamp is the filter's image stamp: the watchdog judges the age of what the policy saw.
+
+Out of distribution: every cycle's policy decision also scores how far its frame history lies
+from the training data (world4rl_policy.ood: the policy's feature distance, never-seen colours
+and the static background; 1.0 = the 99th percentile of held-out training frames), published as
+PolicyStatus ood_score. When the mean over the last `ood.window` cycles exceeds `ood.threshold`,
+`ood.action` decides: 'warn' (default) logs `[out_of_distribution] ...`, 'hold' holds position
+and disarms with the out_of_distribution fault naming the score and the threshold, 'off' does
+neither. 'hold' needs statistics fitted to the checkpoint's weights (`world4rl ood fit`), or the
+node refuses to start.
 
 Every refusal kind is logged once as `[code] message` (then at most every 5 s), and
 world4rl_msgs/PolicyStatus (armed, fault, latency from image arrival (DDS reception) to command
@@ -39,21 +60,25 @@ from collections.abc import Callable
 import numpy as np
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 
 from world4rl_model.images import ENCODINGS, decode_image, to_learning_image
 from world4rl_msgs.msg import PolicyStatus
+from world4rl_policy import ood
 from world4rl_policy.command_path import CommandPath, Cycle
 from world4rl_policy.ros_adapters import (
     ArmCommandPublisher,
     ArmStateNode,
     RefusalLogger,
+    checked,
     declare_command_params,
     describe,
     finger_positions,
+    is_number,
     stamp_seconds,
     status_message,
 )
+from world4rl_policy.safety_filter import Event, Reason
 from world4rl_ros.node_main import run_node
 from world4rl_spec import (
     ACTION_DIM,
@@ -63,8 +88,6 @@ from world4rl_spec import (
     CAMERA_WIDTH,
     CONTROL_RATE_HZ,
     EE_DELTA_SCALE_M,
-    FR3_JOINT_POSITION_MAX,
-    FR3_JOINT_POSITION_MIN,
     topics,
 )
 
@@ -79,6 +102,7 @@ IMAGE_DATA = "image_data"
 IMAGE_BEFORE_ARMING = "image_before_arming"
 POLICY_ERROR = "policy_error"
 ACTION_CLIPPED = "action_clipped"
+STALE_FINGER_STATE = "stale_finger_state"
 
 # Proprioception layouts a checkpoint may ask for (PolicyConfig.proprio_dim).
 PROPRIO_ARM = 7  # fr3_joint1..7
@@ -91,9 +115,16 @@ class PolicyRunnerNode(ArmStateNode):
         policy_path, image_topic, threads = self._declare_node_params()
         params = declare_command_params(self)
         self.period_s = 1.0 / params.control_rate_hz
+        # A tolerance of a period or more (or NaN) would let every image start a cycle.
+        tolerance = self.cycle_tolerance_s
+        checked(
+            "cycle_tolerance_s", tolerance, 0 <= tolerance < self.period_s, f"in [0, {self.period_s:g}) s (a period)"
+        )
         if not policy_path:
             raise ValueError("parameter 'policy' is required: a policy checkpoint directory")
         self._load_policy(policy_path, threads, params.control_rate_hz)
+        self.ood = self._declare_ood_params(policy_path)
+        self.ood_score = math.nan  # this cycle's, for the status
         # What decides the action from the frame history (and proprioception). The policy's mean;
         # the node-level fuzz test replaces it with an adversarial source.
         self.action_source: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = lambda frames, proprio: (
@@ -108,6 +139,7 @@ class PolicyRunnerNode(ArmStateNode):
         self.history = self.policy.new_history()
         self.joints: np.ndarray | None = None
         self.fingers: np.ndarray | None = None
+        self.finger_stamp: float | None = None
         self.joint_stamp: float | None = None
         self.image_stamp: float | None = None  # newest good image, any time (the disarmed watchdog view)
         self.episode_image_stamp: float | None = None  # newest good image of this armed episode
@@ -123,6 +155,7 @@ class PolicyRunnerNode(ArmStateNode):
         self.create_subscription(JointState, topics.GRIPPER_JOINT_STATES, self._on_gripper_joints, LATEST_QOS)
         self.status_publisher = self.create_publisher(PolicyStatus, topics.POLICY_STATUS, 10)
         arm_service = self.create_service(SetBool, topics.POLICY_ARM, self._on_arm)
+        self.create_service(Trigger, topics.POLICY_NEW_EPISODE, self._on_new_episode)
         self.create_timer(self.period_s, self._on_timer)
         cfg = self.policy.config
         self.get_logger().info(
@@ -138,6 +171,11 @@ class PolicyRunnerNode(ArmStateNode):
         image checks as attributes, returns (policy path, image topic, torch threads)."""
         policy_path = self.declare_parameter(
             "policy", "", describe("policy checkpoint directory (model.safetensors + config.json) or a run directory")
+        ).value
+        self.policy_choice = self.declare_parameter(
+            "policy_choice",
+            "gate",
+            describe("policy is a refine run: 'gate' runs what its gate.json chose, 'bc' or 'refined' either one"),
         ).value
         image_topic = self.declare_parameter(
             "image_topic", topics.CAMERA_IMAGE, describe("camera image topic (relative: inside the node's namespace)")
@@ -159,15 +197,31 @@ class PolicyRunnerNode(ArmStateNode):
                 describe("an image this much before the next cycle is due still starts it (camera jitter) [s]"),
             ).value
         )
+        self.finger_state_timeout_s = float(
+            self.declare_parameter(
+                "finger_state_timeout_s",
+                0.5,
+                describe("a policy that needs the finger joints refuses finger states older than this [s]"),
+            ).value
+        )
         threads = int(self.declare_parameter("torch_threads", 1, describe("torch intra-op threads")).value)
+        for name, size in (("image_width", self.expected_width), ("image_height", self.expected_height)):
+            checked(name, size, size >= 0, "0 (any) or a size in pixels")
+        timeout = self.finger_state_timeout_s
+        checked("finger_state_timeout_s", timeout, is_number(timeout) and timeout > 0, "a finite number > 0 [s]")
+        checked("torch_threads", threads, threads >= 1, "at least 1")
         return policy_path, image_topic, threads
 
     def _load_policy(self, policy_path: str, threads: int, control_rate_hz: float) -> None:
         """Load the checkpoint and refuse one this node cannot run as it was trained."""
         from world4rl_model.checkpoint import checkpoint_fingerprint
         from world4rl_policy.policy import load_policy  # torch: only once the parameters are sane
+        from world4rl_policy.prediction import resolve_deploy_policy
 
-        self.policy = load_policy(policy_path, num_threads=threads)
+        chosen, gate_note = resolve_deploy_policy(policy_path, self.policy_choice)
+        if gate_note:
+            self.get_logger().info(f"{policy_path}: {gate_note}")
+        self.policy = load_policy(chosen, num_threads=threads)
         # What was loaded, not only what was asked for: a run directory resolves to one step.
         self.checkpoint = checkpoint_fingerprint(self.policy.checkpoint_dir)
         self.policy_name = str(self.checkpoint.path)
@@ -193,6 +247,52 @@ class PolicyRunnerNode(ArmStateNode):
                 f"{control_rate_hz:g} Hz (each action moves up to {EE_DELTA_SCALE_M} m per cycle)"
             )
 
+    def _declare_ood_params(self, policy_path: str) -> ood.OODMonitor:
+        """The out-of-distribution rule (world4rl_policy.ood): ood.action, ood.threshold, ood.window.
+        Refuses `hold` without statistics fitted to the loaded weights: a refined checkpoint carries
+        its BC policy's until `world4rl ood fit` refits them."""
+        action = self.declare_parameter(
+            "ood.action",
+            ood.DEFAULT_ACTION,
+            describe(
+                "out-of-distribution rule: 'off', 'warn' (log when the score is beyond ood.threshold) or 'hold' "
+                "(hold position and disarm with an out_of_distribution fault)"
+            ),
+        ).value
+        threshold = self.declare_parameter(
+            "ood.threshold",
+            ood.DEFAULT_THRESHOLD,
+            describe("OOD score beyond which ood.action applies (1.0: the held-out training frames' 99th percentile)"),
+        ).value
+        window = self.declare_parameter(
+            "ood.window", ood.DEFAULT_WINDOW, describe("cycles whose mean OOD score is compared with ood.threshold")
+        ).value
+        checked("ood.action", action, action in ood.ACTIONS, f"one of {list(ood.ACTIONS)}")
+        checked("ood.threshold", threshold, is_number(threshold) and threshold > 0, "a finite number > 0")
+        whole = isinstance(window, int) and not isinstance(window, bool)
+        checked("ood.window", window, whole and window >= 1, "an integer >= 1 (cycles)")
+        stats, log = self.policy.ood, self.get_logger()
+        fix = f"world4rl ood fit --policy {policy_path} --dataset DATASET"
+        if stats is None or not stats.matches_weights(self.policy.module):
+            why = "has no OOD statistics" if stats is None else "has OOD statistics fitted to other weights"
+            if action == "hold":
+                raise ValueError(f"parameter ood.action is 'hold' but {policy_path} {why}: {fix}")
+            if action == "warn":
+                log.warn(f"{policy_path} {why}: ood_score is {'NaN' if stats is None else 'unreliable'}; {fix}")
+        return ood.OODMonitor(threshold=float(threshold), window=window, action=action)
+
+    def _check_ood(self, now: float) -> Event | None:
+        """This cycle's OOD score (kept for the status) against the rule: logged with ood.action
+        'warn'; with 'hold', the fault that holds position and disarms."""
+        self.ood_score = self.policy.last_ood_score
+        message = self.ood.update(self.ood_score)
+        if message is None:
+            return None
+        if self.ood.action == "warn":
+            self.refusals.note(Reason.OUT_OF_DISTRIBUTION.value, message, now)
+            return None
+        return Event(Reason.OUT_OF_DISTRIBUTION, message)
+
     # ------------------------------------------------------------------ inputs
     def _on_joints(self, msg: JointState) -> bool:
         """The arm joints and, in the same message (the sim's joint_states), the fingers."""
@@ -204,7 +304,19 @@ class PolicyRunnerNode(ArmStateNode):
     def _on_gripper_joints(self, msg: JointState) -> None:
         fingers = finger_positions(msg)
         if fingers is not None:
-            self.fingers = fingers
+            self.fingers, self.finger_stamp = fingers, stamp_seconds(msg.header.stamp)
+
+    def finger_state_refusal(self, now: float) -> str | None:
+        """Why the finger joints cannot be used now (missing, old, from the future), or None."""
+        topic = self.resolve_topic_name(topics.GRIPPER_JOINT_STATES)
+        if self.fingers is None:
+            joint_states = self.resolve_topic_name(topics.JOINT_STATES)
+            return f"the policy needs the finger joints: none on {joint_states} or {topic} yet"
+        age = now - self.finger_stamp
+        future = self.path.filter.params.future_tolerance_s
+        if not -future <= age <= self.finger_state_timeout_s:
+            return f"the finger state is {age:.3f} s old (limit {self.finger_state_timeout_s} s)"
+        return None
 
     def _on_image(self, msg: Image, info) -> None:
         # Arrival = when DDS received the frame (rmw's received_timestamp, system clock), so the
@@ -239,6 +351,7 @@ class PolicyRunnerNode(ArmStateNode):
 
     def handle_image(self, msg: Image, now: float, arrival: float) -> None:
         """One camera frame; runs the control cycle if one is due. `arrival`: time.time() at receipt."""
+        started = time.monotonic()
         self.images_received += 1
         rgb = self.check_image(msg, now)
         if rgb is None:
@@ -259,16 +372,24 @@ class PolicyRunnerNode(ArmStateNode):
         if clock_ok and self.next_due is not None and now < self.next_due - self.cycle_tolerance_s:
             return
         self.history.push(to_learning_image(rgb, self.policy.image_size))
+        self.policy.last_ood_score = math.nan
         action = self._decide(now)
+        ood_fault = self._check_ood(now)
         self.last_image_cycle_at = now
         # Re-phased on every cycle: frames in the history stay at least a period (less the tolerance) apart.
         self.next_due = now + self.period_s
-        self._run_cycle(now, arrival, action, stamp)
+        # The watchdog judges the inputs' age when the command goes out, after decoding and inference:
+        # a slow policy or a GC pause must not send a command against a joint state older than the limit.
+        self._run_cycle(now + (time.monotonic() - started), arrival, action, stamp, ood_fault)
 
     def _decide(self, now: float) -> np.ndarray:
         """The policy's action for the current history: float64 [ACTION_DIM], finite and in [-1, 1],
         or all NaN (which the safety filter refuses: hold and disarm) after logging why."""
         dim = self.policy.config.proprio_dim
+        fingers_refused = self.finger_state_refusal(now) if dim == PROPRIO_ARM_AND_FINGERS else None
+        if fingers_refused is not None:
+            self.refusals.note(STALE_FINGER_STATE, fingers_refused, now, error=True)
+            return np.full(ACTION_DIM, math.nan)
         try:
             proprio = None
             if dim:
@@ -308,8 +429,11 @@ class PolicyRunnerNode(ArmStateNode):
             self._run_cycle(now, None, None, self.image_stamp)
 
     # ------------------------------------------------------------------ the cycle
-    def _run_cycle(self, now: float, arrival: float | None, action, image_stamp: float | None) -> Cycle:
-        """`arrival`: time.time() the image arrived, None for a cycle without an image (latency 0)."""
+    def _run_cycle(
+        self, now: float, arrival: float | None, action, image_stamp: float | None, input_fault: Event | None = None
+    ) -> Cycle:
+        """`arrival`: time.time() the image arrived, None for a cycle without an image (latency 0);
+        `input_fault`: a fault found in the decision's input (out of distribution), refused like the filter's."""
         joints = self.joints if self.joints is not None else np.full(7, math.nan)
         cycle = self.path.step(
             joint_positions=joints,
@@ -317,6 +441,7 @@ class PolicyRunnerNode(ArmStateNode):
             now=now,
             input_stamp=image_stamp,
             joint_state_stamp=self.joint_stamp,
+            input_fault=input_fault,
         )
         self.commands.apply(cycle)
         latency_ms = (time.time() - arrival) * 1e3 if arrival is not None else 0.0
@@ -326,42 +451,31 @@ class PolicyRunnerNode(ArmStateNode):
 
     def _publish_status(self, cycle: Cycle | None, latency_ms: float) -> None:
         status = self.path.filter.status()
-        self.status_publisher.publish(
-            status_message(cycle, status, latency_ms, self.policy_name, self.get_clock().now().to_msg())
-        )
+        msg = status_message(cycle, status, latency_ms, self.policy_name, self.get_clock().now().to_msg())
+        msg.ood_score, self.ood_score = self.ood_score, math.nan  # NaN in cycles without a decision
+        self.status_publisher.publish(msg)
 
     # ------------------------------------------------------------------ arming
     def arm(self, now: float) -> tuple[bool, str]:
-        if self.joints is None:
-            return False, f"no joint state on {self.resolve_topic_name(topics.JOINT_STATES)} yet"
-        # Arming latches the end-effector orientation and target from this state: it must be current
-        # and inside the limits, or the first commands would steer towards a pose the arm is not in.
-        params = self.path.filter.params
-        age = now - self.joint_stamp
-        if not abs(age) <= max(params.joint_state_timeout_s, params.future_tolerance_s):
-            return False, f"the joint state is {age:.3f} s old (limit {params.joint_state_timeout_s} s)"
-        tol = params.joint_state_limit_tolerance_rad
-        beyond = (self.joints < np.asarray(FR3_JOINT_POSITION_MIN) - tol) | (
-            self.joints > np.asarray(FR3_JOINT_POSITION_MAX) + tol
-        )
-        if np.any(beyond):
-            joints = ", ".join(f"joint{i + 1}={self.joints[i]:.3f}" for i in np.flatnonzero(beyond))
-            return False, f"the joint state is beyond the FR3 limits: {joints}"
+        """Arm (continuing the episode; see new_episode), or (False, why not)."""
+        problem = self.arming_refusal(now, self.path.filter.params, self.commands.publisher.topic_name)
+        if problem is None and self.policy.config.proprio_dim == PROPRIO_ARM_AND_FINGERS:
+            problem = self.finger_state_refusal(now)
+        if problem is not None:
+            return False, problem
         try:
             self.path.arm(now, self.joints)
         except ValueError as e:
             return False, str(e)
-        # A new episode: its own frame history, and only frames taken from now on.
+        # Its own frame history, and only frames taken from now on (an episode's frames are one
+        # control period apart: after a disarm the history starts again).
         self.history.reset()
+        self.ood.reset()
         self.armed_at = now
         self.episode_image_stamp = None
         self.next_due = None
         self.last_image_cycle_at = None
         return True, "armed"
-
-    def disarm(self) -> tuple[bool, str]:
-        self.path.disarm()
-        return True, "disarmed"
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         response.success, response.message = self.arm(self._now()) if request.data else self.disarm()

@@ -66,8 +66,10 @@ from world4rl_policy.policy import (
     PolicyConfig,
     load_policy_module,
     policy_checkpoint_config,
+    recent_frames,
     soft_clamp,
 )
+from world4rl_policy.prediction import PredictionSettings, predict_and_gate, write_gate
 
 TRAINER = "ppo-imagination"
 
@@ -128,6 +130,9 @@ class PPOConfig:
     video_episodes: int = 4  # imagined episodes of the final policy written to OUT/imagined.mp4 (0: none)
     resume: bool = True  # continue from OUT/latest if OUT has a checkpoint (--no-resume: start afresh)
     progress: bool = True  # show a progress bar
+    # --- closing step: predicted real success of BC and the refined policy, and the policy to deploy
+    predict: bool = True  # predict both policies' real success and write the gate's choice to OUT/gate.json
+    prediction: PredictionSettings = field(default_factory=PredictionSettings)
 
     def __post_init__(self) -> None:
         if self.target_kl is not None and self.target_kl <= 0:
@@ -264,14 +269,6 @@ def _resolve_task(cfg: PPOConfig, bc_config: dict[str, Any], dataset_tasks: list
     )
 
 
-def _model_frames(policy: GaussianPolicy, frames: torch.Tensor) -> torch.Tensor:
-    """The env's last T frames -> the policy's frame history length (its newest frames)."""
-    t = policy.config.frame_history
-    if frames.shape[1] < t:
-        raise ValueError(f"the world model keeps {frames.shape[1]} frames of history, the policy needs {t}")
-    return frames[:, -t:]
-
-
 def make_env(cfg: PPOConfig, task: str | None, device: torch.device, num_envs: int | None = None, seed: int = 0):
     from world4rl_model.dataset import Dataset
     from world4rl_model.env import WorldModelEnv
@@ -359,7 +356,7 @@ def collect_rollout(
     """Fill `buf` with len(buf.frames) steps of every env from `obs`; returns the observation after them."""
     policy.eval()
     for step in range(buf.frames.shape[0]):
-        frames = _model_frames(policy, obs["frames"])
+        frames = recent_frames(policy, obs["frames"])
         mean, log_std, value = policy_heads(policy, frames, critic_detach)
         dist = torch.distributions.Normal(mean, log_std.exp())
         action = dist.sample()
@@ -373,7 +370,7 @@ def collect_rollout(
         if truncated.any():
             # A time limit, not a failure: bootstrap with the value of the frames the episode ended on.
             rows = truncated.nonzero().flatten()
-            final = _model_frames(policy, info["final_obs"]["frames"][rows])
+            final = recent_frames(policy, info["final_obs"]["frames"][rows])
             reward[rows] += gamma * policy_heads(policy, final, critic_detach)[2]
         buf.rewards[step] = reward
         buf.dones[step] = (terminated | truncated).float()
@@ -404,8 +401,33 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         "last": run.history[-1] if run.history else {},
         "video": video,
     }
+    if cfg.predict:
+        summary["gate"] = predict_after_refine(cfg, run.task, update)
     (run.out / "summary.json").write_text(json.dumps({**summary, "history": run.history}, indent=1) + "\n")
     return summary
+
+
+def predict_after_refine(cfg: PPOConfig, task: str | None, update: int) -> dict[str, Any]:
+    """Predicted real success of BC and of the refined policy, and the gate's choice: OUT/gate.json,
+    the summary, and TensorBoard (predicted/* at the last update's step)."""
+    result = predict_and_gate(
+        cfg.policy, cfg.out, cfg.world_model, cfg.reward, cfg.dataset, task, cfg.prediction,
+        threshold=cfg.reward_threshold, sampling_steps=cfg.sampling_steps, bf16=cfg.bf16,
+        seed=derive_seed(cfg.seed, "prediction"), device=cfg.device, progress=cfg.progress,
+    )  # fmt: skip
+    write_gate(cfg.out, result, cfg.policy)
+    if (prediction := result["prediction"]) is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(Path(cfg.out) / "tb")) as tb:
+            x = update * cfg.batch_size
+            for name, p in prediction["policies"].items():
+                tb.add_scalar(f"predicted/{name}_real_success", p["predicted_success"], x)
+                tb.add_scalar(f"predicted/{name}_imagined_success", p["imagined_success"], x)
+            tb.add_scalar("predicted/difference", prediction["difference"]["predicted"], x)
+            tb.add_scalar("predicted/deploys_refined", float(result["deploy"]["policy"] == "refined"), x)
+            tb.add_text("predicted/gate", result["deploy"]["reason"], x)
+    return result
 
 
 class _Refinement(Component):
@@ -469,7 +491,7 @@ class _Refinement(Component):
         roll_seconds = time.time() - t_roll
         self.imagined += cfg.batch_size
         with torch.no_grad():
-            next_value = policy_heads(policy, _model_frames(policy, self.obs["frames"]), cfg.critic_detach)[2]
+            next_value = policy_heads(policy, recent_frames(policy, self.obs["frames"]), cfg.critic_detach)[2]
         advantages, returns = compute_gae(buf.rewards, buf.values, buf.dones, next_value, cfg.gamma, cfg.gae_lambda)
         return {
             "frames": buf.frames.flatten(0, 1),
@@ -622,7 +644,7 @@ def write_imagined_video(cfg: PPOConfig, policy: GaussianPolicy, task, device, p
     policy.eval()
     clips = [obs["image"].cpu().numpy()]
     for _ in range(cfg.horizon):
-        mean, _, _ = policy(_model_frames(policy, obs["frames"]))
+        mean, _, _ = policy(recent_frames(policy, obs["frames"]))
         obs, _, _, _, info = env.step(mean.clamp(-1, 1))
         img = obs["image"].cpu().numpy().copy()
         hit = info["success"].cpu().numpy()
@@ -681,7 +703,7 @@ def imagined_success(
         success = torch.zeros(batch, dtype=torch.bool)
         length = torch.full((batch,), horizon)
         for t in range(horizon):
-            mean, log_std, _ = policy(_model_frames(policy, obs["frames"]))
+            mean, log_std, _ = policy(recent_frames(policy, obs["frames"]))
             action = mean if deterministic else mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
             obs, _, terminated, truncated, _ = env.step(action.clamp(-1, 1))
             new = (terminated | truncated).cpu() & ~finished

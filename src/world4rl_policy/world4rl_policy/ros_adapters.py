@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,15 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from world4rl_msgs.action import GripperGrasp, GripperMove
 from world4rl_msgs.msg import PolicyStatus
-from world4rl_policy.command_path import CommandPathParams, Cycle, GripperCommand
+from world4rl_policy.command_path import CommandPath, CommandPathParams, Cycle, GripperCommand
 from world4rl_policy.safety_filter import SafetyParams
+from world4rl_policy.smoothing import Motion
 from world4rl_spec import (
     ARM_JOINT_NAMES,
     CONTROL_RATE_HZ,
     FINGER_JOINT_NAMES,
+    FR3_JOINT_POSITION_MAX,
+    FR3_JOINT_POSITION_MIN,
     GRIPPER_GRASP_FORCE_N,
     GRIPPER_OPEN_WIDTH_M,
     GRIPPER_SPEED_M_S,
@@ -34,7 +38,21 @@ COMMAND_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def describe(text: str) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text)
+    """A read-only parameter: the nodes that move the arm read their parameters once, at start-up,
+    so `ros2 param set` is refused (instead of changing a value that no longer has any effect)."""
+    return ParameterDescriptor(description=text, read_only=True)
+
+
+def checked(name: str, value, ok: bool, expected: str):
+    """`value`, or ValueError naming the parameter if not `ok`: stops the node at start-up."""
+    if not ok:
+        raise ValueError(f"parameter {name} must be {expected}, got {value!r}")
+    return value
+
+
+def is_number(value) -> bool:
+    """A finite int or float (not a bool, NaN or inf)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def stamp_seconds(stamp) -> float:
@@ -60,10 +78,31 @@ def finger_positions(msg: JointState) -> np.ndarray | None:
 
 class ArmStateNode(Node):
     """A node that moves the arm (action_executor, policy_runner): the ROS clock in seconds, and
-    the newest arm joint positions (`joints`) with their stamp (`joint_stamp`)."""
+    the newest arm joint positions (`joints`) with their stamp (`joint_stamp`); disarming and new
+    episodes of its command path (`path`, a CommandPath) and command publisher (`commands`)."""
 
     joints: np.ndarray | None = None
     joint_stamp: float | None = None
+    path: CommandPath
+    commands: ArmCommandPublisher
+
+    def disarm(self) -> tuple[bool, str]:
+        self.path.disarm()
+        self.commands.cancel_gripper("disarm requested")
+        return True, "disarmed"
+
+    def new_episode(self) -> tuple[bool, str]:
+        """End the episode, so the next arming starts a new episode time limit (refused while armed)."""
+        try:
+            self.path.new_episode()
+        except ValueError as e:
+            return False, str(e)
+        return True, "new episode: its time limit starts at the next arming"
+
+    def _on_new_episode(self, _request, response):
+        response.success, response.message = self.new_episode()
+        self.get_logger().info(f"new episode request: {response.message}")
+        return response
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -76,6 +115,60 @@ class ArmStateNode(Node):
         self.joints, self.joint_stamp = q, stamp_seconds(msg.header.stamp)
         return True
 
+    def arming_refusal(self, now: float, params: SafetyParams, command_topic: str) -> str | None:
+        """Why the node must not arm now, or None. What steers the arm must be the robot's alone (one
+        joint-state publisher, no other commander on `command_topic`), and arming latches the
+        end-effector orientation and target from the joint state: it must be current, finite and
+        inside the FR3 limits, or the first commands would steer towards a pose the arm is not in."""
+        joint_topic = self.resolve_topic_name(topics.JOINT_STATES)
+        problem = self._publisher_refusal(joint_topic, command_topic)
+        if problem is not None:
+            return problem
+        if self.joints is None:
+            return f"no joint state on {joint_topic} yet"
+        if not np.all(np.isfinite(self.joints)):
+            return f"the joint state is not finite: {self.joints.tolist()}"
+        age = now - self.joint_stamp
+        if not abs(age) <= max(params.joint_state_timeout_s, params.future_tolerance_s):
+            return f"the joint state is {age:.3f} s old (limit {params.joint_state_timeout_s} s)"
+        tol = params.joint_state_limit_tolerance_rad
+        beyond = (self.joints < np.asarray(FR3_JOINT_POSITION_MIN) - tol) | (
+            self.joints > np.asarray(FR3_JOINT_POSITION_MAX) + tol
+        )
+        if np.any(beyond):
+            joints = ", ".join(f"joint{i + 1}={self.joints[i]:.3f}" for i in np.flatnonzero(beyond))
+            return f"the joint state is beyond the FR3 limits: {joints}"
+        return None
+
+    def _publisher_refusal(self, joint_topic: str, command_topic: str) -> str | None:
+        """A second joint-state publisher (a spoofer, or a forgotten sim beside the robot) or another
+        node commanding the arm: DDS discovery (the ROS graph) names them."""
+        joint_publishers = self.get_publishers_info_by_topic(joint_topic)
+        if len(joint_publishers) > 1:
+            return (
+                f"{len(joint_publishers)} publishers on {joint_topic} ({_node_names(joint_publishers)}): "
+                "the joint state must come from the robot alone"
+            )
+        me = (self.get_namespace(), self.get_name())
+        others = [i for i in self.get_publishers_info_by_topic(command_topic) if (i.node_namespace, i.node_name) != me]
+        if others:
+            return (
+                f"{_node_names(others)} also publish on the arm's command topic {command_topic}: "
+                f"{self.get_fully_qualified_name()} must be its only commander"
+            )
+        return None
+
+
+def _node_names(endpoints) -> str:
+    """The endpoints' nodes (DDS may know an endpoint before its node's name: 'unidentified')."""
+    names = {
+        "an unidentified participant"
+        if i.node_name == "_NODE_NAME_UNKNOWN_"
+        else f"{i.node_namespace.rstrip('/')}/{i.node_name}"
+        for i in endpoints
+    }
+    return ", ".join(sorted(names))
+
 
 def declare_safety_params(node: Node, prefix: str = "safety.") -> SafetyParams:
     """Declare every SafetyParams field as a node parameter (defaults from the dataclass)."""
@@ -84,7 +177,11 @@ def declare_safety_params(node: Node, prefix: str = "safety.") -> SafetyParams:
     for name, default in vars(defaults).items():
         value = list(default) if isinstance(default, tuple) else default
         values[name] = node.declare_parameter(prefix + name, value, describe(f"safety filter: {name}")).value
-    return SafetyParams.from_dict(values)
+    return SafetyParams.from_dict(values)  # ValueError naming the parameter for a bad value
+
+
+# Above this the command path could not keep up (IK and the filter take milliseconds) [Hz].
+MAX_CONTROL_RATE_HZ = 1000.0
 
 
 @dataclass
@@ -106,8 +203,7 @@ def declare_command_params(node: Node) -> CommandParams:
     rate = float(
         node.declare_parameter("control_rate_hz", float(CONTROL_RATE_HZ), describe("command cycles per second")).value
     )
-    if not rate > 0:
-        raise ValueError(f"parameter control_rate_hz must be positive, got {rate}")
+    checked("control_rate_hz", rate, 0 < rate <= MAX_CONTROL_RATE_HZ, f"in (0, {MAX_CONTROL_RATE_HZ:g}] Hz")
     mode = node.declare_parameter(
         "command_mode", "trajectory", describe("'trajectory' (JointTrajectory) or 'forward_position'")
     ).value
@@ -128,14 +224,54 @@ def declare_command_params(node: Node) -> CommandParams:
     ).value
     speed = node.declare_parameter("gripper_speed", GRIPPER_SPEED_M_S, describe("gripper finger speed [m/s]")).value
     force = node.declare_parameter("grasp_force", GRIPPER_GRASP_FORCE_N, describe("grasp force [N]")).value
+    checked("gripper_threshold", threshold, is_number(threshold) and 0 <= threshold < 1, "in [0, 1)")
+    checked("gripper_speed", speed, is_number(speed) and speed > 0, "a finite number > 0 [m/s]")
+    checked("grasp_force", force, is_number(force) and force > 0, "a finite number > 0 [N]")
     safety = declare_safety_params(node)
     safety.control_period_s = 1.0 / rate
     return CommandParams(rate, mode, topic, speed, force, CommandPathParams(gripper_threshold=threshold), safety)
 
 
+def _duration(seconds: float) -> Duration:
+    whole = int(seconds)
+    return Duration(sec=whole, nanosec=min(round((seconds - whole) * 1e9), 999_999_999))
+
+
+def trajectory_message(command: np.ndarray, motion: Motion | None, period_s: float) -> JointTrajectory:
+    """The JointTrajectory for franka_ros2's joint trajectory controller: the command one period
+    from now and, with its motion (the command path's smoothing), its velocity and acceleration
+    followed by its stop, so the controller interpolates a continuous, jerk-limited signal and
+    ends at rest (Jazzy's controller refuses a trajectory ending in motion). Without a motion,
+    one point with positions only. A zero header stamp means "start now" to the controller."""
+    point = JointTrajectoryPoint(positions=[float(v) for v in command], time_from_start=_duration(period_s))
+    points = [point]
+    if motion is not None:
+        point.velocities = [float(v) for v in motion.velocity]
+        point.accelerations = [float(v) for v in motion.acceleration]
+        for k, t in enumerate(motion.stop_times):
+            points.append(
+                JointTrajectoryPoint(
+                    positions=[float(v) for v in motion.stop_positions[k]],
+                    velocities=[float(v) for v in motion.stop_velocities[k]],
+                    accelerations=[float(v) for v in motion.stop_accelerations[k]],
+                    time_from_start=_duration(period_s + float(t)),
+                )
+            )
+    return JointTrajectory(joint_names=list(ARM_JOINT_NAMES), points=points)
+
+
+def command_message(mode: str, command: np.ndarray, motion: Motion | None, period_s: float):
+    """The arm command message of `mode`: 'trajectory' (trajectory_message) or 'forward_position'
+    (Float64MultiArray of the positions: the smoothed command, one per cycle)."""
+    if mode == "forward_position":
+        return Float64MultiArray(data=[float(v) for v in command])
+    return trajectory_message(command, motion, period_s)
+
+
 class ArmCommandPublisher:
-    """Publishes checked joint targets as a one-point JointTrajectory (franka_ros2's trajectory
-    controller) or a Float64MultiArray (forward position controllers), and gripper goals."""
+    """Publishes checked joint targets as a JointTrajectory (franka_ros2's trajectory controller;
+    trajectory_message) or a Float64MultiArray (forward position controllers: the smoothed
+    positions alone, one per cycle), and gripper goals."""
 
     def __init__(
         self,
@@ -157,27 +293,23 @@ class ArmCommandPublisher:
         self.grasp_client = ActionClient(node, GripperGrasp, topics.GRIPPER_GRASP)
         self.gripper_speed = gripper_speed
         self.grasp_force = grasp_force
+        self.pending_gripper: GripperCommand | None = None  # decided while armed, not sent yet
+        self._goals: list = []  # accepted gripper goals still running (ClientGoalHandle)
+        self._generation = 0  # counts cancellations: a goal accepted after one is cancelled at once
 
-    def send_arm(self, command: np.ndarray) -> None:
-        values = [float(v) for v in command]
-        if self.mode == "forward_position":
-            self.publisher.publish(Float64MultiArray(data=values))
-            return
-        seconds = int(self.period_s)
-        point = JointTrajectoryPoint(
-            positions=values,
-            time_from_start=Duration(sec=seconds, nanosec=int((self.period_s - seconds) * 1e9)),
-        )
-        # A zero header stamp means "start now" to the trajectory controller.
-        self.publisher.publish(JointTrajectory(joint_names=list(ARM_JOINT_NAMES), points=[point]))
+    def send_arm(self, command: np.ndarray, motion: Motion | None = None) -> None:
+        self.publisher.publish(command_message(self.mode, command, motion, self.period_s))
 
-    def send_gripper(self, command: GripperCommand) -> None:
+    def send_gripper(self, command: GripperCommand) -> bool:
+        """Send a gripper goal; False (nothing sent) while its action server is not ready."""
+        client = self.grasp_client if command.kind == "grasp" else self.move_client
+        if not client.server_is_ready():
+            self.node.get_logger().warn(
+                f"gripper {command.kind} server not available: {command.kind} not sent yet, retried every cycle",
+                throttle_duration_sec=5.0,
+            )
+            return False
         if command.kind == "grasp":
-            if not self.grasp_client.server_is_ready():
-                self.node.get_logger().warn(
-                    "gripper grasp server not available: grasp not sent", throttle_duration_sec=5.0
-                )
-                return
             goal = GripperGrasp.Goal(
                 width=command.width,
                 epsilon_inner=GRIPPER_OPEN_WIDTH_M,
@@ -185,20 +317,52 @@ class ArmCommandPublisher:
                 speed=self.gripper_speed,
                 force=self.grasp_force,
             )
-            self.grasp_client.send_goal_async(goal)
         else:
-            if not self.move_client.server_is_ready():
-                self.node.get_logger().warn(
-                    "gripper move server not available: move not sent", throttle_duration_sec=5.0
-                )
-                return
-            self.move_client.send_goal_async(GripperMove.Goal(width=command.width, speed=self.gripper_speed))
+            goal = GripperMove.Goal(width=command.width, speed=self.gripper_speed)
+        future = client.send_goal_async(goal)
+        generation = self._generation
+        future.add_done_callback(lambda done: self._on_goal_response(done, generation, command))
+        return True
+
+    def _on_goal_response(self, future, generation: int, command: GripperCommand) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self.node.get_logger().error(f"gripper {command.kind} goal rejected by its server")
+            return
+        if generation != self._generation:
+            handle.cancel_goal_async()  # disarmed while the goal was on its way
+            return
+        self._goals.append(handle)
+        handle.get_result_async().add_done_callback(lambda _done: self._forget(handle))
+
+    def _forget(self, handle) -> None:
+        """A goal that finished: nothing left to cancel."""
+        if handle in self._goals:
+            self._goals.remove(handle)
+
+    def cancel_gripper(self, why: str) -> None:
+        """Cancel the gripper goals still running and forget one not sent yet (a fault or a disarm)."""
+        self._generation += 1
+        dropped, self.pending_gripper = self.pending_gripper, None
+        goals, self._goals = self._goals, []
+        for handle in goals:
+            handle.cancel_goal_async()
+        if goals or dropped is not None:
+            self.node.get_logger().info(
+                f"{why}: cancelled {len(goals)} running gripper goal(s)" + (", dropped one not sent" if dropped else "")
+            )
 
     def apply(self, cycle: Cycle) -> None:
         if cycle.send_arm_command:
-            self.send_arm(cycle.result.command)
+            self.send_arm(cycle.result.command, cycle.motion)
+        if not cycle.result.armed:
+            self.cancel_gripper("disarmed")
+            return
+        # A gripper change that could not be sent (no server yet) is sent as soon as it can be.
         if cycle.gripper is not None:
-            self.send_gripper(cycle.gripper)
+            self.pending_gripper = cycle.gripper
+        if self.pending_gripper is not None and self.send_gripper(self.pending_gripper):
+            self.pending_gripper = None
 
 
 class RefusalLogger:

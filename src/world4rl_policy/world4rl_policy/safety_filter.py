@@ -15,13 +15,23 @@ or no command at all when the measured joint state itself cannot be trusted.
 
 Faults (non-finite or malformed inputs, stale, future or out-of-order stamps, a clock running
 backwards, a target jump, the episode time limit) hold position and disarm; only `arm()` clears
-them. While disarmed the filter holds position. Leaving the workspace holds position for that
-cycle but stays armed, so a policy that pushes against the box is stopped without ending the
-episode. Every refusal and adjustment has a machine-readable `Reason` and a human message.
+them. The episode time limit counts from the first arming of an episode, through disarms and
+re-armings, until `new_episode()`: re-arming does not restart it. While disarmed the filter holds
+position. Leaving the workspace holds position for that cycle but stays armed, so a policy that
+pushes against the box is stopped without ending the episode. Every refusal and adjustment has a
+machine-readable `Reason` and a human message.
 
 Holding position means commanding the measured position at the moment the hold began (latched,
 so gravity sag under a position controller does not accumulate), re-latched if the arm is ever
 more than one step away from it.
+
+With a shaper (the command path's jerk-limited smoother, world4rl_policy.smoothing), the filter
+stays the last check of a continuous command signal: a target that passed the fault checks and
+the joint-limit clip is handed to the shaper, and its shaped command is what the step bound, the
+hard limits and the workspace box then judge; and a hold commands the shaper's ramped stop
+instead of the latched position, bounded like any command to the hard limits and one step of the
+measured position (so an arm that does not follow is still never commanded away from where it is);
+the workspace box is not re-checked while braking (smoothing.py says why).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import enum
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,12 +50,16 @@ from world4rl_spec import (
     ACTION_HIGH,
     ACTION_LOW,
     CONTROL_RATE_HZ,
+    FR3_JOINT_ACCELERATION_MAX,
+    FR3_JOINT_JERK_MAX,
     FR3_JOINT_POSITION_MAX,
     FR3_JOINT_POSITION_MIN,
     FR3_JOINT_VELOCITY_MAX,
 )
 
 NUM_JOINTS = 7
+# A tool point further than this beyond the flange is a typo, not a tool [m].
+MAX_TCP_OFFSET_M = 0.5
 
 
 class Reason(enum.StrEnum):
@@ -58,6 +72,7 @@ class Reason(enum.StrEnum):
     BAD_JOINT_STATE = "bad_joint_state"
     JOINT_STATE_OUT_OF_LIMITS = "joint_state_out_of_limits"
     BAD_TARGET_SHAPE = "bad_target_shape"
+    BAD_ACTION_SHAPE = "bad_action_shape"
     NONFINITE_TARGET = "nonfinite_target"
     NONFINITE_GRIPPER = "nonfinite_gripper"
     TARGET_JUMP = "target_jump"
@@ -71,6 +86,7 @@ class Reason(enum.StrEnum):
     IMAGE_OUT_OF_ORDER = "image_out_of_order"
     JOINT_STATE_OUT_OF_ORDER = "joint_state_out_of_order"
     EPISODE_TIME_LIMIT = "episode_time_limit"
+    OUT_OF_DISTRIBUTION = "out_of_distribution"  # the runner's input_fault (world4rl_policy.ood), with ood.action hold
     # Adjustments: the command is sent, changed to fit the limits.
     POSITION_CLIPPED = "position_clipped"
     STEP_CLIPPED = "step_clipped"
@@ -103,6 +119,10 @@ class SafetyParams:
     joint_state_limit_tolerance_rad: float = 0.02
     # Joint velocity bound: this fraction of the FR3 velocity limits, over one control period.
     velocity_scale: float = 0.5
+    # Joint acceleration and jerk bounds of the command path's smoothing: these fractions of the
+    # FR3 limits (world4rl_spec); the smoothing's velocity bound is the step bound per period.
+    acceleration_scale: float = 0.5
+    jerk_scale: float = 0.5
     control_period_s: float = 1.0 / CONTROL_RATE_HZ
     # And an absolute cap on any joint's change per step [rad].
     max_step_rad: float = 0.1
@@ -125,6 +145,8 @@ class SafetyParams:
     def __post_init__(self) -> None:
         positive = (
             "velocity_scale",
+            "acceleration_scale",
+            "jerk_scale",
             "control_period_s",
             "max_step_rad",
             "max_target_distance_rad",
@@ -140,18 +162,22 @@ class SafetyParams:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"safety parameter {name} must be a non-negative number, got {value!r}")
-        if self.velocity_scale > 1.0:
-            raise ValueError(
-                f"safety parameter velocity_scale must be <= 1 (the FR3 limits), got {self.velocity_scale}"
-            )
+        for name in ("velocity_scale", "acceleration_scale", "jerk_scale"):
+            if getattr(self, name) > 1.0:
+                raise ValueError(f"safety parameter {name} must be <= 1 (the FR3 limits), got {getattr(self, name)}")
         lo = np.asarray(FR3_JOINT_POSITION_MIN) + self.joint_margin_rad
         hi = np.asarray(FR3_JOINT_POSITION_MAX) - self.joint_margin_rad
         if np.any(lo >= hi):
             raise ValueError(f"safety parameter joint_margin_rad={self.joint_margin_rad} leaves no joint range")
+        tcp = self.tcp_offset_m
+        if not (isinstance(tcp, int | float) and math.isfinite(tcp) and 0.0 <= tcp <= MAX_TCP_OFFSET_M):
+            raise ValueError(f"safety parameter tcp_offset_m must be in [0, {MAX_TCP_OFFSET_M}] m, got {tcp!r}")
         self.workspace_min = tuple(float(v) for v in self.workspace_min)
         self.workspace_max = tuple(float(v) for v in self.workspace_max)
-        if len(self.workspace_min) != 3 or len(self.workspace_max) != 3:
-            raise ValueError("safety parameters workspace_min and workspace_max must have 3 entries (x, y, z)")
+        for name in ("workspace_min", "workspace_max"):
+            box = getattr(self, name)
+            if len(box) != 3 or not all(math.isfinite(v) for v in box):
+                raise ValueError(f"safety parameter {name} must be 3 finite numbers (x, y, z) [m], got {list(box)}")
         if not all(a < b for a, b in zip(self.workspace_min, self.workspace_max, strict=True)):
             raise ValueError(f"workspace_min {self.workspace_min} must be below workspace_max {self.workspace_max}")
 
@@ -164,6 +190,25 @@ class SafetyParams:
         """Largest allowed change of each joint in one control step [rad], shape [7]."""
         vel = np.asarray(FR3_JOINT_VELOCITY_MAX) * self.velocity_scale * self.control_period_s
         return np.minimum(vel, self.max_step_rad)
+
+    def motion_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Joint velocity [rad/s] (the step bound per control period), acceleration [rad/s^2] and
+        jerk [rad/s^3] bounds of the commands, each shape [7]: the FR3 limits times the scales."""
+        return (
+            self.step_bound() / self.control_period_s,
+            np.asarray(FR3_JOINT_ACCELERATION_MAX) * self.acceleration_scale,
+            np.asarray(FR3_JOINT_JERK_MAX) * self.jerk_scale,
+        )
+
+
+class CommandShaper(Protocol):
+    """Shapes the filter's commands into a continuous signal (world4rl_policy.smoothing.JointSmoother)."""
+
+    def toward(self, target: np.ndarray) -> np.ndarray:
+        """This cycle's command on the way to a passed target (inside the joint limits)."""
+
+    def stop(self) -> np.ndarray:
+        """This cycle's command of a ramped stop (a hold)."""
 
 
 @dataclass
@@ -235,11 +280,13 @@ class SafetyFilter:
         self._armed = False
         self._fault: Reason | None = None
         self._fault_message = ""
-        self._episode_start: float | None = None
+        self._episode_start: float | None = None  # None: no episode yet (the next arm() starts one)
+        self._episode_seen: float | None = None  # the latest finite time seen in the episode
         self._last_now: float | None = None
         self._last_image_stamp: float | None = None
         self._last_joint_stamp: float | None = None
         self._hold: np.ndarray | None = None
+        self._shaper: CommandShaper | None = None  # this cycle's (filter(shaper=...))
         self._steps = 0
         self._refused = 0
         self._last_refusal = ""
@@ -255,19 +302,38 @@ class SafetyFilter:
         return self._fault
 
     def arm(self, now: float) -> None:
-        """Allow commands from now on; clears a latched fault and starts a new episode clock.
+        """Allow commands from now on; clears a latched fault. The first arming of an episode
+        starts its clock; arming again (after a disarm or a fault) continues it, so re-arming
+        cannot extend the episode time limit: only `new_episode()` ends an episode. ValueError
+        (still disarmed) when the episode's time is already up. A clock that ran back (a restarted
+        sim clock) gives no time back: the episode keeps the time it had used.
 
-        Arming also forgets the previous stamps, so a restarted clock (a simulator reset, a
-        replayed bag) can be armed again; ordering is checked within an armed episode."""
+        Arming also forgets the previous stamps, so inputs are judged afresh; ordering is checked
+        within an armed stretch."""
         now = float(now)
         if not math.isfinite(now):
             raise ValueError(f"arm(now) needs a finite time, got {now}")
+        if self._episode_start is None:
+            self._episode_start = self._episode_seen = now
+            self._steps = 0
+        used, limit = max(now, self._episode_seen) - self._episode_start, self.params.episode_time_limit_s
+        if used > limit:
+            raise ValueError(
+                f"the episode time limit is reached: the episode has run {used:.2f} s (limit {limit:.2f} s); "
+                "start a new episode to arm again"
+            )
+        self._episode_start = now - used  # the same start, unless the clock ran back
         self._armed = True
         self._fault = None
         self._fault_message = ""
-        self._episode_start = now
-        self._steps = 0
         self._last_now = self._last_image_stamp = self._last_joint_stamp = None
+
+    def new_episode(self) -> None:
+        """End the current episode: the next `arm()` starts a new episode clock (and step count).
+        ValueError while armed: an armed episode ends by a disarm or a fault first."""
+        if self._armed:
+            raise ValueError("disarm before starting a new episode")
+        self._episode_start = self._episode_seen = None
 
     def disarm(self) -> None:
         """Stop sending policy commands (operator request); the filter holds position."""
@@ -294,10 +360,16 @@ class SafetyFilter:
         image_stamp: float | None,
         joint_state_stamp: float | None,
         gripper: float | None = None,
+        input_fault: Event | None = None,
+        shaper: CommandShaper | None = None,
     ) -> FilterResult:
         """One control cycle. Times are seconds on one clock (e.g. ROS time); stamps are None
-        until the first message of that input arrived. While disarmed, `target` may be None."""
+        until the first message of that input arrived. While disarmed, `target` may be None.
+        `input_fault`: a fault the caller found in what the target was made from (a malformed
+        action, say), refused like the filter's own faults while armed. `shaper`: see the module
+        docstring (the command path's smoother; None: targets pass as they are, holds latch)."""
         p = self.params
+        self._shaper = shaper
         was_armed = self._armed
         faults: list[Event] = []
         # The measured state: without it nothing can be checked, so nothing is sent.
@@ -312,6 +384,8 @@ class SafetyFilter:
             return self._finish(current, None, None, faults, counted=False)
 
         faults += time_faults
+        if input_fault is not None:
+            faults.append(input_fault)
         proposal = self._read_target(target, current, faults)
         adjustments: list[Event] = []
         gripper_out = self._read_gripper(gripper, faults, adjustments)
@@ -320,7 +394,7 @@ class SafetyFilter:
             faults.append(
                 Event(
                     Reason.EPISODE_TIME_LIMIT,
-                    f"episode time limit reached: armed {now_f - self._episode_start:.2f} s ago "
+                    f"episode time limit reached: the episode began {now_f - self._episode_start:.2f} s ago "
                     f"(limit {p.episode_time_limit_s:.2f} s)",
                 )
             )
@@ -392,6 +466,8 @@ class SafetyFilter:
         if now_f is None or not math.isfinite(now_f):
             faults.append(Event(Reason.BAD_CLOCK, f"current time is not a finite number: {now!r}"))
             return
+        if self._episode_start is not None:
+            self._episode_seen = max(self._episode_seen, now_f)
         if self._last_now is not None and now_f < self._last_now:
             faults.append(Event(Reason.BAD_CLOCK, f"clock ran backwards by {self._last_now - now_f:.3f} s"))
             # Keep the later time, so a clock that jumped back cannot shorten the watchdogs.
@@ -472,6 +548,8 @@ class SafetyFilter:
                     f"(margin {self.params.joint_margin_rad} rad)",
                 )
             )
+        if self._shaper is not None:
+            clipped = np.asarray(self._shaper.toward(clipped), dtype=np.float64)
         delta = clipped - current
         # Scale the whole step (not each joint) so the motion keeps its direction.
         ratio = np.max(np.abs(delta) / self._step)
@@ -489,6 +567,11 @@ class SafetyFilter:
         return np.clip(current + delta, self._hard_lo, self._hard_hi)
 
     def _hold_command(self, current: np.ndarray) -> np.ndarray:
+        if self._shaper is not None:
+            # The ramped stop, bounded like any command: never a jump away from the measured position.
+            self._hold = None
+            ramp = np.asarray(self._shaper.stop(), dtype=np.float64)
+            return np.clip(current + np.clip(ramp - current, -self._step, self._step), self._hard_lo, self._hard_hi)
         if self._hold is None or np.any(np.abs(self._hold - current) > self._step):
             self._hold = current.copy()
         return self._hold.copy()

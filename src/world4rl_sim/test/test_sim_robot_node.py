@@ -297,6 +297,35 @@ def test_trajectory_parsing_reorders_and_interpolates():
     assert np.all(hermite.sample(0.5)[0] < target / 4)
 
 
+def test_a_trajectory_with_velocities_continues_the_running_velocity():
+    """Like the joint trajectory controller, a new trajectory starts from the current desired state,
+    velocity included: a stream of smoothed commands (one per control period, each carrying its
+    velocity) moves the arm without stopping at every point."""
+    from world4rl_sim.sim_commands import parse_trajectory
+
+    velocity = np.full(7, 0.4)
+    first = parse_trajectory(
+        _trajectory_msg(ARM_JOINT_NAMES, [(0.1, 0.04 * np.ones(7)), (0.2, 0.06 * np.ones(7))], [velocity, np.zeros(7)]),
+        np.zeros(7),
+        start=0.0,
+    )
+    np.testing.assert_allclose(first.velocity(0.1), velocity)  # the point's velocity, at its time
+    np.testing.assert_allclose(first.velocity(0.0), np.zeros(7))  # from rest: nothing was running
+    # The next command arrives halfway: it starts at the running velocity, not from rest.
+    running = first.velocity(0.05)
+    second = parse_trajectory(
+        _trajectory_msg(ARM_JOINT_NAMES, [(0.1, 0.06 * np.ones(7))], [velocity]),
+        first.sample(0.05)[0],
+        start=0.05,
+        current_velocity=running,
+    )
+    np.testing.assert_allclose(second.velocity(0.05 + 1e-9), running, atol=1e-6)
+    assert np.all(running > 0.1)
+    # Without velocities, linear: the velocity is the slope.
+    linear = parse_trajectory(_trajectory_msg(ARM_JOINT_NAMES, [(2.0, np.ones(7))]), np.zeros(7), start=0.0)
+    np.testing.assert_allclose(linear.velocity(1.0), 0.5 * np.ones(7))
+
+
 @pytest.mark.parametrize(
     ("names", "points", "error"),
     [

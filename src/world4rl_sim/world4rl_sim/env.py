@@ -14,6 +14,9 @@ gripper -1 open, +1 closed. One step = 1 / CONTROL_RATE_HZ seconds (0.1 s) of ph
 Reward: 1.0 on steps where the task is solved, else 0.0. Episodes are truncated at the task's
 horizon (Task.horizon; e.g. 50 steps, the paper's trajectory length); `terminate_on_success`
 ends them at the first success instead.
+Scene variations (scene.SceneVariation: a moved camera, a recoloured object), for
+out-of-distribution tests: `FrankaSimEnv(task, scene=...)` or `reset(options={"scene": ...})`;
+the default scene is untouched.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from gymnasium import spaces
 
 from world4rl_sim.experts import ExpertConfig, ScriptedExpert
 from world4rl_sim.robot import FINGER_MAX_M
-from world4rl_sim.scene import FRONT_CAMERA, RenderConfig
+from world4rl_sim.scene import FRONT_CAMERA, RenderConfig, SceneVariation
 from world4rl_sim.seeding import SeededEnv
 from world4rl_sim.sim import FrankaSim, SimConfig
 from world4rl_sim.tasks import TASK_REGISTRY, TASKS
@@ -55,6 +58,7 @@ class FrankaSimEnv(SeededEnv):
         render_config: RenderConfig | None = None,
         sim_config: SimConfig | None = None,
         render_mode: str | None = "rgb_array",
+        scene: SceneVariation | dict | None = None,
     ):
         if task not in TASK_REGISTRY:
             raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
@@ -64,7 +68,7 @@ class FrankaSimEnv(SeededEnv):
         self.terminate_on_success = terminate_on_success
         self.camera = camera
         self.render_mode = render_mode
-        self.sim = FrankaSim(task, seed=seed, render=render_config, config=sim_config)
+        self.sim = FrankaSim(task, seed=seed, render=render_config, config=sim_config, scene=scene)
         self._next_seed = seed
         self._expert = ScriptedExpert(task)
         s = self.image_size
@@ -85,7 +89,11 @@ class FrankaSimEnv(SeededEnv):
 
     # ------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """options: {"scene": SceneVariation or a dict of its fields}: the scene from this episode on
+        (None: the default scene); without the key the scene stays as it was."""
         super().reset(seed=seed)
+        if options and "scene" in options:
+            self.sim.set_scene(options["scene"])
         self.sim.reset(seed=self._reset_seed(seed))
         self._steps = 0
         return self._observation(), self._info(success=self.sim.success())

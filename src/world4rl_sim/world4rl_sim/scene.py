@@ -73,6 +73,99 @@ class RenderConfig:
         return cls(low_poly=False, offsamples=4, shadows=True, reflections=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class SceneVariation:
+    """A change of the scene's appearance, not of its physics: a moved camera, a recoloured object.
+
+    For out-of-distribution tests (a policy trained on the default scene, run on a changed one).
+    The defaults change nothing: a default SceneVariation leaves the model untouched, so every
+    episode without one renders byte-identical frames. Applied to a compiled model in place
+    (`apply_scene_variation`), so one sim switches between variations without recompiling."""
+
+    # The front camera moved by this much in the robot base frame [m]; it still looks at
+    # FRONT_CAMERA_LOOKAT (so the workspace stays in view, seen from elsewhere).
+    camera_shift_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # RGBA in [0, 1] of the task's object (Task.object_appearance: the geoms and materials that
+    # make the object the task is about); None keeps its colour.
+    object_rgba: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        shift = tuple(float(v) for v in self.camera_shift_m)
+        if len(shift) != 3 or not all(math.isfinite(v) for v in shift):
+            raise ValueError(f"camera_shift_m must be 3 finite numbers [m], got {self.camera_shift_m!r}")
+        object.__setattr__(self, "camera_shift_m", shift)
+        if self.object_rgba is not None:
+            rgba = tuple(float(v) for v in self.object_rgba)
+            if len(rgba) != 4 or not all(0.0 <= v <= 1.0 for v in rgba):
+                raise ValueError(f"object_rgba must be 4 numbers in [0, 1], got {self.object_rgba!r}")
+            object.__setattr__(self, "object_rgba", rgba)
+
+    @property
+    def is_default(self) -> bool:
+        return self == SceneVariation()
+
+    @classmethod
+    def from_value(cls, value: SceneVariation | dict | None) -> SceneVariation:
+        """A SceneVariation from itself, a dict of its fields (e.g. gymnasium reset options) or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ValueError(f"unknown scene variation keys {unknown}; known: camera_shift_m, object_rgba")
+            return cls(**value)
+        raise TypeError(f"a scene variation is a SceneVariation or a dict, got {type(value).__name__}")
+
+
+def front_camera_pose(shift_m=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(position, quaternion wxyz) of the front camera moved by shift_m, aimed at FRONT_CAMERA_LOOKAT."""
+    pos = np.asarray(FRONT_CAMERA_POS, float) + np.asarray(shift_m, float)
+    x_axis, y_axis = np.array(look_at_xyaxes(pos, FRONT_CAMERA_LOOKAT).split(), float).reshape(2, 3)
+    rotation = np.stack([x_axis, y_axis, np.cross(x_axis, y_axis)], axis=1)  # columns: the camera's axes
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, rotation.reshape(-1))
+    return pos, quat
+
+
+class SceneAppearance:
+    """A compiled model's original appearance, and `apply(variation)` to change it in place.
+
+    `object_names`: the geoms and materials whose colour `object_rgba` replaces. Applying the
+    default variation restores the original values exactly."""
+
+    def __init__(self, model: mujoco.MjModel, object_names: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.camera = model.camera(FRONT_CAMERA).id
+        self.camera_pos = model.cam_pos[self.camera].copy()
+        self.camera_quat = model.cam_quat[self.camera].copy()
+        self.geoms, self.materials = [], []
+        for name in object_names:
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name) >= 0:
+                self.geoms.append(model.geom(name).id)
+            elif mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_MATERIAL, name) >= 0:
+                self.materials.append(model.material(name).id)
+            else:
+                raise ValueError(f"scene has no geom or material named {name!r}")
+        self.geom_rgba = model.geom_rgba[self.geoms].copy()
+        self.mat_rgba = model.mat_rgba[self.materials].copy()
+        self.current = SceneVariation()
+
+    def apply(self, variation: SceneVariation) -> None:
+        m = self.model
+        if any(variation.camera_shift_m):
+            m.cam_pos[self.camera], m.cam_quat[self.camera] = front_camera_pose(variation.camera_shift_m)
+        else:
+            m.cam_pos[self.camera], m.cam_quat[self.camera] = self.camera_pos, self.camera_quat
+        if variation.object_rgba is None:
+            m.geom_rgba[self.geoms], m.mat_rgba[self.materials] = self.geom_rgba, self.mat_rgba
+        else:
+            m.geom_rgba[self.geoms] = variation.object_rgba
+            m.mat_rgba[self.materials] = variation.object_rgba
+        self.current = variation
+
+
 def franka_assets_dir() -> Path:
     """The folder of the Panda model inside the installed gymnasium-robotics package."""
     spec = importlib.util.find_spec("gymnasium_robotics")

@@ -34,7 +34,7 @@ from world4rl_sim.robot import (
     model_q_limits,
     model_to_fr3,
 )
-from world4rl_sim.scene import FRONT_CAMERA, RenderConfig, build_model
+from world4rl_sim.scene import FRONT_CAMERA, RenderConfig, SceneAppearance, SceneVariation, build_model
 from world4rl_sim.tasks import TASK_REGISTRY, TASKS, Task, TaskState
 from world4rl_spec import CONTROL_RATE_HZ, EE_DELTA_SCALE_M, EE_TARGET_MAX_LEAD_M
 from world4rl_spec.action import gripper_action_to_width
@@ -82,10 +82,13 @@ class FrankaSim:
         seed: int | None = None,
         render: RenderConfig | None = None,
         config: SimConfig | None = None,
+        scene: SceneVariation | None = None,
     ):
+        """scene: a change of the scene's appearance (moved camera, recoloured object); default none."""
         self.render_config = render or RenderConfig()
         self.config = config or SimConfig()
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self.scene = SceneVariation.from_value(scene)
         self._load(task)
         self.reset(seed=seed)
 
@@ -96,6 +99,9 @@ class FrankaSim:
         self.data = mujoco.MjData(self.model)
         self.task_name = task
         self.task: Task = TASK_REGISTRY[task](self.model)
+        self._appearance = SceneAppearance(self.model, self.task.object_appearance)
+        if not self.scene.is_default:
+            self._appearance.apply(self.scene)
         m = self.model
         self._arm_qadr = np.array([m.joint(j).qposadr[0] for j in MODEL_ARM_JOINTS])
         self._arm_dadr = np.array([m.joint(j).dofadr[0] for j in MODEL_ARM_JOINTS])
@@ -124,6 +130,11 @@ class FrankaSim:
     def __del__(self):
         with contextlib.suppress(Exception):
             self.close()
+
+    def set_scene(self, scene: SceneVariation | dict | None) -> None:
+        """Change the scene's appearance from now on (None: the default scene); physics is unchanged."""
+        self.scene = SceneVariation.from_value(scene)
+        self._appearance.apply(self.scene)
 
     @property
     def time(self) -> float:

@@ -22,6 +22,21 @@ class Trajectory:
     positions: np.ndarray  # (N + 1, 7)
     velocities: np.ndarray | None  # (N + 1, 7) for cubic Hermite, else linear
 
+    def velocity(self, t: float) -> np.ndarray:
+        """The commanded joint velocity at sim time t (zero outside the trajectory)."""
+        s = t - self.start
+        if s <= 0.0 or s >= self.times[-1]:
+            return np.zeros(self.positions.shape[1])
+        i = int(np.searchsorted(self.times, s, side="right")) - 1
+        h = self.times[i + 1] - self.times[i]
+        p0, p1 = self.positions[i], self.positions[i + 1]
+        if self.velocities is None:
+            return (p1 - p0) / h
+        u = (s - self.times[i]) / h
+        v0, v1 = self.velocities[i] * h, self.velocities[i + 1] * h
+        d00, d10, d01, d11 = 6 * u**2 - 6 * u, 3 * u**2 - 4 * u + 1, -6 * u**2 + 6 * u, 3 * u**2 - 2 * u
+        return (d00 * p0 + d10 * v0 + d01 * p1 + d11 * v1) / h
+
     def sample(self, t: float) -> tuple[np.ndarray, bool]:
         """Position command at sim time t, and whether the trajectory has ended."""
         s = t - self.start
@@ -40,9 +55,11 @@ class Trajectory:
         return h00 * p0 + h10 * v0 + h01 * p1 + h11 * v1, False
 
 
-def parse_trajectory(msg, current: np.ndarray, start: float) -> Trajectory:
+def parse_trajectory(msg, current: np.ndarray, start: float, current_velocity: np.ndarray | None = None) -> Trajectory:
     """Validate a trajectory_msgs/JointTrajectory and reorder it to ARM_JOINT_NAMES; raises
-    ValueError with the reason."""
+    ValueError with the reason. It starts from the current command and, when its points carry
+    velocities, from `current_velocity` (the running trajectory's), as the joint trajectory
+    controller starts a new trajectory from its current desired state."""
     names = list(msg.joint_names)
     missing = [n for n in ARM_JOINT_NAMES if n not in names]
     if missing:
@@ -68,7 +85,8 @@ def parse_trajectory(msg, current: np.ndarray, start: float) -> Trajectory:
         positions.append(p)
         if use_velocities:
             velocities.append(np.asarray(point.velocities, float)[order])
-    vel = np.array([np.zeros(7), *velocities]) if use_velocities else None
+    start_velocity = np.zeros(7) if current_velocity is None else np.asarray(current_velocity, float)
+    vel = np.array([start_velocity, *velocities]) if use_velocities else None
     return Trajectory(start=start, times=np.array(times), positions=np.array(positions), velocities=vel)
 
 

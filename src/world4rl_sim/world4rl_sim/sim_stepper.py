@@ -237,8 +237,9 @@ class SimStepper:
             out.success = sim.success()
         if "expert" in due:
             # The arm is driven through joint trajectories here: the expert steers from the
-            # end-effector position the last trajectory is heading for.
-            goal = self._trajectory.positions[-1] if self._trajectory is not None else sim.arm_targets()
+            # end-effector position the last trajectory is heading for: its command (the first
+            # point; later ones are the stop it ends with, in case no further command comes).
+            goal = self._trajectory.positions[1] if self._trajectory is not None else sim.arm_targets()
             sim.aim_ee_target_at(goal)
             out.expert = sim.expert_action()
         return out
@@ -282,7 +283,8 @@ class SimStepper:
         if stamp > 0.0:
             delay = max(0.0, stamp - self.now_s()) * float(self.config.real_time_factor)
         try:
-            self._trajectory = parse_trajectory(msg, sim.arm_targets(), sim.time + delay)
+            running = self._trajectory.velocity(sim.time) if self._trajectory is not None else None
+            self._trajectory = parse_trajectory(msg, sim.arm_targets(), sim.time + delay, running)
         except ValueError as err:
             self.logger.error(f"rejected trajectory on {self.trajectory_topic}: {err}")
 

@@ -56,6 +56,9 @@ class Task:
     name: ClassVar[str] = ""
     horizon: ClassVar[int] = 50  # default episode length in control steps
     description: ClassVar[str] = ""
+    # The geoms and materials that draw the object the task is about: what a SceneVariation's
+    # object_rgba recolours (scene.SceneAppearance).
+    object_appearance: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -128,6 +131,7 @@ class Reach(Task):
     name = "reach"
     horizon = 30
     description = "Move the fingertips to a red sphere floating above the table on a thin stand."
+    object_appearance = ("reach_goal",)
 
     GOAL_LOW = (0.32, -0.2, 0.04)
     GOAL_HIGH = (0.6, 0.2, 0.25)
@@ -165,6 +169,7 @@ class Push(Task):
     name = "push"
     horizon = 50
     description = "Push the blue block onto the green target pad with the closed gripper."
+    object_appearance = ("push_block",)
 
     HALF = 0.025
     CUBE_LOW = (0.38, -0.12)
@@ -239,6 +244,7 @@ class Drawer(Task):
     name = "drawer"
     horizon = 50
     description = "Hook the handle of the drawer and pull it open by at least 10 cm."
+    object_appearance = ("cabinet", "drawer")  # materials: the cabinet and the drawer in it
 
     OPEN_RANGE = 0.16
     SUCCESS_OPENING = 0.10
@@ -336,6 +342,7 @@ class PickPlace(Task):
     name = "pick_place"
     horizon = 50
     description = "Pick up the red cube and put it on the green platform."
+    object_appearance = ("pp_cube",)
 
     HALF = 0.02
     PLATFORM_HALF = (0.06, 0.06, 0.02)

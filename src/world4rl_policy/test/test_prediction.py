@@ -1,0 +1,175 @@
+"""Predicted real success and the do-no-harm gate: the calibration's math, the gate's rule, the
+dreams from given start frames in a real WorldModelEnv, the gate record and what deploy resolves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from world4rl_policy import prediction as pred
+from world4rl_policy.policy import GaussianPolicy, PolicyConfig, save_policy
+
+S = 16
+
+
+# ---------------------------------------------------------------------------------- the math
+
+
+def test_logistic_calibration_recovers_known_coefficients():
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 5, 20000) / 4.0  # fractions of 4 dreams, as `imagine` gives them
+    y = rng.random(20000) < 1 / (1 + np.exp(-(-1.0 + 3.0 * f)))
+    a, b = pred.fit_calibration(f, y)
+    assert a == pytest.approx(-1.0, abs=0.1)
+    assert b == pytest.approx(3.0, abs=0.15)
+    # Every rollout failed: the ridge keeps the fit finite and the prediction low, not NaN.
+    w = pred.fit_calibration(f[:50], np.zeros(50, bool))
+    assert np.all(np.isfinite(w))
+    assert pred.calibrated(w, np.array([0.0, 1.0])).max() < 0.1
+
+
+def _imagined(fractions, dreams=4):
+    fractions = np.asarray(fractions, dtype=float)
+    return pred.Imagined(np.arange(len(fractions)), fractions, dreams, 0.0)
+
+
+def _informative_calibration(n=200, seed=1):
+    """Rollouts whose real outcome follows imagination closely: P(real) = 0.1 + 0.8 f."""
+    rng = np.random.default_rng(seed)
+    f = rng.integers(0, 5, n) / 4.0
+    return _imagined(f), rng.random(n) < 0.1 + 0.8 * f
+
+
+def test_gate_ships_the_refined_policy_only_for_a_predicted_gain_beyond_the_interval():
+    calibration, real = _informative_calibration()
+    rng = np.random.default_rng(2)
+    bc = _imagined(rng.integers(0, 2, 60) / 4.0)  # dreams succeed rarely
+    better = _imagined(np.minimum(1.0, bc.success_fraction + 0.75))
+    result = pred.predict(calibration, real, {"bc": bc, "refined": better}, bootstrap=400, seed=0)
+    d = result["difference"]
+    assert d["predicted"] > 0.3
+    assert d["predicted_ci95"][0] > 0
+    assert result["policies"]["bc"]["predicted_ci95"][0] <= result["policies"]["bc"]["predicted_success"]
+    assert pred.gate(result)["policy"] == "refined"
+    # The same dreams for both: no gain, BC stays.
+    same = pred.predict(calibration, real, {"bc": bc, "refined": bc}, bootstrap=400, seed=0)
+    assert same["difference"]["predicted"] == 0.0
+    decision = pred.gate(same)
+    assert decision["policy"] == "bc"
+    assert "not above zero" in decision["reason"]
+
+
+def test_an_imagination_that_cannot_tell_real_outcomes_apart_earns_no_deployment():
+    """Real outcomes independent of the dreams: however much better the refined policy dreams, the
+    calibrated difference is indistinguishable from zero and the gate keeps BC."""
+    f = np.repeat(np.arange(5) / 4.0, 30)  # every verdict 30 times, and 18 of each 30 succeeded for real
+    calibration = _imagined(f)
+    real = np.tile(np.arange(30) < 18, 5)
+    bc, refined = _imagined(np.zeros(55)), _imagined(np.ones(55))
+    result = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0)
+    lo, hi = result["difference"]["predicted_ci95"]
+    assert lo <= 0 <= hi
+    assert pred.gate(result)["policy"] == "bc"
+    assert pred.gate(None, "no rollouts")["policy"] == "bc"
+
+
+# ---------------------------------------------------------------------------------- dreams and the gate file
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Square-world dataset with recorded "policy" rollouts, an untrained tiny world model, a reward
+    classifier that always says success, and two policies."""
+    from world4rl_model.checkpoint import save_checkpoint
+    from world4rl_model.dataset import DatasetWriter
+    from world4rl_model.reward import RewardClassifier, RewardConfig
+    from world4rl_model.synthetic import make_dataset
+    from world4rl_model.world_model import WorldModel, preset_config
+
+    root = tmp_path_factory.mktemp("prediction")
+    ds = make_dataset(root / "ds", episodes_per_task=12, length=6, image_size=S, tasks=("reach-left",))
+    writer = DatasetWriter(root / "ds", image_size=S)
+    for i in range(12):  # the BC policy's recorded rollouts, half of them successful
+        ep = ds.episode(i)
+        writer.add_episode(ep["frames"], ep["actions"], "reach-left", success=i % 2 == 0, kind="policy")
+    torch.manual_seed(0)
+    WorldModel(preset_config("tiny", image_size=S, sampling_steps=1)).save(root / "wm")
+    rm = RewardClassifier(RewardConfig(image_size=S, tasks=list(ds.tasks), channels=[8]))
+    with torch.no_grad():
+        rm.head[-1].bias.fill_(50.0)
+    save_checkpoint(root / "rw", rm.state_dict(), rm.checkpoint_config())
+    for name, seed in (("bc", 0), ("refined", 1)):
+        torch.manual_seed(seed)
+        policy = GaussianPolicy(PolicyConfig(image_size=S, channels=(8, 16), hidden_dim=32))
+        save_policy(root / name, policy, tasks=["reach-left"], trainer="bc")
+    return root
+
+
+def test_reset_to_starts_each_env_from_the_given_episodes_first_frame(world):
+    from world4rl_model.dataset import Dataset
+    from world4rl_model.env import WorldModelEnv
+
+    ds = Dataset(world / "ds")
+    env = WorldModelEnv.from_checkpoints(world / "wm", world / "rw", world / "ds", num_envs=3, task="reach-left")
+    obs, info = env.reset_to([5, 0, 5])
+    assert info["source_episode"].tolist() == [5, 0, 5]
+    for row, episode in enumerate([5, 0, 5]):
+        assert torch.equal(obs["image"][row], torch.from_numpy(ds.episode(episode)["frames"][0].copy()))
+    with pytest.raises(ValueError, match="one episode per env"):
+        env.reset_to([0])
+    small = WorldModelEnv.from_checkpoints(world / "wm", world / "rw", world / "ds", 2, episodes=[0, 1])
+    with pytest.raises(ValueError, match=r"\[7\] are not among"):
+        small.reset_to([0, 7])
+
+
+def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world, tmp_path):
+    args = (world / "bc", world / "refined", world / "wm", world / "rw", world / "ds", "reach-left")
+    settings = pred.PredictionSettings(repeats=2, calibration_repeats=2, horizon=3, batch=5, bootstrap=200)
+    first = pred.predict_and_gate(*args, settings, seed=4)
+    p = first["prediction"]
+    assert p["horizon"] == 3
+    assert p["calibration"]["rollouts"] == 12
+    assert p["calibration"]["real_success"] == 0.5
+    # The classifier fires on every dreamed frame: every dream of every policy succeeds.
+    assert p["calibration"]["imagined_success"] == 1.0
+    assert p["policies"]["bc"]["imagined_success"] == p["policies"]["refined"]["imagined_success"] == 1.0
+    assert p["policies"]["bc"]["held_out_starts"] >= 1
+    # Imagination says "success" for every start, so the calibration can only return the real rate.
+    assert p["policies"]["refined"]["predicted_success"] == pytest.approx(0.5, abs=0.02)
+    assert first["deploy"]["policy"] == "bc"  # no predicted difference
+    again = pred.predict_and_gate(*args, settings, seed=4)["prediction"]
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in p.items() if k != "seconds"}
+    # Too few recorded rollouts: no prediction, and the gate says why it keeps BC.
+    few = pred.predict_and_gate(*args, pred.PredictionSettings(min_calibration=13), seed=4)
+    assert few["prediction"] is None
+    assert "12 recorded rollouts" in few["deploy"]["reason"]
+
+
+def test_deploy_resolves_the_gates_choice_and_refuses_a_stale_record(world, tmp_path):
+    from world4rl_policy.policy import load_policy_module
+
+    refined = tmp_path / "refine_run"  # a run directory: step_000000001/ and `latest`, as refine writes
+    save_policy(refined, load_policy_module(world / "refined")[0], run_step=1)
+    decision = {"policy": "bc", "reason": "predicted gain over BC +1.0 points (...) is not above zero; keeping BC"}
+    path = pred.write_gate(refined, {"prediction": None, "deploy": decision}, world / "bc")
+    record = json.loads(path.read_text())
+    assert record["deploy"] == "bc"
+    chosen, note = pred.resolve_deploy_policy(refined)
+    assert chosen == (world / "bc").resolve()
+    assert "as the gate chose" in note
+    chosen, note = pred.resolve_deploy_policy(refined, choice="refined")
+    assert chosen == (refined / "step_000000001").resolve()
+    assert "against the gate's choice" in note
+    assert pred.resolve_deploy_policy(world / "bc") == (world / "bc", None)  # a plain checkpoint
+    with pytest.raises(ValueError, match=r"no gate\.json"):
+        pred.resolve_deploy_policy(world / "bc", choice="bc")
+    # The refined checkpoint changes after the decision: the old decision must not pick for it.
+    save_policy(refined, GaussianPolicy(PolicyConfig(image_size=S, channels=(8, 16), hidden_dim=32)), run_step=2)
+    with pytest.raises(ValueError, match="refined policy changed since the gate decided"):
+        pred.resolve_deploy_policy(refined)
+    (refined / "gate.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        pred.resolve_deploy_policy(refined)

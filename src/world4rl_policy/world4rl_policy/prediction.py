@@ -1,0 +1,361 @@
+"""Predicted real success and the do-no-harm gate: know, before the arm moves, whether refining paid.
+
+Success in imagination flatters: the world model and the reward classifier credit near misses, and
+PPO learns to produce what they credit. The robot's own record of the BC policy says by how much:
+the BC policy's rollouts (dataset episodes of kind "policy" of the task, which the coverage recipe
+records with the BC policy's sampled actions) carry their real outcomes. The estimate, per policy:
+
+1. Imagine. From each start frame, `repeats` dreams of `horizon` steps (the real episode length)
+   with the policy in the loop; per start, the fraction f of dreams in which the classifier fires.
+   The BC and refined policies act with their mean action (as on the robot) from the start frames
+   of held-out episodes (the world model's validation split of the task), with the same dream noise
+   for both (common random numbers: their difference is sharper than either).
+2. Calibrate. The same for the BC policy as it was rolled out (sampled actions) from the start
+   frames of its recorded rollouts, whose real outcome y is known; a logistic map
+   P(real success | f) = sigmoid(a + b f) fitted to those (f, y) pairs (a weak ridge keeps it finite
+   when every rollout failed or every one succeeded).
+3. Predict. The mean of P(real success | f) over the held-out starts.
+
+The 95 % intervals come from a bootstrap that resamples the calibration rollouts (and refits the map)
+and the held-out starts (the same draw for both policies). The assumption, stated in every report:
+imagination misjudges the refined policy's behaviour as it misjudged BC's. PPO can break it by
+finding what the classifier credits and reality does not; the interval cannot see that, which is why
+the gate demands a predicted gain beyond the interval and otherwise keeps BC.
+
+The gate: deploy the refined policy only when the lower bound of the predicted difference (refined
+minus BC) is above zero; otherwise BC, with the reason. ROS-free; `refine` calls `predict_and_gate`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from world4rl_policy.policy import GaussianPolicy, load_policy_module, recent_frames
+
+CALIBRATION_KIND = "policy"  # dataset episodes recorded with the BC policy on the robot
+METHOD = (
+    "imagined success per start (fraction of dreams in which the classifier fires), mapped to real success "
+    "by a logistic fit on the BC policy's recorded rollouts; bootstrap 95 % intervals over calibration "
+    "rollouts and held-out starts"
+)
+
+
+@dataclass
+class PredictionSettings:
+    """How `world4rl refine` (its closing step, `--prediction.*`) and `world4rl predict` predict."""
+
+    repeats: int = 4  # dreams per held-out start frame, per policy
+    calibration_repeats: int = 4  # dreams per start frame of each recorded BC rollout
+    horizon: int | None = None  # imagined steps per dream (None: the recorded rollouts' length, as on the robot)
+    batch: int = 32  # dreams stepped together
+    bootstrap: int = 2000  # bootstrap resamples for the 95 % intervals
+    min_calibration: int = 10  # fewer recorded BC rollouts of the task: no prediction, the gate keeps BC
+
+
+@dataclass
+class Imagined:
+    """Per start frame: the dataset episode it came from and the fraction of dreams that succeeded."""
+
+    episodes: np.ndarray  # int [N]
+    success_fraction: np.ndarray  # float [N]
+    dreams: int  # dreams per start
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return float(self.success_fraction.mean())
+
+
+@torch.no_grad()
+def imagine(
+    policy: GaussianPolicy,
+    env,
+    episodes: list[int],
+    repeats: int,
+    horizon: int,
+    sampled: bool,
+    seed: int,
+    label: str | None = None,
+) -> Imagined:
+    """Dream `repeats` episodes of `horizon` steps from the first frame of each dataset episode in
+    `episodes`, the policy in the loop (mean action, or sampled when `sampled`); success is the
+    classifier firing at any step. `env` is a WorldModelEnv whose start pool holds those episodes."""
+    t0 = time.time()
+    policy = policy.eval()
+    env.terminate_on_success = False
+    env.horizon = horizon + 1  # no autoreset inside a dream
+    jobs = [e for e in episodes for _ in range(repeats)]
+    b = env.num_envs
+    hits = np.zeros(len(jobs), dtype=bool)
+    chunks = range(0, len(jobs), b)
+    if label is not None:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc=f"[predict] {label}", unit="batch", leave=False, dynamic_ncols=True)
+    for c, first in enumerate(chunks):
+        chunk = jobs[first : first + b]
+        obs, _ = env.reset_to(chunk + [chunk[-1]] * (b - len(chunk)), seed=seed + c)
+        gen = torch.Generator(device=env.device).manual_seed(seed + 7919 * (c + 1))
+        success = torch.zeros(b, dtype=torch.bool, device=env.device)
+        for _ in range(horizon):
+            mean, log_std, _ = policy(recent_frames(policy, obs["frames"]).to(env.device))
+            action = (
+                mean + log_std.exp() * torch.randn(mean.shape, generator=gen, device=env.device) if sampled else mean
+            )
+            obs, _, _, _, info = env.step(action.clamp(-1, 1))
+            success |= info["success"]
+            if bool(success.all()):
+                break
+        hits[first : first + len(chunk)] = success[: len(chunk)].cpu().numpy()
+    per_start = hits.reshape(len(episodes), repeats).mean(axis=1)
+    return Imagined(np.asarray(episodes, dtype=np.int64), per_start, repeats, time.time() - t0)
+
+
+def fit_calibration(f: np.ndarray, y: np.ndarray, ridge: float = 0.1, iterations: int = 50) -> np.ndarray:
+    """Logistic regression y ~ sigmoid(a + b f) by Newton's method with a ridge on (a, b); returns [a, b]."""
+    x = np.stack([np.ones_like(f, dtype=np.float64), f.astype(np.float64)], axis=1)
+    y = y.astype(np.float64)
+    w = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + ridge * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
+def calibrated(w: np.ndarray, f: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(w[0] + w[1] * f)))
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    return [float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))]
+
+
+def predict(
+    calibration: Imagined, real: np.ndarray, candidates: dict[str, Imagined], bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Predicted real success of each candidate (same held-out starts, in the same order) and of the
+    difference of the last against the first; intervals by a paired bootstrap."""
+    names = list(candidates)
+    f_cal, y = calibration.success_fraction, real.astype(bool)
+    w = fit_calibration(f_cal, y)
+    point = {n: float(calibrated(w, c.success_fraction).mean()) for n, c in candidates.items()}
+    rng = np.random.default_rng(seed)
+    n_cal, n_eval = len(f_cal), len(candidates[names[0]].success_fraction)
+    draws = {n: np.empty(bootstrap) for n in names}
+    for k in range(bootstrap):
+        i = rng.integers(0, n_cal, n_cal)
+        j = rng.integers(0, n_eval, n_eval)
+        wk = fit_calibration(f_cal[i], y[i])
+        for n, c in candidates.items():
+            draws[n][k] = calibrated(wk, c.success_fraction[j]).mean()
+    result: dict[str, Any] = {
+        "calibration": {
+            "rollouts": int(n_cal),
+            "real_success": float(y.mean()),
+            "imagined_success": calibration.rate,
+            "dreams_per_rollout": calibration.dreams,
+            "logistic_a_b": [float(v) for v in w],
+        },
+        "policies": {
+            n: {
+                "imagined_success": c.rate,
+                "predicted_success": point[n],
+                "predicted_ci95": _interval(draws[n]),
+                "held_out_starts": len(c.success_fraction),
+                "dreams_per_start": c.dreams,
+            }
+            for n, c in candidates.items()
+        },
+    }
+    if len(names) >= 2:
+        base, other = names[0], names[-1]
+        diff = draws[other] - draws[base]
+        result["difference"] = {
+            "of": f"{other} - {base}",
+            "imagined": candidates[other].rate - candidates[base].rate,
+            "predicted": point[other] - point[base],
+            "predicted_ci95": _interval(diff),
+            "bootstrap_p_not_better": float((diff <= 0).mean()),
+        }
+    return result
+
+
+def gate(prediction: dict[str, Any] | None, reason_if_none: str = "") -> dict[str, str]:
+    """Which policy to deploy: "refined" only when the predicted gain's 95 % lower bound is above zero."""
+    if prediction is None or "difference" not in prediction:
+        return {"policy": "bc", "reason": f"no prediction ({reason_if_none}); the gate keeps the BC policy"}
+    d = prediction["difference"]
+    lo, hi = d["predicted_ci95"]
+    pct = f"{100 * d['predicted']:+.1f} points (95 % interval {100 * lo:+.1f} to {100 * hi:+.1f})"
+    if lo > 0:
+        return {"policy": "refined", "reason": f"predicted gain over BC {pct} lies above zero"}
+    return {"policy": "bc", "reason": f"predicted gain over BC {pct} is not above zero; keeping BC"}
+
+
+def held_out_starts(dataset, world_model_config: dict[str, Any], task: str | None) -> list[int]:
+    """The task's episodes the world model did not train on (its validation split)."""
+    d = world_model_config.get("dataset") or {}
+    _, val = dataset.split(float(d.get("val_fraction", 0.1)), int(d.get("split_seed", 0)))
+    return dataset.select(val, tasks=[task] if task else None)
+
+
+def predict_and_gate(
+    bc_policy: str | Path,
+    refined_policy: str | Path,
+    world_model: str | Path,
+    reward: str | Path,
+    dataset: str | Path,
+    task: str | None,
+    settings: PredictionSettings,
+    threshold: float | None = None,
+    sampling_steps: int | None = None,
+    bf16: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The refine run's closing step: predictions for BC and refined, and the gate's choice."""
+    from world4rl_model.dataset import Dataset
+    from world4rl_model.env import WorldModelEnv
+    from world4rl_model.reward import RewardClassifier
+    from world4rl_model.world_model import WorldModel
+
+    ds = Dataset(dataset)
+    tasks = [task] if task else None
+    calib_eps = ds.select(tasks=tasks, kinds=[CALIBRATION_KIND])
+    device = torch.device(device)
+    wm, wm_config = WorldModel.from_checkpoint(world_model, device)
+    starts = held_out_starts(ds, wm_config, task)
+    out: dict[str, Any] = {"method": METHOD, "assumption": "imagination misjudges the refined policy as it did BC"}
+    if len(calib_eps) < settings.min_calibration or not starts:
+        why = (
+            f"{len(calib_eps)} recorded rollouts of the BC policy (kind '{CALIBRATION_KIND}') for task {task}, "
+            f"need {settings.min_calibration}"
+            if len(calib_eps) < settings.min_calibration
+            else f"no held-out episodes of task {task} in the world model's validation split"
+        )
+        return {**out, "prediction": None, "deploy": gate(None, why)}
+    lengths = [int(ds.episodes[e]["length"]) for e in calib_eps]
+    horizon = settings.horizon or max(lengths) - 1
+    rm, _ = RewardClassifier.from_checkpoint(reward, device)
+    env = WorldModelEnv(
+        wm, rm, ds, num_envs=settings.batch, horizon=horizon, task=task, episodes=sorted(set(calib_eps) | set(starts)),
+        device=device, sampling_steps=sampling_steps, threshold=threshold, bf16=bf16, seed=seed,
+    )  # fmt: skip
+    bc, _ = load_policy_module(bc_policy)
+    refined, _ = load_policy_module(refined_policy)
+    bc, refined = bc.to(device), refined.to(device)
+    s = seed
+    show = (lambda text: text) if progress else (lambda text: None)
+    calibration = imagine(
+        bc, env, calib_eps, settings.calibration_repeats, horizon, sampled=True, seed=s + 1, label=show("calibration")
+    )
+    real = np.array([bool(ds.episodes[e]["success"]) for e in calib_eps])
+    candidates = {
+        "bc": imagine(bc, env, starts, settings.repeats, horizon, sampled=False, seed=s + 2, label=show("bc")),
+        "refined": imagine(
+            refined, env, starts, settings.repeats, horizon, sampled=False, seed=s + 2, label=show("refined")
+        ),
+    }
+    prediction = predict(calibration, real, candidates, settings.bootstrap, seed=s + 3)
+    prediction["horizon"] = horizon
+    prediction["seconds"] = calibration.seconds + sum(c.seconds for c in candidates.values())
+    return {**out, "prediction": prediction, "deploy": gate(prediction)}
+
+
+def interval_text(p: dict[str, Any]) -> str:
+    lo, hi = p["predicted_ci95"]
+    return f"{100 * p['predicted_success']:.1f} % ({100 * lo:.1f}-{100 * hi:.1f} %)"
+
+
+# ---------------------------------------------------------------------------------- the gate's file
+
+GATE_FILE = "gate.json"  # in the refine run directory, beside `latest`
+GATE_FORMAT = "world4rl-gate"
+POLICY_CHOICES = ("gate", "bc", "refined")  # what deploy runs from a refine run: the gate's pick, or either
+
+
+def write_gate(refine_out: str | Path, result: dict[str, Any], bc_policy: str | Path) -> Path:
+    """OUT/gate.json: the gate's choice with both checkpoints' fingerprints (a later change of either
+    makes the decision stale) and the prediction it rests on."""
+    from world4rl_model.checkpoint import checkpoint_fingerprint
+
+    bc, refined = checkpoint_fingerprint(bc_policy), checkpoint_fingerprint(refine_out)
+    record = {
+        "format": GATE_FORMAT,
+        "version": 1,
+        "deploy": result["deploy"]["policy"],
+        "reason": result["deploy"]["reason"],
+        "bc": {"checkpoint": str(bc.path), "sha256": bc.sha256},
+        "refined": {"checkpoint": str(refined.path), "sha256": refined.sha256},
+        **{k: v for k, v in result.items() if k != "deploy"},
+    }
+    path = Path(refine_out) / GATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_gate(refine_out: str | Path) -> dict[str, Any] | None:
+    """The gate record of a refine run directory, or None when it has none."""
+    path = Path(refine_out) / GATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if record.get("format") != GATE_FORMAT or record.get("deploy") not in ("bc", "refined"):
+        raise ValueError(
+            f"{path}: not a gate record (format {record.get('format')!r}, deploy {record.get('deploy')!r})"
+        )
+    return record
+
+
+def resolve_deploy_policy(policy: str | Path, choice: str = "gate") -> tuple[Path, str | None]:
+    """The checkpoint to deploy for `policy` and a sentence saying why (None for a plain checkpoint).
+
+    `policy` may be a refine run directory with a gate record: `choice="gate"` runs what the gate
+    chose, "bc" or "refined" that one explicitly. A record whose checkpoints changed since is stale:
+    an error, so an old decision never picks for a new policy."""
+    from world4rl_model.checkpoint import checkpoint_fingerprint
+
+    if choice not in POLICY_CHOICES:
+        raise ValueError(f"policy choice must be one of {POLICY_CHOICES}, got {choice!r}")
+    record = read_gate(policy) if Path(policy).is_dir() else None
+    if record is None:
+        if choice != "gate":
+            raise ValueError(
+                f"{policy}: no {GATE_FILE} (not a refine run with a gate decision); choose {choice!r} how?"
+            )
+        return Path(policy), None
+    for name in ("bc", "refined"):
+        entry = record[name]
+        now = checkpoint_fingerprint(policy if name == "refined" else entry["checkpoint"])
+        if now.sha256 != entry["sha256"]:
+            raise ValueError(
+                f"{Path(policy) / GATE_FILE}: the {name} policy changed since the gate decided "
+                f"({entry['checkpoint']}); run `world4rl predict` again, or deploy a checkpoint directory directly"
+            )
+    picked = record["deploy"] if choice == "gate" else choice
+    path = Path(record[picked]["checkpoint"])
+    if choice == "gate":
+        note = f"deploying the {picked} policy, as the gate chose: {record['reason']}"
+    elif choice == record["deploy"]:
+        note = f"deploying the {picked} policy (chosen explicitly; the gate chose it too: {record['reason']})"
+    else:
+        note = f"deploying the {picked} policy against the gate's choice of {record['deploy']} ({record['reason']})"
+    return path, note
