@@ -244,6 +244,13 @@ def test_refine_writes_runnable_checkpoints_and_resumes(square, tmp_path):
     assert "bc_nll" not in hist[0]
     assert all(math.isfinite(h["pg_loss"]) and math.isfinite(h["v_loss"]) for h in hist)
     assert list((out / "tb").glob("events.out.tfevents.*"))
+    # Out-of-distribution statistics fitted to the refined weights, not the BC policy's.
+    assert policy.ood.fitted()
+    assert policy.ood.matches_weights(policy)
+    # The closing step: no recorded BC rollouts in this dataset, so no prediction and the gate keeps BC.
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["deploy"] == "bc"
+    assert "recorded rollouts" in gate["reason"]
     # The critic trained during warm-up; with the critic detached the actor weights stay BC's there.
     bc, _ = load_policy_module(square / "bc")
     assert not torch.equal(policy.critic[0].weight, bc.critic[0].weight)

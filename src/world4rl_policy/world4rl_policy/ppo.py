@@ -38,6 +38,11 @@ Run directory (`out`)::
       tb/                           TensorBoard: imagined success rate/return/length, losses, KL, std
       imagined.mp4                  a few imagined episodes of the final policy (if imageio is present)
       summary.json                  written when the run ends
+      gate.json                     predicted real success of BC and the refined policy, and the
+                                    policy to deploy (world4rl_policy.prediction; --no-predict: none)
+
+At the end the refined checkpoint gets out-of-distribution statistics fitted to its own weights
+(world4rl_policy.ood: refinement changed the encoder the BC policy's were fitted to).
 
 Resume: run the same command again; it continues from OUT/latest (weights, optimizer, update
 counter, reference policy). Imagined episodes in flight are not saved: a resumed run starts new
@@ -60,6 +65,7 @@ from torch import nn
 
 from world4rl_model.harness import Component, Harness, LoopSettings
 from world4rl_model.runtime import derive_seed
+from world4rl_policy.ood import fit_run
 from world4rl_policy.policy import (
     CHECKPOINT_KIND,
     GaussianPolicy,
@@ -388,6 +394,8 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         run = _Refinement(cfg, harness)
         t0 = time.time()
         update = harness.fit(run)
+    # Refinement changed the encoder: the BC policy's out-of-distribution statistics no longer fit.
+    ood = fit_run(run.out, cfg.dataset)
     video = None
     if cfg.video_episodes > 0:
         video = write_imagined_video(cfg, run.model, run.task, run.device, run.out / "imagined.mp4")
@@ -400,6 +408,7 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         "resumed_from": run.resumed_from,
         "last": run.history[-1] if run.history else {},
         "video": video,
+        "ood": ood,
     }
     if cfg.predict:
         summary["gate"] = predict_after_refine(cfg, run.task, update)
