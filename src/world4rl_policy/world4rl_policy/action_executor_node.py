@@ -99,20 +99,10 @@ class ActionExecutor(ArmStateNode):
             action[:3] = 0.0
         return action
 
-    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        response.success, response.message = self.arm(self._now()) if request.data else self.disarm()
-        self.get_logger().info(f"arm request {request.data}: {response.message}")
-        return response
-
     def arm(self, now: float) -> tuple[bool, str]:
         """Arm (continuing the episode; see new_episode) after policy_runner's checks, or (False, why not)."""
-        problem = self.arming_refusal(now, self.path.filter.params, self.commands.publisher.topic_name)
-        if problem is not None:
-            return False, problem
-        try:
-            self.path.arm(now, self.joints)
-        except ValueError as e:
-            return False, str(e)
+        if (refused := self.arm_path(now)) is not None:
+            return refused
         # Only actions decided after arming count: an old one must not move the arm.
         self.action = self.action_stamp = None
         self.armed_at = now

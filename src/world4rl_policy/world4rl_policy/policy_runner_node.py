@@ -458,15 +458,9 @@ class PolicyRunnerNode(ArmStateNode):
     # ------------------------------------------------------------------ arming
     def arm(self, now: float) -> tuple[bool, str]:
         """Arm (continuing the episode; see new_episode), or (False, why not)."""
-        problem = self.arming_refusal(now, self.path.filter.params, self.commands.publisher.topic_name)
-        if problem is None and self.policy.config.proprio_dim == PROPRIO_ARM_AND_FINGERS:
-            problem = self.finger_state_refusal(now)
-        if problem is not None:
-            return False, problem
-        try:
-            self.path.arm(now, self.joints)
-        except ValueError as e:
-            return False, str(e)
+        fingers = self.finger_state_refusal if self.policy.config.proprio_dim == PROPRIO_ARM_AND_FINGERS else None
+        if (refused := self.arm_path(now, fingers)) is not None:
+            return refused
         # Its own frame history, and only frames taken from now on (an episode's frames are one
         # control period apart: after a disarm the history starts again).
         self.history.reset()
@@ -476,11 +470,6 @@ class PolicyRunnerNode(ArmStateNode):
         self.next_due = None
         self.last_image_cycle_at = None
         return True, "armed"
-
-    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        response.success, response.message = self.arm(self._now()) if request.data else self.disarm()
-        self.get_logger().info(f"arm request {request.data}: {response.message}")
-        return response
 
 
 def main(args=None) -> None:

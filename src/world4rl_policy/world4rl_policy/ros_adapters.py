@@ -86,6 +86,28 @@ class ArmStateNode(Node):
     path: CommandPath
     commands: ArmCommandPublisher
 
+    def arm_path(self, now: float, extra_refusal=None) -> tuple[bool, str] | None:
+        """Arm the command path after the arming checks (then `extra_refusal(now)`, a node's own);
+        None when armed, else (False, why not)."""
+        problem = self.arming_refusal(now, self.path.filter.params, self.commands.publisher.topic_name)
+        if problem is None and extra_refusal is not None:
+            problem = extra_refusal(now)
+        if problem is not None:
+            return False, problem
+        try:
+            self.path.arm(now, self.joints)
+        except ValueError as e:
+            return False, str(e)
+        return None
+
+    def arm(self, now: float) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def _on_arm(self, request, response):
+        response.success, response.message = self.arm(self._now()) if request.data else self.disarm()
+        self.get_logger().info(f"arm request {request.data}: {response.message}")
+        return response
+
     def disarm(self) -> tuple[bool, str]:
         self.path.disarm()
         self.commands.cancel_gripper("disarm requested")
