@@ -297,9 +297,11 @@ def _refine_config(cfg: CoverageConfig, task: str):
 
 def _refine_settings(refine) -> dict[str, Any]:
     """The refine stage's settings: PPOConfig's without the prediction, which is a stage of its own
-    (so runs booked before it existed keep their finished refine stages)."""
+    (so runs booked before it existed keep their finished refine stages), and `seeds` only when > 1."""
     settings = refine.to_dict()
     del settings["predict"], settings["prediction"]
+    if settings["seeds"] == 1:  # one seed is what runs booked before several seeds existed did
+        del settings["seeds"]
     return settings
 
 

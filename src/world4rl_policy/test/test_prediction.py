@@ -173,3 +173,85 @@ def test_deploy_resolves_the_gates_choice_and_refuses_a_stale_record(world, tmp_
     (refined / "gate.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         pred.resolve_deploy_policy(refined)
+
+
+# ---------------------------------------------------------------------------------- several PPO seeds
+
+
+def test_seed_choice_and_the_split_of_held_out_starts():
+    from world4rl_policy import seeds
+
+    assert seeds.choose({3: 0.4, 4: 0.7, 5: 0.7}) == 4  # the best; a tie goes to the lower seed
+    with pytest.raises(ValueError, match="no seeds"):
+        seeds.choose({})
+    picking, judging = seeds.split_held_out([9, 1, 5, 7, 3])
+    assert (picking, judging) == ([1, 5, 9], [3, 7])
+
+
+def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(world, tmp_path):
+    from world4rl_model.checkpoint import resolve_checkpoint
+    from world4rl_policy import ppo, seeds
+    from world4rl_policy.policy import load_policy_module
+
+    from world4rl_model.world_model import WorldModel
+
+    out = tmp_path / "refine"
+    torch.manual_seed(0)  # a world model that held out 30 % of the episodes: a few starts for each half
+    wm = WorldModel.from_checkpoint(world / "wm")[0]
+    wm.save(tmp_path / "wm", dataset={"val_fraction": 0.3, "split_seed": 0})
+    cfg = ppo.PPOConfig(
+        policy=str(world / "bc"), world_model=str(tmp_path / "wm"), reward=str(world / "rw"), dataset=str(world / "ds"),
+        out=str(out), num_envs=4, num_steps=3, horizon=2, total_steps=12, value_warmup_updates=1, progress=False,
+        video_episodes=0, threads=1, seeds=2, seed=5,
+        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, horizon=3, batch=5, bootstrap=200),
+    )  # fmt: skip
+    summary = ppo.refine(cfg)
+    record = json.loads((out / seeds.SELECTION_FILE).read_text())
+    assert set(record["imagined_success"]) == {"5", "6"}  # both seeds were judged in imagination
+    assert record["chosen_seed"] == seeds.choose({int(s): r for s, r in record["imagined_success"].items()})
+    chosen = seeds.seed_run_dir(out, record["chosen_seed"])
+    # OUT is the chosen seed's policy for everything that loads, deploys or predicts it.
+    assert resolve_checkpoint(out) == resolve_checkpoint(chosen)
+    assert load_policy_module(out)[1]["ppo_config"]["seed"] == record["chosen_seed"]
+    for seed in (5, 6):
+        assert load_policy_module(seeds.seed_run_dir(out, seed))[1]["update"] == 1
+    # The gate never judges the winner on the starts that picked it.
+    gate = json.loads((out / "gate.json").read_text())
+    picking = set(record["selection_starts"])
+    assert picking and set(gate["excluded_starts"]) == picking
+    judged = gate["prediction"]["policies"]["refined"]["held_out_starts"]
+    assert judged == len(seeds.split_held_out(pred.held_out_starts(*_held_out_inputs(world, tmp_path / "wm")))[1])
+    assert summary["selection"]["chosen_seed"] == record["chosen_seed"]
+    # Rerunning resumes every seed (nothing left to do) and chooses the same one.
+    again = ppo.refine(cfg)
+    assert again["selection"]["chosen_seed"] == record["chosen_seed"]
+    with pytest.raises(ValueError, match="several PPO seeds"):
+        ppo.refine(ppo.PPOConfig(**{**cfg.to_dict(), "seeds": 1, "prediction": cfg.prediction}))
+
+
+def _held_out_inputs(world, wm):
+    from world4rl_model.dataset import Dataset
+    from world4rl_model.world_model import WorldModel
+
+    return Dataset(world / "ds"), WorldModel.from_checkpoint(wm, "cpu")[1], "reach-left"
+
+
+def test_with_one_held_out_start_the_seed_is_chosen_by_training_and_the_gate_keeps_the_start(world, tmp_path):
+    from world4rl_policy import ppo, seeds
+
+    out = tmp_path / "refine"
+    cfg = ppo.PPOConfig(
+        policy=str(world / "bc"), world_model=str(world / "wm"), reward=str(world / "rw"), dataset=str(world / "ds"),
+        out=str(out), num_envs=4, num_steps=3, horizon=2, total_steps=12, value_warmup_updates=1, progress=False,
+        video_episodes=0, threads=1, seeds=2,
+        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, horizon=3, batch=5, bootstrap=200),
+    )  # fmt: skip
+    assert len(pred.held_out_starts(*_held_out_inputs(world, world / "wm"))) == 1
+    record = ppo.refine(cfg)["selection"]
+    assert record["imagined_success"] == {} and record["selection_starts"] == []
+    assert "training-time imagined success" in record["note"]
+    trained = {int(s): r for s, r in record["training_imagined_success"].items()}
+    assert record["chosen_seed"] == seeds.choose(trained)
+    gate = json.loads((out / "gate.json").read_text())
+    assert "excluded_starts" not in gate
+    assert gate["prediction"]["policies"]["refined"]["held_out_starts"] == 1

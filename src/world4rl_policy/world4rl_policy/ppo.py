@@ -128,6 +128,7 @@ class PPOConfig:
     log_std_min: float | None = None  # log-std lower bound (None: the policy's)
     # --- run
     seed: int = 0  # random seed
+    seeds: int = 1  # PPO runs with seeds seed..seed+seeds-1; the best in imagination on held-out starts is kept
     device: str = "cpu"  # torch device: cpu or cuda
     threads: int | None = None  # torch CPU threads (None: the cores)
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
@@ -141,6 +142,8 @@ class PPOConfig:
     prediction: PredictionSettings = field(default_factory=PredictionSettings)
 
     def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if self.target_kl is not None and self.target_kl <= 0:
             self.target_kl = None
 
@@ -388,7 +391,16 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
     """Run (or resume) PPO in the world model; returns a summary. The policy is saved in cfg.out.
 
     The harness (world4rl_model.harness) runs the loop, one step per PPO update: `_Refinement.batch`
-    collects the rollout, `_Refinement.update` takes the update's epochs of mini-batch steps."""
+    collects the rollout, `_Refinement.update` takes the update's epochs of mini-batch steps.
+    With cfg.seeds > 1, world4rl_policy.seeds runs one such refinement per seed and keeps the best."""
+    from world4rl_policy.seeds import SELECTION_FILE, refine_seeds
+
+    if cfg.seeds > 1:
+        return refine_seeds(cfg)
+    if (Path(cfg.out) / SELECTION_FILE).exists():
+        raise ValueError(
+            f"{cfg.out}: a run of several PPO seeds ({SELECTION_FILE}); pass the same --seeds to resume it"
+        )
     settings = LoopSettings.from_config(cfg, steps=cfg.num_updates, log_every=1)
     with Harness(settings) as harness:
         run = _Refinement(cfg, harness)
@@ -419,10 +431,13 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
 def predict_after_refine(cfg: PPOConfig, task: str | None, update: int) -> dict[str, Any]:
     """Predicted real success of BC and of the refined policy, and the gate's choice: OUT/gate.json,
     the summary, and TensorBoard (predicted/* at the last update's step)."""
+    from world4rl_policy.seeds import gate_exclusions
+
     result = predict_and_gate(
         cfg.policy, cfg.out, cfg.world_model, cfg.reward, cfg.dataset, task, cfg.prediction,
         threshold=cfg.reward_threshold, sampling_steps=cfg.sampling_steps, bf16=cfg.bf16,
         seed=derive_seed(cfg.seed, "prediction"), device=cfg.device, progress=cfg.progress,
+        exclude=gate_exclusions(cfg.out),
     )  # fmt: skip
     write_gate(cfg.out, result, cfg.policy)
     if (prediction := result["prediction"]) is not None:

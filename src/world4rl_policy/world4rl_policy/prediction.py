@@ -225,8 +225,10 @@ def predict_and_gate(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    exclude: list[int] | tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """The refine run's closing step: predictions for BC and refined, and the gate's choice."""
+    """The refine run's closing step: predictions for BC and refined, and the gate's choice. Held-out
+    starts in `exclude` (those that chose among several PPO seeds: world4rl_policy.seeds) are not used."""
     from world4rl_model.dataset import Dataset
     from world4rl_model.env import WorldModelEnv
     from world4rl_model.reward import RewardClassifier
@@ -237,8 +239,10 @@ def predict_and_gate(
     calib_eps = ds.select(tasks=tasks, kinds=[CALIBRATION_KIND])
     device = torch.device(device)
     wm, wm_config = WorldModel.from_checkpoint(world_model, device)
-    starts = held_out_starts(ds, wm_config, task)
+    starts = [e for e in held_out_starts(ds, wm_config, task) if e not in set(exclude)]
     out: dict[str, Any] = {"method": METHOD, "assumption": "imagination misjudges the refined policy as it did BC"}
+    if exclude:
+        out["excluded_starts"] = sorted(int(e) for e in exclude)  # they chose the PPO seed: not a fair judge
     if len(calib_eps) < settings.min_calibration or not starts:
         why = (
             f"{len(calib_eps)} recorded rollouts of the BC policy (kind '{CALIBRATION_KIND}') for task {task}, "
