@@ -8,7 +8,8 @@ Conversion of one episode bag (one dataset episode):
   action's: the image the demonstrator or policy saw when it decided a_t. Actions before the
   first image are dropped. The action rate must be within 25 % of the dataset's control rate.
 - Images (rgb8 or bgr8) are centre-cropped to a square and area-resized to the image size with
-  world4rl_model.images, the same conversion the runtime policy node uses.
+  world4rl_model.images, the same conversion the runtime policy node uses (BuildConfig.resize=False
+  keeps the camera's recorded frames: the LeRobot export, world4rl_bringup.lerobot_bags).
 - joint_positions (fr3_joint1..7 + the 2 fingers): the latest joint states at or before each
   action, merged from the joint and gripper joint-state topics; stored only if all 9 are known
   at every step.
@@ -80,6 +81,7 @@ class BuildConfig:
     success_tail_s: float = 0.5
     kind: str = "auto"  # or one of world4rl_model.dataset.EPISODE_KINDS
     min_steps: int = 2
+    resize: bool = True  # False: frames at the camera's recorded resolution (image_size unused)
 
 
 @dataclass
@@ -95,6 +97,7 @@ class ConvertedEpisode:
     action_rate_hz: float
     success_source: str  # "sim_success_topic" or "episode_label_tail"
     dropped_leading_actions: int = 0
+    operator_note: str = ""
 
     @property
     def label_disagreement(self) -> str:
@@ -349,7 +352,8 @@ class _EpisodeSteps:
                 pixels = decode_image(bytes(image.data), image.width, image.height, image.encoding, image.step)
             except ValueError as exc:
                 raise BagError(f"{self.bag}: topic {self.config.image_topic}: image {index}: {exc}") from exc
-            self.decoded = (index, to_learning_image(pixels, self.config.image_size))
+            frame = to_learning_image(pixels, self.config.image_size) if self.config.resize else pixels
+            self.decoded = (index, frame)
         return self.decoded[1]
 
     def finish(self) -> ConvertedEpisode:
@@ -384,6 +388,7 @@ class _EpisodeSteps:
             success=success,
             kind=config.kind if config.kind != "auto" else KIND_BY_SOURCE.get(source, "human"),
             robot=info.robot,
+            operator_note=info.operator_note,
             action_rate_hz=rate,
             success_source=success_source,
             dropped_leading_actions=self.dropped_leading,

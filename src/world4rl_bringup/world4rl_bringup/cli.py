@@ -20,7 +20,10 @@ from world4rl_bringup import __version__
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("world4rl_bringup.doctor", "check that ROS 2, the messages, DDS, MuJoCo and torch work here"),
-    "dataset": ("world4rl_bringup.dataset_cli", "episode bags -> training dataset; dataset summary; episode as mp4"),
+    "dataset": (
+        "world4rl_bringup.dataset_cli",
+        "episode bags -> training dataset; summary; episode as mp4; LeRobot export/import",
+    ),
     "collect": ("world4rl_bringup.collect_cli", "record demonstration episodes into rosbag2 bags (sim or real arm)"),
     "demo": ("world4rl_bringup.demo_cli", "the whole loop on the sim robot: collect, train, refine, deploy, report"),
     "deploy": ("world4rl_bringup.deploy_cli", "run a policy on the sim through ROS: success rate with a 95 % CI"),

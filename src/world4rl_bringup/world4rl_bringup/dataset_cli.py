@@ -1,10 +1,12 @@
 """`world4rl dataset`: episode bags -> the training dataset (world4rl_model.dataset), a summary of a
-dataset, and an episode as mp4. ROS-free: bags are read with the pure-Python rosbags library.
+dataset, an episode as mp4, and LeRobotDataset v3.0 export (of a dataset or of bags) and import.
+ROS-free: bags are read with the pure-Python rosbags library.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 from pathlib import Path
@@ -128,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--out", required=True, help="output .mp4 path")
     v.add_argument("--fps", type=float, default=None, help="frames per second (default: the control rate)")
     v.add_argument("--scale", type=int, default=4, help="integer upscaling of the frames")
+    _add_lerobot_arguments(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,4 +169,109 @@ def _run(args: argparse.Namespace) -> int:
         n = export_video(args.dataset, args.episode, args.out, fps=args.fps, scale=args.scale)
         print(f"wrote {n} frames to {args.out}")
         return 0
+    if args.dataset_command in ("export", "import", "validate"):
+        return _run_lerobot(args)
     raise AssertionError(args.dataset_command)
+
+
+# -- LeRobotDataset v3.0 -------------------------------------------------------------------------
+
+
+def _config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One flag per field of an export/import config dataclass, with the field's help and default."""
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f.metadata.get("help", "")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action="store_true", help=helptext)
+        else:
+            kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+            shown = "" if f.default is None else f" (default: {f.default})"
+            choices = f.metadata.get("choices")
+            parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=helptext + shown)
+
+
+def _add_lerobot_arguments(sub) -> None:
+    from world4rl_model import lerobot_config
+
+    e = sub.add_parser(
+        "export",
+        help="a dataset or episode bags -> LeRobotDataset v3.0 (resumable)",
+        description=lerobot_config.EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument(
+        "sources", nargs="+", metavar="DATASET_OR_BAGS", help="a world4rl dataset, or bags / directories of bags"
+    )
+    e.add_argument("--format", choices=["lerobot"], default="lerobot", help="output format (default: lerobot)")
+    e.add_argument("--out", required=True, help="the LeRobotDataset folder (new, or an interrupted export to resume)")
+    _config_arguments(e, lerobot_config.ExportConfig)
+    e.add_argument("--image-topic", default=topics.bag_topic(topics.CAMERA_IMAGE), help="bags: camera topic")
+    e.add_argument("--action-topic", default=topics.bag_topic(topics.ACTION), help="bags: action topic")
+    e.add_argument(
+        "--success-tail-s", type=float, default=0.5, help="bags without the sim's success topic: see `build`"
+    )
+    e.add_argument(
+        "--kind", default="auto", choices=["auto", "expert", "policy", "random", "human"], help="bags: episode kind"
+    )
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    i = sub.add_parser(
+        "import",
+        help="LeRobotDataset v3.0 -> a dataset to train on",
+        description=lerobot_config.IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    i.add_argument("lerobot_dir", metavar="DIR", help="a LeRobotDataset v3.0 folder")
+    i.add_argument("--format", choices=["lerobot"], default="lerobot", help="input format (default: lerobot)")
+    i.add_argument("--out", required=True, help="the world4rl dataset to create")
+    _config_arguments(i, lerobot_config.ImportConfig)
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = sub.add_parser(
+        "validate",
+        help="check a LeRobotDataset v3.0 folder",
+        description="Re-open every file of a LeRobotDataset v3.0 folder and check that they agree (as export does).",
+    )
+    c.add_argument("lerobot_dir", metavar="DIR", help="a LeRobotDataset v3.0 folder")
+    c.add_argument("--format", choices=["lerobot"], default="lerobot", help="format (default: lerobot)")
+
+
+def _run_lerobot(args: argparse.Namespace) -> int:
+    from world4rl_model import lerobot_config, lerobot_export, lerobot_format, lerobot_import
+
+    if args.dataset_command == "validate":
+        summary = lerobot_format.validate(args.lerobot_dir)
+        print(
+            f"{Path(args.lerobot_dir).resolve()}: valid LeRobotDataset v3.0: "
+            + ", ".join(f"{v} {k}" for k, v in summary.items())
+        )
+        return 0
+    if args.dataset_command == "import":
+        config = lerobot_config.ImportConfig(**flag_values(lerobot_config.ImportConfig, args))
+        report = lerobot_import.import_dataset(args.lerobot_dir, args.out, config, progress=not args.no_progress)
+        renamed = {k: v for k, v in report.tasks.items() if k != v}
+        print(
+            f"imported {report.episodes} episodes ({report.frames} frames) -> {Path(args.out).resolve()}: images from "
+            f"{report.image_key}, actions from {report.action_key}, success from {report.success}"
+            + (f"; task names: {renamed}" if renamed else "")
+        )
+        return 0
+    from world4rl_bringup.lerobot_bags import open_source
+
+    build_config = BuildConfig(**flag_values(BuildConfig, args))
+    source, skipped = open_source(args.sources, build_config)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}")
+    config = lerobot_config.ExportConfig(**flag_values(lerobot_config.ExportConfig, args))
+    report = lerobot_export.export(source, args.out, config, progress=not args.no_progress)
+    out = Path(args.out).resolve()
+    if report.already_complete:
+        print(f"{out}: already exported ({report.episodes} episodes, {report.frames} frames); validated again")
+        return 0
+    print(
+        f"exported {report.episodes} episodes ({report.frames} frames) -> {out}"
+        + (f", {report.resumed} of them by an earlier run" if report.resumed else "")
+        + f"; validated ({report.summary['data_files']} data, {report.summary['video_files']} video files)"
+    )
+    for where, error in report.failed:
+        print(f"FAILED {where}: {error}", file=sys.stderr)
+    return 1 if report.failed else 0
