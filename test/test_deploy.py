@@ -30,7 +30,13 @@ def test_deploy_graph_runs_the_sim_and_the_runner_with_the_robot_profile():
     sim, runner = resolved.nodes
     assert sim.parameters == {"task": "reach", "seed": 7, "real_time_factor": 1.0, "expert_action_rate_hz": 0.0}
     assert runner.module == "world4rl_policy.policy_runner_node"
-    assert runner.parameters == {"policy": "/data/ckpt", "policy_choice": "gate"}
+    live_view = {"live_view.enabled": False, "live_view.host": "127.0.0.1", "live_view.port": 8765}  # off, loopback
+    assert runner.parameters == {
+        "policy": "/data/ckpt",
+        "policy_choice": "gate",
+        **live_view,
+        "live_view.world_model": "",
+    }
     files = runner.params_file_paths()
     assert [p.name for p in files] == ["policy_runner.yaml", "sim.yaml"]  # the profile last: it wins
     assert all(p.is_file() for p in files + sim.params_file_paths())

@@ -20,6 +20,12 @@ checkpoint on the same seeds through the simulator's direct API (no ROS, no real
 whether the two rates agree within their intervals: the check that deployment through ROS (camera
 conversion, timing, IK, safety filter) does not change what the policy achieves.
 
+With --live-view the policy runner also serves a Foxglove WebSocket on this host (ws://127.0.0.1:8765
+by default): the camera, the frames the policy decides on, the world model's one-step prediction
+from them and the chosen action next to the frame that came, and PolicyStatus. Open it in Foxglove
+("Open connection" -> "Foxglove WebSocket") with the layout
+share/world4rl_bringup/config/foxglove/live_view.json. It never delays the control cycle.
+
 The success flag exists only in the sim, so on the real arm an operator judges the episodes:
 there the graph is started with `ros2 launch` on the robot PC, and this command explains how.
 """
@@ -73,11 +79,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: world4rl_data/deploy/TASK.json)")
     parser.add_argument("--log-dir", type=Path, default=None, help="node logs (default: next to --out)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the graph")
+    add_live_view_arguments(parser)
     parser.add_argument(
         "--compare-direct",
         action="store_true",
         help="also run the same checkpoint on the same seeds through the simulator's direct API (no ROS) "
         "and report whether the two success rates agree within their 95 %% confidence intervals",
+    )
+
+
+def add_live_view_arguments(parser: argparse.ArgumentParser) -> None:
+    """--live-view and its settings: the deploy graph's live_view* and world_model arguments."""
+    from world4rl_policy.live_view import DEFAULT_HOST, DEFAULT_PORT
+
+    parser.add_argument(
+        "--live-view",
+        action="store_true",
+        help="serve a Foxglove WebSocket: the camera, the policy's input frames, the world model's one-step "
+        "prediction and PolicyStatus (layout: share/world4rl_bringup/config/foxglove/live_view.json)",
+    )
+    parser.add_argument(
+        "--live-view-host",
+        default=DEFAULT_HOST,
+        help=f"address the live view binds to (default: {DEFAULT_HOST}, this host only; the view has no "
+        "authentication: reach it from elsewhere through an SSH tunnel)",
+    )
+    parser.add_argument(
+        "--live-view-port", type=int, default=DEFAULT_PORT, help=f"live view port (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--world-model",
+        type=Path,
+        default=None,
+        help="live view: world model for the one-step prediction (default: the one a refined policy was refined in)",
     )
 
 
@@ -199,6 +233,10 @@ def _resolve_deploy_graph(args: argparse.Namespace, policy: Path):
     graph_args = {"robot": args.robot, "policy": str(policy), "task": args.task}
     graph_args["real_time_factor"] = str(args.real_time_factor)
     graph_args["namespace"] = args.namespace
+    graph_args["live_view"] = "true" if args.live_view else "false"
+    graph_args["live_view_host"] = args.live_view_host
+    graph_args["live_view_port"] = str(args.live_view_port)
+    graph_args["world_model"] = str(args.world_model.expanduser().resolve()) if args.world_model else ""
     try:
         resolved = resolve(load_graph("deploy"), graph_args)
         if args.robot == "franka":
@@ -221,6 +259,8 @@ def _checked(args: argparse.Namespace):
     policy = args.policy.expanduser().resolve()
     if args.episodes < 1:
         raise _ArgumentError("--episodes must be at least 1")
+    if not 0 <= args.live_view_port <= 65535:
+        raise _ArgumentError(f"--live-view-port {args.live_view_port} is not a port number (0..65535)")
     try:
         policy, args.gate_note = resolve_deploy_policy(policy, args.policy_choice)
         fingerprint = checkpoint_fingerprint(policy)
@@ -258,6 +298,9 @@ def run(args: argparse.Namespace) -> int:
         with run_graph(resolved, log_dir) as nodes, RosSession("world4rl_deploy", namespace=args.namespace) as ros:
             deployer = Deployer(ros, nodes, args)
             deployer.wait_for_graph(args.startup_timeout)
+            if args.live_view:
+                url = f"ws://{args.live_view_host}:{args.live_view_port or 'PORT'}"  # 0: the runner logs PORT
+                print(f"live view: {url} (Foxglove WebSocket; policy_runner's log in {log_dir})")
             bar = tqdm(range(args.episodes), unit="episode", desc=args.task)
             for index in bar:
                 results.append(deployer.episode(index, horizon))

@@ -5,6 +5,7 @@
 - `next_domain_id()`: a ROS_DOMAIN_ID for one test (see world4rl_testing.fixtures).
 - `world4rl_testing.fixtures`: the pytest plugin with the `ros_domain`, `launch_node` and
   `ros_node` fixtures (the workspace's root conftest.py loads it).
+- `world4rl_testing.foxglove_client`: a Foxglove WebSocket client (the live view's tests).
 
 It depends on world4rl_ros (and on pytest in the fixtures), never on world4rl_bringup, policy or
 sim, so each package's tests keep to the dependency rule. It ships inside world4rl_msgs, beside

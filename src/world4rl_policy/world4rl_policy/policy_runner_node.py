@@ -45,6 +45,16 @@ and disarms with the out_of_distribution fault naming the score and the threshol
 neither. 'hold' needs statistics fitted to the checkpoint's weights (`world4rl ood fit`), or the
 node refuses to start.
 
+Live view (`live_view.enabled`, off by default; `world4rl deploy --live-view`): a local Foxglove
+WebSocket (`live_view.host` 127.0.0.1, `live_view.port`) shows the camera, the frames the policy
+decided on, at its learning size, the world model's one-step prediction from them and the chosen
+action, the frame that came next, and PolicyStatus (world4rl_policy.live_view). Once a cycle's
+command went out, the node hands references to a sender thread; the server and the prediction (at
+most `live_view.prediction_rate_hz`) run in a child process at the lowest priority, dropping what
+they cannot keep up with: the control cycle never waits for the view. A live view that cannot
+start (the port is taken) stops the node at start-up, naming the reason; one that dies later is
+logged and the node goes on.
+
 Every refusal kind is logged once as `[code] message` (then at most every 5 s), and
 world4rl_msgs/PolicyStatus (armed, fault, latency from image arrival (DDS reception) to command
 publish, 0 in cycles without an image; step) is published every cycle on world4rl/policy_status.
@@ -64,7 +74,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from world4rl_model.images import ENCODINGS, decode_image, to_learning_image
 from world4rl_msgs.msg import PolicyStatus
-from world4rl_policy import ood
+from world4rl_policy import live_view, ood
 from world4rl_policy.command_path import CommandPath, Cycle
 from world4rl_policy.ros_adapters import (
     ArmCommandPublisher,
@@ -157,6 +167,9 @@ class PolicyRunnerNode(ArmStateNode):
         arm_service = self.create_service(SetBool, topics.POLICY_ARM, self._on_arm)
         self.create_service(Trigger, topics.POLICY_NEW_EPISODE, self._on_new_episode)
         self.create_timer(self.period_s, self._on_timer)
+        self.policy_input: np.ndarray | None = None  # the frames of the last decision
+        self.live_view: live_view.LiveView | None = None
+        self.live_view = self._start_live_view(policy_path)  # last: nothing after it can fail and leave its process
         cfg = self.policy.config
         self.get_logger().info(
             f"policy {self.checkpoint} as asked by policy:={policy_path} "
@@ -293,6 +306,55 @@ class PolicyRunnerNode(ArmStateNode):
             return None
         return Event(Reason.OUT_OF_DISTRIBUTION, message)
 
+    def _start_live_view(self, policy_path: str) -> live_view.LiveView | None:
+        """The live view's parameters (declared whether it is on or not); its server when enabled."""
+
+        def param(name: str, default, text: str):
+            return self.declare_parameter(f"live_view.{name}", default, describe(text)).value
+
+        enabled = param(
+            "enabled", False, "serve the live view on a local Foxglove WebSocket (world4rl_policy.live_view)"
+        )
+        host = param("host", live_view.DEFAULT_HOST, "address the live view binds to: 127.0.0.1 is this host only")
+        port = param("port", live_view.DEFAULT_PORT, "the live view's WebSocket port (0: any free one, logged)")
+        world_model = param(
+            "world_model", "", "world model for the one-step prediction; empty: the one a refined policy was refined in"
+        )
+        rate = param(
+            "prediction_rate_hz", live_view.DEFAULT_PREDICTION_RATE_HZ, "most one-step predictions per second [Hz]"
+        )
+        camera_rate = param(
+            "camera_rate_hz", live_view.DEFAULT_CAMERA_RATE_HZ, "most camera frames sent per second [Hz]"
+        )
+        checked("live_view.enabled", enabled, isinstance(enabled, bool), "true or false")
+        checked("live_view.host", host, isinstance(host, str) and host.strip() != "", "an address, e.g. 127.0.0.1")
+        whole = isinstance(port, int) and not isinstance(port, bool)
+        checked("live_view.port", port, whole and 0 <= port <= 65535, "a port number in [0, 65535]")
+        for name, value in (("live_view.prediction_rate_hz", rate), ("live_view.camera_rate_hz", camera_rate)):
+            checked(name, value, is_number(value) and value > 0, "a finite number > 0 [Hz]")
+        if not enabled:
+            return None
+        world_model = world_model or live_view.default_world_model(self.policy.checkpoint_config, policy_path)
+        try:
+            context = (
+                live_view.world_model_context(world_model, self.policy.image_size, ACTION_DIM) if world_model else 0
+            )
+        except Exception as exc:
+            raise ValueError(f"parameter live_view.world_model: {exc}") from exc
+        settings = live_view.LiveViewSettings(host, port, world_model, context, float(rate), float(camera_rate))
+        view = live_view.LiveView(settings)
+        bound = view.start()  # LiveViewError (e.g. the port is taken) stops the node, naming it
+        predicted = f"the world model {world_model}'s prediction" if world_model else "no prediction (no world model)"
+        self.get_logger().info(
+            f"live view on ws://{host}:{bound} (Foxglove WebSocket): camera, policy input, {predicted}"
+        )
+        return view
+
+    def shutdown(self) -> None:
+        """run_node calls this before destroying the node: stop the live view's process."""
+        if self.live_view is not None:
+            self.live_view.close()
+
     # ------------------------------------------------------------------ inputs
     def _on_joints(self, msg: JointState) -> bool:
         """The arm joints and, in the same message (the sim's joint_states), the fingers."""
@@ -323,9 +385,13 @@ class PolicyRunnerNode(ArmStateNode):
         # latency includes rclpy's take and deserialisation and any wait for the executor.
         received_ns = info.get("received_timestamp") if info else None
         self.handle_image(msg, self._now(), received_ns * 1e-9 if received_ns else time.time())
+        if self.live_view is not None:
+            self.live_view.flush()  # the cycle is over: the live view's sender may run now
 
     def _on_timer(self) -> None:
         self.handle_tick(self._now())
+        if self.live_view is not None:
+            self.live_view.flush()
 
     def check_image(self, msg: Image, now: float) -> np.ndarray | None:
         """The image as uint8 [H, W, 3] RGB, or None after logging why it cannot be used."""
@@ -359,6 +425,8 @@ class PolicyRunnerNode(ArmStateNode):
         stamp = stamp_seconds(msg.header.stamp)
         self.image_stamp = stamp
         if not self.path.armed:
+            if self.live_view is not None:  # disarmed: the camera alone (armed, each decision carries its frame)
+                self.live_view.camera(rgb, stamp)
             return
         if stamp < self.armed_at:
             # Taken before this episode began (e.g. before the sim reset): never feed it to the policy.
@@ -381,6 +449,8 @@ class PolicyRunnerNode(ArmStateNode):
         # The watchdog judges the inputs' age when the command goes out, after decoding and inference:
         # a slow policy or a GC pause must not send a command against a joint state older than the limit.
         self._run_cycle(now + (time.monotonic() - started), arrival, action, stamp, ood_fault)
+        if self.live_view is not None:  # after the command went out: references into slots, no I/O
+            self.live_view.decision(self.policy_input, action, stamp, camera=rgb)
 
     def _decide(self, now: float) -> np.ndarray:
         """The policy's action for the current history: float64 [ACTION_DIM], finite and in [-1, 1],
@@ -398,7 +468,8 @@ class PolicyRunnerNode(ArmStateNode):
                     joint_states = self.resolve_topic_name(topics.JOINT_STATES)
                     raise ValueError(f"the policy needs arm and finger joint states on {joint_states}")
                 proprio = np.concatenate(parts)
-            action = np.asarray(self.action_source(self.history.array(), proprio), dtype=np.float64)
+            self.policy_input = self.history.array()
+            action = np.asarray(self.action_source(self.policy_input, proprio), dtype=np.float64)
             if action.shape != (ACTION_DIM,):
                 raise ValueError(f"action has shape {action.shape}, expected ({ACTION_DIM},)")
             if not np.all(np.isfinite(action)):
@@ -454,6 +525,12 @@ class PolicyRunnerNode(ArmStateNode):
         msg = status_message(cycle, status, latency_ms, self.policy_name, self.get_clock().now().to_msg())
         msg.ood_score, self.ood_score = self.ood_score, math.nan  # NaN in cycles without a decision
         self.status_publisher.publish(msg)
+        if self.live_view is not None:
+            self.live_view.status({name: getattr(msg, name) for name in live_view.STATUS_FIELDS})
+            if self.live_view.error is not None:  # its process died: say so once, run on without it
+                self.get_logger().error(f"live view: {self.live_view.error}; the policy runs on without it")
+                self.live_view.close()
+                self.live_view = None
 
     # ------------------------------------------------------------------ arming
     def arm(self, now: float) -> tuple[bool, str]:
@@ -465,6 +542,8 @@ class PolicyRunnerNode(ArmStateNode):
         # control period apart: after a disarm the history starts again).
         self.history.reset()
         self.ood.reset()
+        if self.live_view is not None:
+            self.live_view.new_episode()
         self.armed_at = now
         self.episode_image_stamp = None
         self.next_due = None
