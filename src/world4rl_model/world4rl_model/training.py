@@ -52,7 +52,10 @@ class WorldModelTrainConfig:
     warmup_steps: int = 100  # linear learning-rate warm-up steps
     grad_clip: float = 1.0  # gradient-norm clip
     rollout_steps: int = 1  # >1: DIAMOND-style training on L-step sequences that feed back own predictions
-    sampling_steps: int = 3  # Euler denoising steps when sampling
+    sampling_steps: int = 2  # Euler denoising steps when sampling (world_model.py says why 2)
+    # what the model diffuses: the next frame (DIAMOND) or its change from the last frame (a still
+    # background is then exact instead of redrawn with grain by every sample)
+    target: Literal["frame", "residual"] = "frame"
     quantize: bool = True  # round dreamed frames to 8 bits, as a camera would (DIAMOND)
     val_fraction: float = 0.1  # fraction of episodes held out (deterministic, by episode)
     split_seed: int = 0  # seed of the train/val split
@@ -265,7 +268,7 @@ def _build_model(cfg: WorldModelTrainConfig, ds: Dataset, harness: Harness) -> W
             action_dim=ds.action_dim,
             sampling_steps=cfg.sampling_steps,
             quantize=cfg.quantize,
-            **cfg.model_settings(),
+            **{"target": cfg.target, **cfg.model_settings()},
         )
     model = WorldModel(model_cfg).to(harness.device)
     if cfg.channels_last and harness.device == "cpu":
