@@ -190,10 +190,9 @@ def test_seed_choice_and_the_split_of_held_out_starts():
 
 def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(world, tmp_path):
     from world4rl_model.checkpoint import resolve_checkpoint
+    from world4rl_model.world_model import WorldModel
     from world4rl_policy import ppo, seeds
     from world4rl_policy.policy import load_policy_module
-
-    from world4rl_model.world_model import WorldModel
 
     out = tmp_path / "refine"
     torch.manual_seed(0)  # a world model that held out 30 % of the episodes: a few starts for each half
@@ -218,7 +217,8 @@ def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(
     # The gate never judges the winner on the starts that picked it.
     gate = json.loads((out / "gate.json").read_text())
     picking = set(record["selection_starts"])
-    assert picking and set(gate["excluded_starts"]) == picking
+    assert picking
+    assert set(gate["excluded_starts"]) == picking
     judged = gate["prediction"]["policies"]["refined"]["held_out_starts"]
     assert judged == len(seeds.split_held_out(pred.held_out_starts(*_held_out_inputs(world, tmp_path / "wm")))[1])
     assert summary["selection"]["chosen_seed"] == record["chosen_seed"]
@@ -248,7 +248,8 @@ def test_with_one_held_out_start_the_seed_is_chosen_by_training_and_the_gate_kee
     )  # fmt: skip
     assert len(pred.held_out_starts(*_held_out_inputs(world, world / "wm"))) == 1
     record = ppo.refine(cfg)["selection"]
-    assert record["imagined_success"] == {} and record["selection_starts"] == []
+    assert record["imagined_success"] == {}
+    assert record["selection_starts"] == []
     assert "training-time imagined success" in record["note"]
     trained = {int(s): r for s, r in record["training_imagined_success"].items()}
     assert record["chosen_seed"] == seeds.choose(trained)
