@@ -1,6 +1,7 @@
 """`world4rl demo`: stages run in order, are skipped once done, and can be redone."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,56 @@ def test_unknown_stage_is_named(tmp_path):
     out = _demo(tmp_path / "demo", "--redo", "colect")
     assert out.returncode == 2
     assert "unknown stage 'colect'" in out.stderr
+
+
+# The smallest demo that runs every stage: a few demonstrations, seconds of training, one deploy episode.
+TINY = """\
+demos: 6
+expert_noise: 0.1
+bc_steps: 10
+reward_minutes: 0.1
+world_model_minutes: 0.1
+world_model_size: tiny
+refine_steps: 64
+deploy_episodes: 1
+"""
+
+
+def test_tiny_demo_trains_with_the_speed_ups_logs_them_and_reports_on_one_page(
+    ros_domain, tmp_path, check_self_contained_html
+):
+    from world4rl_bringup.demo_cli import OUTPUTS
+    from world4rl_model.runtime import fast_bf16, find_tcmalloc
+
+    sizes = tmp_path / "tiny.yaml"
+    sizes.write_text(TINY)
+    out = tmp_path / "demo"
+    # As a user's shell starts it: nothing preloaded, OpenMP's default wait policy.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "OMP_WAIT_POLICY", "WORLD4RL_TCMALLOC_REEXEC")
+    }
+    cmd = [sys.executable, "-m", "world4rl_bringup.cli", "demo", "--out", str(out), "--size", str(sizes)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL, env=env)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.stdout.strip().splitlines()[-1] == str(out / "report.html")
+
+    # Every torch stage's child ran with tcmalloc (where installed: scripts/setup.sh), passive OpenMP
+    # threads, and bf16 where it is faster (refine's imagination; see demo_cli.stages), and said so.
+    tcmalloc, bf16, log = find_tcmalloc() is not None, fast_bf16(), (out / "demo.log").read_text()
+    expected = {"bc": ("bc", False), "world_model": ("world-model", False), "reward": ("reward", False),
+                "dream": ("eval", False), "refine": ("refine", bf16)}  # fmt: skip
+    for stage, (process, half) in expected.items():
+        said = f"{stage}: {process} ran with tcmalloc {tcmalloc}, bf16 {half}, "
+        assert said in done.stdout, (said, done.stdout[-3000:])
+        assert said in log
+        recorded = json.loads((out / OUTPUTS[stage][0] / "runtime.json").read_text())[process]
+        assert (recorded["tcmalloc"], recorded["bf16"], recorded["omp_wait_policy"]) == (tcmalloc, half, "PASSIVE")
+
+    markdown = (out / "report.md").read_text()
+    assert "## Speed settings of the training stages" in markdown
+    found = check_self_contained_html((out / "report.html").read_text(), markdown)
+    assert len(found["videos"]) >= 2  # the dream (gif in the markdown) and refine's imagined episodes
+    assert len(found["images"]) >= 3  # training curves
+    for deploy in ("bc", "refined"):
+        result = json.loads((out / "deploy" / f"{deploy}.json").read_text())
+        assert f"{result['successes']}/{result['episodes']} = " in markdown

@@ -49,3 +49,47 @@ def test_report_shows_both_policies_curves_and_the_dream(tmp_path):
     assert "![dream vs real, each row real | dreamed](dream/dream.gif)" in report
     assert "- bc: p50 5.00 ms, p99 7.50 ms over 300 cycles" in report
     assert "| total | 200 |" in report
+
+
+def test_html_report_is_one_self_contained_page_with_videos_plots_and_tables(tmp_path, check_self_contained_html):
+    import torch
+
+    from world4rl_model.evaluation import Rollouts, side_by_side_video
+    from world4rl_model.runtime import record_runtime, runtime_facts
+    from world4rl_policy.prediction import GATE_FILE, GATE_FORMAT
+
+    run = tmp_path / "demo"
+    _deploy(run / "deploy" / "bc.json", 6, 20)
+    _deploy(run / "deploy" / "refined.json", 9, 20)
+    for name, tag in (("bc", "train/nll"), ("world_model", "train/loss")):
+        with SummaryWriter(str(run / name / "tb")) as writer:
+            for step in range(5):
+                writer.add_scalar(tag, 1.0 / (step + 1), step)
+    record_runtime(run / "world_model", "world-model", runtime_facts("cpu", 2, True))
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 6, 3, 16, 16), dtype=torch.uint8, generator=g)
+    rollouts = Rollouts(real=frames, dreamed=frames.flip(0), episodes=[0, 1], starts=[0, 0])
+    side_by_side_video(rollouts, run / "dream" / "dream.gif")  # what the demo's dream stage writes
+    side_by_side_video(rollouts, run / "dream" / "dream.mp4")
+    side_by_side_video(rollouts, run / "refined" / "imagined.mp4")
+    table = "## World model open loop\n\n| horizon | PSNR model (dB) | PSNR copy-last (dB) |\n|---|---|---|\n"
+    (run / "dream" / "world_model_eval.md").write_text(table + "| 1 | 30.12 | 28.65 |\n| 5 | 24.50 | 22.01 |\n")
+    policies = {
+        "bc": {"imagined_success": 0.5, "predicted_success": 0.31, "predicted_ci95": [0.2, 0.4]},
+        "refined": {"imagined_success": 0.75, "predicted_success": 0.47, "predicted_ci95": [0.33, 0.61]},
+    }
+    gate = {"format": GATE_FORMAT, "deploy": "refined", "reason": "predicted better than BC by 16 points",
+            "prediction": {"policies": policies}}  # fmt: skip
+    (run / "refined" / GATE_FILE).write_text(json.dumps(gate))
+
+    markdown = write_report(run, "reach", {"collect": 60.0, "world_model": 303.0}).read_text()
+    page = (run / "report.html").read_text()
+
+    found = check_self_contained_html(page, markdown)
+    assert found["videos"] == [6, 6, 6]  # the dream gif (as mp4), dream.mp4, imagined.mp4: every frame
+    assert len(found["images"]) == 2  # the bc and world_model curves
+    for text in ("6/20 = 30%", "9/20 = 45%", "10% .. 60%", "47% (33% .. 61%)", "predicted better than BC by 16",
+                 "30.12", "28.65", "363", "world-model"):  # fmt: skip
+        assert text in markdown, text
+        assert text in page, text
+    assert "<strong>refined</strong>" in page  # the gate's choice

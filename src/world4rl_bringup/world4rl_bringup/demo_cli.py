@@ -18,7 +18,11 @@ resumes where its command can:
   deploy_bc    the BC policy on the sim through the runtime node (policy_runner)
   deploy_refined  the refined policy, same seeds (both are measured, whatever the gate chose)
   report       RUN/report.md: success with 95 % intervals, the gate's choice beside the measured
-               success, curves, dream video, latency
+               success, curves, dream video, latency, stage times and speed settings; and RUN/report.html,
+               the same as one self-contained page (videos play inline), whose path is the last line printed
+
+The torch stages start with tcmalloc preloaded and OMP_WAIT_POLICY=PASSIVE, with bf16 autocast
+where it measured faster (see `stages`); each logs what its processes ran with (RUN/demo.log).
 
 `--size small` (default) is sized for ~20 minutes on 2 CPU cores; `--size full` uses the paper's
 demonstration count and longer training.
@@ -85,9 +89,20 @@ def _world4rl(*args: object) -> list[str]:
     return [sys.executable, "-m", "world4rl_bringup.cli", *(str(a) for a in args)]
 
 
-def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, list[list[str]]]]:
-    """(name, commands) in order. Paths are inside RUN, so a run directory is self-contained."""
+def stages(
+    run: Path, task: str, sizes: Sizes, seed: int, bf16: bool | None = None
+) -> list[tuple[str, list[list[str]]]]:
+    """(name, commands) in order. Paths are inside RUN, so a run directory is self-contained.
+
+    bf16 (None: where this machine computes it natively, world4rl_model.runtime.fast_bf16) turns on
+    bf16 autocast where it measured faster than fp32 on the 2-core CPU with 2 threads: refine's
+    imagination (world model and classifier forward, 1.3-1.8x). Training in bf16 measured slower
+    there (world model 0.4-0.85x, classifier 0.04-0.5x, BC 0.2x), so those stages stay in fp32, as
+    does the dream evaluation (its PSNR)."""
+    from world4rl_model.runtime import fast_bf16
+
     bags, dataset = run / "bags", run / "dataset"
+    half = ["--bf16"] if (fast_bf16() if bf16 is None else bf16) else []
     return [
         ("collect", [_world4rl(
             "collect", "--task", task, "--episodes", sizes.demos, "--out", bags, "--seed", seed,
@@ -110,7 +125,7 @@ def stages(run: Path, task: str, sizes: Sizes, seed: int) -> list[tuple[str, lis
         ("refine", [_world4rl(
             "refine", "--policy", run / "bc", "--world-model", run / "world_model", "--reward", run / "reward",
             "--dataset", dataset, "--out", run / "refined", "--task", task, "--total-steps", sizes.refine_steps,
-            "--seed", seed, "--no-progress")]),
+            "--seed", seed, "--no-progress", *half)]),
         ("deploy_bc", [_world4rl(
             "deploy", "--policy", run / "bc", "--task", task, "--episodes", sizes.deploy_episodes,
             "--out", run / "deploy" / "bc.json")]),
@@ -146,8 +161,29 @@ OUTPUTS = {
 }
 
 
+# The stages that run torch on the CPU: their commands start with tcmalloc preloaded and
+# OMP_WAIT_POLICY=PASSIVE (world4rl_model.runtime.tcmalloc_env), and record their speed settings in
+# their first output folder's runtime.json, which the demo logs (stdout and RUN/demo.log) and reports.
+TORCH_STAGES = frozenset({"bc", "world_model", "reward", "dream", "refine"})
+
+
 class StageFailed(RuntimeError):
     pass
+
+
+def stage_runtime(run_dir: Path, name: str) -> dict[str, dict]:
+    """What a torch stage's processes recorded about themselves (tcmalloc, bf16, threads), by process."""
+    from world4rl_model.runtime import read_runtime
+
+    return read_runtime(run_dir / OUTPUTS[name][0]) if name in TORCH_STAGES else {}
+
+
+def runtime_lines(name: str, runtime: dict[str, dict]) -> list[str]:
+    from world4rl_model.runtime import describe_runtime
+
+    if name in TORCH_STAGES and not runtime:
+        return [f"{name}: recorded no runtime settings"]
+    return [f"{name}: {proc} ran with {describe_runtime(facts)}" for proc, facts in runtime.items()]
 
 
 def _settings(commands: list[list[str]], run_dir: Path) -> dict:
@@ -186,12 +222,19 @@ def run(args: argparse.Namespace) -> int:
 
     def body(name: str, commands: list[list[str]]):
         def run_commands() -> dict:
+            from world4rl_model.runtime import tcmalloc_env
+
+            env = tcmalloc_env() if name in TORCH_STAGES else None
             for command in commands:
                 with log.open("a") as out:
                     out.write(f"\n$ {shlex.join(command)}\n")
-                code = subprocess.call(command, stdin=subprocess.DEVNULL)
+                code = subprocess.call(command, stdin=subprocess.DEVNULL, env=env)
                 if code != 0:
                     raise StageFailed(f"stage {name} failed (exit {code}): {shlex.join(command)}")
+            for line in runtime_lines(name, stage_runtime(run_dir, name)):
+                say(line)
+                with log.open("a") as out:
+                    out.write(line + "\n")
             return {}
 
         return run_commands
@@ -218,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
     from world4rl_bringup.demo_report import write_report
 
     report = write_report(run_dir, args.task, timings)
-    print(f"{position['report']} report: {report} (this run {time.monotonic() - started:.0f} s)")
+    print(f"{position['report']} report: {report} (this run {time.monotonic() - started:.0f} s); as one page:")
+    print(report.with_suffix(".html"), flush=True)  # the last line: the self-contained HTML report
     return 0
 
 

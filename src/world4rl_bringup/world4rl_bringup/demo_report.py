@@ -4,14 +4,22 @@
 - training curves (png) from each stage's TensorBoard scalars;
 - the world model's open-loop table and its dream-vs-real video;
 - the runtime node's latency (image arrival to command publish) from the deploy runs;
-- how long each stage took.
+- how long each stage took, and with which speed settings (tcmalloc, bf16, threads) its torch
+  processes ran.
+
+Beside it, RUN/report.html: the same report as one self-contained page (write_html): figures as
+PNG data URIs, videos (the dream gif converted) as H.264 mp4 data URIs that play inline, no
+external resources, so it can be mailed or opened anywhere.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 # Which scalars to plot per training run (the first ones that exist are used).
@@ -154,6 +162,139 @@ def write_report(run_dir: Path, task: str, timings: dict[str, float]) -> Path:
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
     lines += [f"| total | {sum(timings.values()):.0f} |", ""]
+    lines += _runtime_lines(run_dir)
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
+    write_html(run_dir, "\n".join(lines), title=f"World4RL demo: {task}")
     return report
+
+
+def _runtime_lines(run_dir: Path) -> list[str]:
+    """The speed settings each torch stage's processes recorded (RUN/STAGE/runtime.json)."""
+    from world4rl_bringup.demo_cli import OUTPUTS, TORCH_STAGES, stage_runtime
+
+    rows = []
+    for name in [n for n in OUTPUTS if n in TORCH_STAGES]:  # in the order they run
+        for proc, f in stage_runtime(run_dir, name).items():
+            rows.append(
+                f"| {name} | {proc} | {f.get('tcmalloc')} | {f.get('bf16')} | {f.get('threads')} "
+                f"| {f.get('omp_wait_policy')} | {f.get('device')} |"
+            )
+    if not rows:
+        return []
+    head = ["## Speed settings of the training stages", ""]
+    head += [
+        "| stage | process | tcmalloc | bf16 | threads | OMP_WAIT_POLICY | device |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return [*head, *rows, ""]
+
+
+# ---------------------------------------------------------------------------------------- HTML page
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f3; }
+img, video { max-width: 100%; image-rendering: pixelated; display: block; margin: 0.4em 0; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+"""
+_IMG = re.compile(r'<img alt="([^"]*)" src="([^"]+)"\s*/?>')
+_LINK = re.compile(r'<a href="([^"]+)">(.*?)</a>', re.S)
+
+
+def write_html(run_dir: Path, markdown_text: str, title: str = "World4RL demo") -> Path:
+    """RUN/report.html: `markdown_text` (the report, its paths relative to RUN) as one page that
+    carries its pictures and videos inside (data URIs) and loads nothing from anywhere else."""
+    import markdown
+
+    body = _inline_media(run_dir, markdown.markdown(markdown_text, extensions=["tables"]))
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+    out = run_dir / "report.html"
+    out.write_text(page)  # as report.md: readable by whoever may read the run
+    return out
+
+
+def _local_file(run_dir: Path, ref: str) -> Path | None:
+    """The file a relative link of the report names inside RUN (None for anything else)."""
+    ref = html.unescape(ref)
+    if re.match(r"^[a-z][a-z0-9+.-]*:", ref, re.I) or ref.startswith(("/", "#")):
+        return None
+    path = (run_dir / ref).resolve()
+    return path if path.is_file() and path.is_relative_to(run_dir.resolve()) else None
+
+
+def _inline_media(run_dir: Path, body: str) -> str:
+    """Pictures become data URIs; gifs and linked mp4s become inline videos; other links become their text."""
+    shown: set[Path] = set()
+
+    def image(m: re.Match) -> str:
+        alt, path = m.group(1), _local_file(run_dir, m.group(2))
+        if path is None:
+            return alt
+        shown.add(path)
+        if path.suffix.lower() == ".gif":
+            return _video_tag(_gif_to_mp4(path), alt)
+        mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+        return f'<img alt="{alt}" src="data:{mime};base64,{_b64(path.read_bytes())}">'
+
+    def link(m: re.Match) -> str:
+        path, text = _local_file(run_dir, m.group(1)), m.group(2)
+        if path is not None and path.suffix.lower() == ".mp4" and path not in shown:
+            shown.add(path)
+            return f"{text}{_video_tag(_browser_mp4(path), text)}"
+        return text  # shown above already, or a file (or site) the page does not carry
+
+    return _LINK.sub(link, _IMG.sub(image, body))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _video_tag(mp4: bytes, title: str) -> str:
+    title = html.escape(html.unescape(re.sub(r"<[^>]+>", "", title)))
+    return (
+        f'<video controls autoplay loop muted playsinline title="{title}">'
+        f'<source type="video/mp4" src="data:video/mp4;base64,{_b64(mp4)}"></video>'
+    )
+
+
+def _browser_mp4(path: Path) -> bytes:
+    """The mp4's bytes if browsers play it (H.264, yuv420p), else the frames re-encoded so."""
+    import imageio_ffmpeg
+
+    frames = imageio_ffmpeg.read_frames(str(path))
+    meta = next(frames)
+    frames.close()
+    if meta.get("codec") == "h264" and str(meta.get("pix_fmt", "")).startswith("yuv420p"):
+        return path.read_bytes()
+    import imageio.v2 as imageio
+
+    return _encode_mp4(list(imageio.mimread(path, memtest=False)), float(meta.get("fps") or 5.0))
+
+
+def _gif_to_mp4(path: Path) -> bytes:
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    with Image.open(path) as gif:
+        fps = 1000.0 / max(1, int(gif.info.get("duration") or 200))
+    return _encode_mp4(list(imageio.mimread(path, memtest=False)), fps)
+
+
+def _encode_mp4(frames: list, fps: float) -> bytes:
+    """H.264 yuv420p (what every browser plays): RGB frames padded to even sizes."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    h, w = frames[0].shape[:2]
+    padded = [np.pad(np.asarray(f)[..., :3], ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in frames]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "video.mp4"
+        imageio.mimwrite(out, padded, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1, quality=8)
+        return out.read_bytes()

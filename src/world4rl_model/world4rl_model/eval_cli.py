@@ -66,7 +66,13 @@ def _episodes(spec: str, ds, config: dict) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
+    from world4rl_model.runtime import (
+        configure_openmp,
+        describe_runtime,
+        maybe_reexec_with_tcmalloc,
+        record_runtime,
+        runtime_facts,
+    )
 
     configure_openmp()
     if args.device == "cpu" or (args.device == "auto" and not Path("/dev/nvidia0").exists()):
@@ -82,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else ckpt / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    facts = runtime_facts(device, torch.get_num_threads(), getattr(args, "bf16", False))
+    record_runtime(out, "eval", facts)
+    print(f"[eval] runtime: {describe_runtime(facts)}", file=sys.stderr, flush=True)
     if args._eval == "world-model":
         from world4rl_model.world_model import WorldModel
 

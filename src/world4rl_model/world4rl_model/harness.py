@@ -7,6 +7,7 @@ loop around it. The harness owns what every trainer needs and nothing model-spec
   device, torch threads, seeding, and the teardown;
 - the optimiser step (zero_grad, backward, grad clipping, step, LR warmup) of `component.loss`,
   through DistributedDataParallel when torchrun started several processes;
+- the process's speed settings (tcmalloc, bf16, threads) in RUN/runtime.json and the log;
 - the time limit (`max_minutes`, counted across resumes), TensorBoard scalars, periodic validation,
   checkpoints (`world4rl_model.checkpoint`: step_N/ + `latest`, the newest N kept), resume from the
   run's latest checkpoint, and the progress bar.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +55,11 @@ from world4rl_model.checkpoint import (
 from world4rl_model.runtime import (
     configure_threads,
     derive_seed,
+    describe_runtime,
     init_distributed,
+    record_runtime,
     resolve_device,
+    runtime_facts,
     seed_everything,
     shutdown_distributed,
 )
@@ -95,6 +100,7 @@ class Component:
     progress_tags: tuple[str, ...] = ()  # logged tags shown on the progress bar (default: the train/ ones)
     tb_step_scale = 1  # TensorBoard x of step s is s * tb_step_scale (PPO: imagined transitions)
     update = None  # or a method update(batch, step) -> logs that steps the optimizer itself
+    bf16 = False  # whether it computes under bf16 autocast: recorded in the run's runtime.json and logged
     model: nn.Module
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -289,6 +295,9 @@ class Harness:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        facts = runtime_facts(self.device, self.threads, c.bf16)
+        record_runtime(self.run_dir, c.name, facts)
+        print(f"[{c.name}] runtime: {describe_runtime(facts)}", file=sys.stderr, flush=True)  # stdout: results
         purge = step * c.tb_step_scale if step else None
         self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
         config = json.dumps(c.checkpoint_config(step), indent=1, default=str)

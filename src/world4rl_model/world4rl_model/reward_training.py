@@ -11,6 +11,7 @@ validation the report of `reward_report` is written next to the checkpoints.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -225,8 +226,13 @@ class _RewardTraining(EpisodeSplitComponent):
         if self.report is None:
             return
         if self.dreams is not None and self.val_store is not None:
-            self.report["dreamed_frames"] = evaluate_on_dreams(self.model, self._dreams(self.val_store, "val-dreams"))
-            self._write_report()
+            try:
+                dreams = self._dreams(self.val_store, "val-dreams")
+            except ValueError as e:  # held-out episodes all shorter than the dream horizon: a note, not a failure
+                print(f"[reward] no evaluation on dreamed frames: {e}", file=sys.stderr, flush=True)
+            else:
+                self.report["dreamed_frames"] = evaluate_on_dreams(self.model, dreams)
+                self._write_report()
         print(report_markdown(self.report), flush=True)
 
 

@@ -14,10 +14,27 @@ TCMALLOC_PATHS = (
     "/usr/lib64/libtcmalloc_minimal.so.4",
 )
 _REEXEC_FLAG = "WORLD4RL_TCMALLOC_REEXEC"
-# sys.argv[0] of the commands that may re-exec themselves: the console scripts (`world4rl`, and
-# `train` as installed for `ros2 run world4rl_model train`), `python -m` of the CLI modules
-# (torchrun workers included) and the benchmark.
-CLI_ENTRY_POINTS = frozenset({"world4rl", "train", "train_cli.py", "eval_cli.py", "bench_world_model.py"})
+# The commands that may re-exec themselves. By sys.argv[0]'s name: the console scripts (`world4rl`,
+# and `train`, `train_bc`, `refine`, `predict` as installed for `ros2 run`), CLI files run as scripts
+# and the benchmark.
+CLI_ENTRY_POINTS = frozenset(
+    {"world4rl", "train", "train_bc", "refine", "predict", "train_cli.py", "eval_cli.py", "bench_world_model.py"}
+)
+# By the module `python -m` runs (torchrun workers included): sys.argv[0] is then the module's file,
+# e.g. .../world4rl_bringup/cli.py for `python -m world4rl_bringup.cli`, the form `world4rl demo`
+# starts its stages in.
+CLI_MODULES = frozenset(
+    {
+        "world4rl_bringup.cli",
+        "world4rl_bringup.coverage_cli",
+        "world4rl_model.train_cli",
+        "world4rl_model.eval_cli",
+        "world4rl_policy.train_bc_cli",
+        "world4rl_policy.refine_cli",
+        "world4rl_policy.predict_cli",
+    }
+)
+RUNTIME_FILE = "runtime.json"
 
 
 def find_tcmalloc() -> str | None:
@@ -25,6 +42,24 @@ def find_tcmalloc() -> str | None:
         if Path(path).exists():
             return path
     return None
+
+
+def is_cli_process() -> bool:
+    """Whether this process is one of our commands (CLI_ENTRY_POINTS, CLI_MODULES)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (spec is not None and spec.name in CLI_MODULES) or Path(sys.argv[0]).name in CLI_ENTRY_POINTS
+
+
+def tcmalloc_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of `env` (default: this process's) for a child process that runs torch on the CPU:
+    tcmalloc preloaded when found (not with WORLD4RL_NO_TCMALLOC) and OMP_WAIT_POLICY=PASSIVE unless
+    set (see configure_openmp). A command started with it needs no re-exec."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    lib, preload = find_tcmalloc(), env.get("LD_PRELOAD", "")
+    if lib is not None and not env.get("WORLD4RL_NO_TCMALLOC") and "tcmalloc" not in preload:
+        env["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
+    return env
 
 
 def maybe_reexec_with_tcmalloc(device: str) -> None:
@@ -38,15 +73,11 @@ def maybe_reexec_with_tcmalloc(device: str) -> None:
         return
     # Only when this process IS one of our commands: a library call of run() (a test, another
     # tool) must never have its process replaced.
-    if Path(sys.argv[0]).name not in CLI_ENTRY_POINTS:
+    if not is_cli_process():
         return
-    lib = find_tcmalloc()
-    preload = os.environ.get("LD_PRELOAD", "")
-    if lib is None or "tcmalloc" in preload:
+    if find_tcmalloc() is None or tcmalloc_active():
         return
-    env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see configure_openmp
-    env["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
+    env = tcmalloc_env()
     env[_REEXEC_FLAG] = "1"
     argv = [sys.executable, *sys.orig_argv[1:]]
     sys.stdout.flush()
@@ -68,6 +99,63 @@ def configure_openmp() -> None:
 
 def tcmalloc_active() -> bool:
     return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+
+
+def fast_bf16() -> bool:
+    """Whether bf16 autocast is worth turning on for the world model here, without importing torch:
+    a CUDA GPU, or a CPU with native bf16 (AVX512-BF16 or AMX on x86, BF16 on Arm). Without it torch
+    emulates bf16 on the CPU, several times slower than fp32."""
+    if Path("/dev/nvidia0").exists():
+        return True
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def runtime_facts(device: str, threads: int, bf16: bool) -> dict[str, object]:
+    """What speeds a process up or down: the figures a run records (record_runtime) and logs."""
+    return {
+        "device": device,
+        "threads": threads,
+        "bf16": bool(bf16),
+        "tcmalloc": tcmalloc_active(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        "pid": os.getpid(),
+    }
+
+
+def describe_runtime(facts: dict[str, object]) -> str:
+    return (
+        f"tcmalloc {facts.get('tcmalloc')}, bf16 {facts.get('bf16')}, {facts.get('threads')} threads, "
+        f"OMP_WAIT_POLICY {facts.get('omp_wait_policy')}, device {facts.get('device')}"
+    )
+
+
+def record_runtime(run_dir: str | Path, name: str, facts: dict[str, object]) -> Path:
+    """Add `name`'s facts to RUN/runtime.json (one entry per process kind that worked on the run)."""
+    import json
+
+    from world4rl_model.atomic_io import atomic_write_text
+
+    path = Path(run_dir) / RUNTIME_FILE
+    data = {**read_runtime(run_dir), name: facts}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def read_runtime(run_dir: str | Path) -> dict[str, dict[str, object]]:
+    """RUN/runtime.json ({} if absent or unreadable)."""
+    import json
+
+    path = Path(run_dir) / RUNTIME_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
 
 
 @dataclass

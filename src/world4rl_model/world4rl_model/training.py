@@ -160,6 +160,7 @@ class EpisodeSplitComponent(Component):
         self.split = EpisodeSplit.load(cfg, harness.device, kinds=kinds)
         self.store, self.val_store = self.split.store, self.split.val_store
         self.autocast_device = "cuda" if harness.device.startswith("cuda") else "cpu"
+        self.bf16 = bool(cfg.bf16)
         self.train_info = training_record(cfg)
 
     def autocast(self) -> torch.autocast:

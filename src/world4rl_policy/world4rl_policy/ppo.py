@@ -466,6 +466,7 @@ class _Refinement(Component):
         from world4rl_model.dataset import Dataset
 
         self.cfg, self.out, self.device = cfg, Path(cfg.out), torch.device(harness.device)
+        self.bf16 = bool(cfg.bf16)  # the world model and the classifier (the policy trains in fp32)
         self.tb_step_scale = cfg.batch_size  # TensorBoard's x: imagined transitions
         policy, bc_config = _load_start_policy(cfg, self.device)
         self.model = policy

@@ -35,6 +35,7 @@ class PredictConfig:
 def run(cfg: PredictConfig) -> dict:
     import torch
 
+    from world4rl_model.runtime import describe_runtime, record_runtime, runtime_facts
     from world4rl_policy.policy import load_policy_module
     from world4rl_policy.ppo import PPOConfig, predict_after_refine
 
@@ -53,16 +54,21 @@ def run(cfg: PredictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ppo = PPOConfig(**settings)
+    facts = runtime_facts(ppo.device, torch.get_num_threads(), ppo.bf16)
+    record_runtime(cfg.refined, "predict", facts)
+    print(f"[predict] runtime: {describe_runtime(facts)}", file=sys.stderr, flush=True)
     return predict_after_refine(ppo, ppo.task, int(config.get("update") or 0))
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "world4rl predict") -> int:
     from world4rl_model.checkpoint import CheckpointError
     from world4rl_model.config import cli
-    from world4rl_model.runtime import configure_openmp
+    from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
     configure_openmp()
     cfg = cli(PredictConfig, argv, prog=prog, description=f"{HELP}. {__doc__.split(chr(10), 2)[2].strip()}")
+    if (cfg.device or "cpu").startswith("cpu"):
+        maybe_reexec_with_tcmalloc("cpu")  # the same command line, with tcmalloc preloaded
     try:
         result = run(cfg)
     except (ValueError, FileNotFoundError, CheckpointError) as e:

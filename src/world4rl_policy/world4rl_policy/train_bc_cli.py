@@ -21,9 +21,13 @@ DESCRIPTION = (
 
 def main(argv: Sequence[str] | None = None, prog: str = "world4rl train bc") -> int:
     from world4rl_model.config import cli
+    from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
+
+    configure_openmp()  # before torch is imported: idle OpenMP threads must not spin on shared cores
     from world4rl_policy.bc import BCConfig, train_bc
 
     cfg = cli(BCConfig, argv, prog=prog, description=DESCRIPTION)
+    maybe_reexec_with_tcmalloc("cpu")  # the same command line, with tcmalloc preloaded (BC trains on the CPU)
     try:
         summary = train_bc(cfg)
     except (ValueError, FileNotFoundError) as e:
