@@ -97,6 +97,14 @@ def test_eval_cli_on_held_out_split(ds, tmp_path, capsys):
     assert [r["horizon"] for r in result["rows"]] == [1, 5]
     assert all(np.isfinite(r["model_psnr"]) for r in result["rows"])
     assert (tmp_path / "ev" / "dream.gif").exists()
+    assert result["sigma_min"] == 0.05  # the model's own
+    # Another sampler on the same rollouts (docs/results.md#the-sampler was measured this way).
+    args = ["world-model", str(run), "--horizons", "1", "--video", "0", "--out", str(tmp_path / "ev2")]
+    assert eval_main([*args, "--sampling-steps", "3", "--sigma-min", "0.002"]) == 0
+    other = json.loads((tmp_path / "ev2" / "world_model_eval.json").read_text())
+    assert (other["sampling_steps"], other["sigma_min"]) == (3, 0.002)
+    assert "3 Euler steps, sigma_min 0.002" in capsys.readouterr().out
+    assert eval_main([*args, "--sigma-min", "9"]) == 2
 
 
 def test_eval_cli_reward_classifier_on_held_out_split(ds, tmp_path, capsys):

@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wm.add_argument("--stride", type=int, default=10, help="a rollout starts every STRIDE steps of an episode")
     wm.add_argument("--max-rollouts", type=int, help="cap on the number of rollouts")
     wm.add_argument("--sampling-steps", type=int, help="Euler steps (default: the model's)")
+    wm.add_argument("--sigma-min", type=float, help="the last denoising step's sigma (default: the model's)")
     wm.add_argument("--out", help="output dir for metrics JSON/markdown and the video (default: CHECKPOINT/eval)")
     wm.add_argument("--video", type=int, default=4, help="rollouts shown in the video (0: none)")
     wm.add_argument("--gif", action="store_true", help="write a gif instead of an mp4")
@@ -136,6 +137,11 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
     from world4rl_model.dataset import manifest_hash
     from world4rl_model.evaluation import horizon_metrics, metrics_markdown, open_loop_rollouts, side_by_side_video
 
+    if args.sigma_min is not None:
+        if args.sigma_min <= 0 or args.sigma_min >= model.config.sigma_max:
+            print(f"--sigma-min must be in (0, {model.config.sigma_max}), got {args.sigma_min}", file=sys.stderr)
+            return 2
+        model.config.sigma_min = args.sigma_min
     rollouts = open_loop_rollouts(
         model,
         store,
@@ -150,7 +156,7 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
     sampling_steps = args.sampling_steps or model.config.sampling_steps
     title = (
         f"World model open loop on {len(episodes)} held-out episodes ({len(rollouts.real)} rollouts), "
-        f"{sampling_steps} Euler steps"
+        f"{sampling_steps} Euler steps, sigma_min {model.config.sigma_min:g}"
     )
     md = metrics_markdown(rows, title)
     result = {
@@ -161,6 +167,7 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
         "episodes": episodes,
         "rollouts": len(rollouts.real),
         "sampling_steps": sampling_steps,
+        "sigma_min": model.config.sigma_min,
         "rows": rows,
     }
     (out / "world_model_eval.json").write_text(json.dumps(result, indent=1) + "\n")
