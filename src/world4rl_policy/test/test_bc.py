@@ -127,6 +127,42 @@ def test_nll_loss_is_the_policys_gaussian_nll_and_decoupled_weighs_every_dimensi
         bc.bc_loss(mean, log_std, actions, "l1")
 
 
+def test_decoupled_bc_trains_the_std_head_alone_so_a_collapsed_std_cannot_move_the_encoder(dot_dataset, tmp_path):
+    """The std's NLL reaches the log-std head only. Through the shared encoder, a dimension the
+    demonstrations never vary (the gripper, std at its floor) made each small error a gradient
+    spike that the clipped step followed, and the image policy never learned (Meta-World BC 0 %)."""
+    from torch.nn import functional as F
+
+    from world4rl_model.harness import Harness, LoopSettings
+
+    data = dot_dataset(episodes=4, length=8, seed=3)
+    cfg = _cfg(data, tmp_path / "run", steps=1, batch_size=16)
+    with Harness(LoopSettings.from_config(cfg)) as harness:
+        training = bc._BCTraining(cfg, harness)
+    policy = training.model
+    torch.nn.init.constant_(policy.log_std_head.bias, policy.config.log_std_min)  # a collapsed std
+    batch = training.batch(0)
+    batch["actions"] = batch["actions"] + 0.05  # errors that the floor std turns into a large NLL
+
+    def grads(loss, params):
+        return torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+
+    shared = [p for n, p in policy.named_parameters() if n.startswith(("encoder", "trunk", "actor"))]
+    loss, _ = training.loss(batch)
+    mean, log_std, _ = policy(batch["frames"], detach_std=True)
+    mse_only = grads(F.mse_loss(mean, batch["actions"]), shared)
+    for i, (got, want) in enumerate(zip(grads(loss, shared), mse_only, strict=True)):
+        assert torch.allclose(got, want, atol=1e-7), i  # the mean's squared error alone
+    (g_head,) = grads(loss, [policy.log_std_head.bias])
+    assert g_head.abs().max() > 0.1  # the std is still fitted (pulled up from the floor)
+    # Without detaching, the std's NLL would dominate the shared weights' gradient.
+    _, log_std_attached, _ = policy(batch["frames"])
+    nll_std = -torch.distributions.Normal(mean.detach(), log_std_attached.exp()).log_prob(batch["actions"]).mean()
+    norm = lambda gs: torch.sqrt(sum((g**2).sum() for g in gs if g is not None))  # noqa: E731
+    assert norm(grads(nll_std, shared)) > 10 * norm(mse_only)
+    assert torch.equal(log_std_attached, log_std)  # detaching changes gradients, never values
+
+
 def test_bc_loss_goes_down_and_imitates_the_expert_better_than_chance(dot_dataset, tmp_path):
     from world4rl_model.dataset import Dataset
 

@@ -72,8 +72,8 @@ class BCConfig:
     weight_decay: float = 1e-4  # AdamW weight decay
     grad_clip: float = 1.0  # gradient-norm clip
     augment_shift: int = 4  # random-shift (DrQ) augmentation in pixels (0: off)
-    # decoupled: the mean by squared error and the std by NLL around the detached mean (see bc_loss);
-    # nll: the joint Gaussian NLL, whose mean gradients are weighted by 1/std^2.
+    # decoupled: the mean by squared error and the std by NLL around the detached mean, the std head on
+    # detached features (see bc_loss); nll: the joint Gaussian NLL, whose mean gradients are weighted by 1/std^2.
     loss: Literal["decoupled", "nll"] = "decoupled"
     use_proprio: bool = False  # also feed joint positions (every episode must have them); sets policy.proprio_dim
     # Imitate each episode only up to this many frames after its first success frame (None or < 0: all).
@@ -216,7 +216,12 @@ def bc_loss(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor, ki
     its std to the floor and its tiny errors then dominate the gradient norm; after clipping,
     the xyz means barely learn and the policy outputs nearly one action whatever it sees.
     "decoupled" fits the mean by squared error (every dimension weighted alike) and the std by
-    the NLL around the detached mean, so the Gaussian still matches the demonstrations' spread."""
+    the NLL around the detached mean, so the Gaussian still matches the demonstrations' spread.
+    Its log_std must come from `policy(..., detach_std=True)` (as `_BCTraining.loss` does): the
+    std's NLL then trains the log-std head alone. Through the shared encoder it would swamp the
+    mean's gradient the same way (the std of a dimension the demonstrations never vary sinks to
+    the floor, each small error then spikes the NLL, and the clipped step follows the std), and
+    the image policy would output the demonstrations' average action whatever it sees."""
     if kind == "nll":
         return -torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).mean()
     if kind == "decoupled":
@@ -325,7 +330,8 @@ class _BCTraining(Component):
         return {**b, "frames": random_shift(b["frames"], self.cfg.augment_shift, self.aug_gen)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        mean, log_std, _ = self.model(batch["frames"], batch.get("proprio"))
+        detach_std = self.cfg.loss == "decoupled"  # the std's NLL must not move the mean's features
+        mean, log_std, _ = self.model(batch["frames"], batch.get("proprio"), detach_std=detach_std)
         loss = bc_loss(mean, log_std, batch["actions"], self.cfg.loss)
         mse = ((mean.detach().clamp(-1, 1) - batch["actions"]) ** 2).mean()
         return loss, {"train/nll": loss.detach(), "train/mse": mse, "train/std": log_std.detach().exp().mean()}

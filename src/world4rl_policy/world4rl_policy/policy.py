@@ -151,16 +151,19 @@ class GaussianPolicy(nn.Module):
 
     # ------------------------------------------------------------------ heads
     def forward(
-        self, frames: torch.Tensor, proprio: torch.Tensor | None = None
+        self, frames: torch.Tensor, proprio: torch.Tensor | None = None, detach_std: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean [B, A], log_std [B, A], value [B])."""
-        return self.heads(self.features(frames, proprio))
+        """(mean [B, A], log_std [B, A], value [B]); detach_std: see `heads`."""
+        return self.heads(self.features(frames, proprio), detach_std)
 
-    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean, log_std, value) from the trunk features h = features(frames, proprio)."""
+    def heads(self, h: torch.Tensor, detach_std: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, log_std, value) from the trunk features h = features(frames, proprio).
+        detach_std: the log-std head reads the actor's features without passing gradient back, so
+        a loss on log_std trains that head alone and cannot move the encoder the mean relies on (BC)."""
         a = self.actor(h)
         mean = self.mean_head(a)
-        log_std = soft_clamp(self.log_std_head(a), self.config.log_std_min, self.config.log_std_max)
+        log_std = self.log_std_head(a.detach() if detach_std else a)
+        log_std = soft_clamp(log_std, self.config.log_std_min, self.config.log_std_max)
         value = self.critic(h).squeeze(-1)
         return mean, log_std, value
 
