@@ -35,6 +35,8 @@ CLI_MODULES = frozenset(
     }
 )
 RUNTIME_FILE = "runtime.json"
+# "shared" (default) or "dedicated": whether the cores are shared with other jobs (default_wait_policy).
+CORES_ENV = "WORLD4RL_CORES"
 
 
 def find_tcmalloc() -> str | None:
@@ -53,9 +55,10 @@ def is_cli_process() -> bool:
 def tcmalloc_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """A copy of `env` (default: this process's) for a child process that runs torch on the CPU:
     tcmalloc preloaded when found (not with WORLD4RL_NO_TCMALLOC) and OMP_WAIT_POLICY=PASSIVE unless
-    set (see configure_openmp). A command started with it needs no re-exec."""
+    set or WORLD4RL_CORES=dedicated (see default_wait_policy). A command started with it needs no re-exec."""
     env = dict(os.environ if env is None else env)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if (wait := default_wait_policy(env)) is not None:
+        env.setdefault("OMP_WAIT_POLICY", wait)
     lib, preload = find_tcmalloc(), env.get("LD_PRELOAD", "")
     if lib is not None and not env.get("WORLD4RL_NO_TCMALLOC") and "tcmalloc" not in preload:
         env["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
@@ -85,16 +88,36 @@ def maybe_reexec_with_tcmalloc(device: str) -> None:
     os.execve(sys.executable, argv, env)
 
 
+def default_wait_policy(env: dict[str, str] | None = None) -> str | None:
+    """The OMP_WAIT_POLICY our torch processes get unless it is set: PASSIVE on shared cores (the
+    default), libgomp's own (None: spin ~300,000 iterations, then sleep) where WORLD4RL_CORES=dedicated.
+
+    Measured with bench/bench_cpu_settings.py (imagination at batch 64, 2 threads on 2 cores, two runs):
+    on dedicated cores libgomp's default was 1.14-1.25x PASSIVE (ACTIVE and GOMP_SPINCOUNT 100,000 the
+    same within noise); beside one busy loop per core it was 0.14-0.48x (spinning threads burn the time
+    slice a descheduled sibling needs) and the bounded spins (GOMP_SPINCOUNT 1,000-100,000) 0.23-0.77x.
+    All cores beat 1 thread in both (1 thread: 0.62-0.67x dedicated, 0.35-0.45x shared). A process
+    cannot know that its cores stay free for the whole run, and guessing "dedicated" wrongly costs
+    more than guessing "shared", so shared is the default and dedicated is declared.
+    """
+    cores = (os.environ if env is None else env).get(CORES_ENV, "shared")
+    if cores not in ("shared", "dedicated"):
+        raise ValueError(f"{CORES_ENV} must be 'shared' or 'dedicated', got {cores!r}")
+    return "PASSIVE" if cores == "shared" else None
+
+
 def configure_openmp() -> None:
-    """OMP_WAIT_POLICY=PASSIVE unless set: idle OpenMP threads sleep instead of spinning.
+    """OMP_WAIT_POLICY=PASSIVE unless set (or WORLD4RL_CORES=dedicated): idle OpenMP threads sleep
+    instead of spinning (default_wait_policy has the measurements).
 
     On cores shared with other jobs, spinning threads burn their time slice waiting for a
     descheduled sibling; measured here with 2 threads under load, every elementwise op then cost
     ~10 ms instead of ~0.3-1 ms (10-30x). Must run before torch is first imported (libgomp reads the
     variable once); the tcmalloc re-exec carries it over.
     """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    wait = default_wait_policy()
+    if "torch" not in sys.modules and wait is not None:
+        os.environ.setdefault("OMP_WAIT_POLICY", wait)
 
 
 def tcmalloc_active() -> bool:

@@ -317,6 +317,11 @@ class PolicyRunner:
     # The out-of-distribution score (world4rl_policy.ood: 1.0 = the 99th percentile of held-out
     # training frames) of the input of the last act(); NaN when the checkpoint has no statistics.
     last_ood_score: float = math.nan
+    # What act() runs on: "torch" (eager) or "onnxruntime" (world4rl_policy.inference, set by
+    # load_policy's backend); backend_note says why the backend asked for is not the one in use.
+    backend: str = "torch"
+    backend_note: str = ""
+    _onnx: Any = None
 
     def __init__(self, policy: GaussianPolicy, config: dict[str, Any], seed: int | None = None) -> None:
         self.module = policy.eval()
@@ -359,8 +364,11 @@ class PolicyRunner:
             if proprio is None:
                 raise ValueError(f"this policy needs proprioception of dim {cfg.proprio_dim}")
             p = torch.as_tensor(np.asarray(proprio, dtype=np.float32).reshape(1, cfg.proprio_dim))
-        h = self.module.features(x, p)
-        mean, log_std, _ = self.module.heads(h)
+        if self._onnx is not None:
+            h, mean, log_std = self._onnx(x, p)
+        else:
+            h = self.module.features(x, p)
+            mean, log_std, _ = self.module.heads(h)
         ood = self.module.ood
         self.last_ood_score = float(ood.score(h, frames[-1:])[0]) if ood.fitted() else math.nan
         action = mean
@@ -372,12 +380,18 @@ class PolicyRunner:
         return out
 
 
-def load_policy(checkpoint_dir: str | Path, seed: int | None = None, num_threads: int | None = None) -> PolicyRunner:
+def load_policy(
+    checkpoint_dir: str | Path, seed: int | None = None, num_threads: int | None = None, backend: str = "torch"
+) -> PolicyRunner:
     """Load a policy checkpoint (or a run directory's latest) for acting on CPU.
 
     num_threads: torch intra-op threads (default: leave torch's setting). One thread is usually
-    fastest for a single small batch and leaves cores to the rest of the node."""
+    fastest for a single small batch and leaves cores to the rest of the node.
+    backend: what act() runs on: "torch", "onnxruntime" (~2x faster at batch 1, exported on the fly;
+    world4rl_policy.inference) or "auto" (onnxruntime where installed); torch is the fallback, and
+    `runner.backend` / `runner.backend_note` say what runs and why."""
     from world4rl_model import checkpoint
+    from world4rl_policy.inference import use_backend
 
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
@@ -385,6 +399,7 @@ def load_policy(checkpoint_dir: str | Path, seed: int | None = None, num_threads
     policy, config = load_policy_module(directory)
     runner = PolicyRunner(policy, config, seed=seed)
     runner.checkpoint_dir = directory
+    use_backend(runner, backend)
     return runner
 
 

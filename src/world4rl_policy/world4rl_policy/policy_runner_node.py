@@ -174,7 +174,8 @@ class PolicyRunnerNode(ArmStateNode):
         self.get_logger().info(
             f"policy {self.checkpoint} as asked by policy:={policy_path} "
             f"({cfg.frame_history} frames of {cfg.image_size}x{cfg.image_size}, "
-            f"proprio {cfg.proprio_dim}); images from {self.image_subscription.topic_name}; commands to "
+            f"proprio {cfg.proprio_dim}, runs on {self.policy.backend}); images from "
+            f"{self.image_subscription.topic_name}; commands to "
             f"{self.commands.publisher.topic_name} ({params.command_mode}) at {params.control_rate_hz:g} Hz; "
             f"disarmed: call {arm_service.service_name} to start"
         )
@@ -218,6 +219,14 @@ class PolicyRunnerNode(ArmStateNode):
             ).value
         )
         threads = int(self.declare_parameter("torch_threads", 1, describe("torch intra-op threads")).value)
+        self.inference_backend = self.declare_parameter(
+            "inference_backend",
+            "auto",
+            describe(
+                "what runs the policy: 'torch', 'onnxruntime' (~2x faster per call, exported from the checkpoint "
+                "on the fly) or 'auto' (onnxruntime where installed); torch is the fallback"
+            ),
+        ).value
         for name, size in (("image_width", self.expected_width), ("image_height", self.expected_height)):
             checked(name, size, size >= 0, "0 (any) or a size in pixels")
         timeout = self.finger_state_timeout_s
@@ -234,7 +243,9 @@ class PolicyRunnerNode(ArmStateNode):
         chosen, gate_note = resolve_deploy_policy(policy_path, self.policy_choice)
         if gate_note:
             self.get_logger().info(f"{policy_path}: {gate_note}")
-        self.policy = load_policy(chosen, num_threads=threads)
+        self.policy = load_policy(chosen, num_threads=threads, backend=self.inference_backend)
+        if self.policy.backend_note:
+            self.get_logger().warn(f"inference_backend {self.inference_backend}: {self.policy.backend_note}")
         # What was loaded, not only what was asked for: a run directory resolves to one step.
         self.checkpoint = checkpoint_fingerprint(self.policy.checkpoint_dir)
         self.policy_name = str(self.checkpoint.path)
