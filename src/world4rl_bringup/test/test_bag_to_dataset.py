@@ -45,6 +45,7 @@ def make_bag(
     task="push",
     hw=(48, 64),
     flush_every_message=False,
+    joints_from_ms=0,
 ):
     """An episode bag: images at 30 Hz (image k uniformly grey image_value(k)), actions every
     action_period_ms starting 5 ms after the first image, joint states at 100 Hz."""
@@ -67,7 +68,7 @@ def make_bag(
         events.append((T0 + (5 + j * action_period_ms) * MS, "action", j))
         if sim_success is not None:
             events.append((T0 + (4 + j * action_period_ms) * MS, "success", j))
-    for i in range(duration_ms // 10):
+    for i in range(joints_from_ms // 10, duration_ms // 10):
         events.append((T0 + i * 10 * MS + 1, "joints", i))
     for stamp, what, k in sorted(events):
         if what == "image":
@@ -115,6 +116,17 @@ def test_alignment_resizing_joints_and_success_tail(tmp_path, msgs):
     small = read_episode(bag, BuildConfig(image_size=32, success_tail_s=0.05))
     assert small.frames.shape == (12, 32, 32, 3)
     assert small.success_per_frame.sum() == 1
+
+
+def test_steps_before_the_first_joint_state_take_it_when_it_came_soon_after(tmp_path, msgs):
+    # Joint states from 150 ms: actions 0 and 1 (5 and 105 ms) were logged before the first one.
+    ep = read_episode(make_bag(tmp_path, 0, msgs, steps=12, joints_from_ms=150))
+    assert ep.joint_positions is not None
+    np.testing.assert_allclose(ep.joint_positions[:2, 0], [0.015, 0.015], atol=1e-6)  # state number 15
+    np.testing.assert_allclose(ep.joint_positions[2:, 0], np.arange(2, 12) * 10 * 0.001, atol=1e-6)
+    # First joint state 0.7 s after the first action: too late to stand for the steps before it.
+    late = read_episode(make_bag(tmp_path, 1, msgs, steps=12, joints_from_ms=710))
+    assert late.joint_positions is None
 
 
 def test_sim_success_topic_labels_each_frame(tmp_path, msgs):

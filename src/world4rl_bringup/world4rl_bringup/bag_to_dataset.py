@@ -12,7 +12,9 @@ Conversion of one episode bag (one dataset episode):
   keeps the camera's recorded frames: the LeRobot export, world4rl_bringup.lerobot_bags).
 - joint_positions (fr3_joint1..7 + the 2 fingers): the latest joint states at or before each
   action, merged from the joint and gripper joint-state topics; stored only if all 9 are known
-  at every step.
+  at every step. Actions logged before the first complete joint state get that state when it came
+  within JOINT_LEAD_S of the first action (the arm is at rest after a reset, and on a loaded
+  machine the recorder may log the first action before the first joint state).
 - Success labels: the episode's label is EpisodeInfo.success. Per frame: if the bag has the
   sim's true success topic (/sim_only/success, std_msgs/Bool), frame t is labelled with its latest
   value at or before a_t (when o_t was acted on); otherwise (real robot) a successful episode labels
@@ -56,6 +58,7 @@ JOINT_TYPE = "sensor_msgs/msg/JointState"
 SUCCESS_TYPE = "std_msgs/msg/Bool"
 EPISODE_INFO_TYPE = "world4rl_msgs/msg/EpisodeInfo"
 RATE_TOLERANCE = 0.25
+JOINT_LEAD_S = 0.5  # how late the first complete joint state may come for the steps before it
 
 if TYPE_CHECKING:
     import numpy as np
@@ -296,6 +299,7 @@ class _EpisodeSteps:
         self.sources: Counter = Counter()
         self.joints_now: dict[str, float] = {}
         self.joint_rows: list[list[float] | None] = []
+        self.first_joints: tuple[int, list[float]] | None = None  # (log time, row) of the first complete one
         self.success_now: bool | None = None
         self.success_rows: list[bool | None] = []
         self.info = None
@@ -315,6 +319,8 @@ class _EpisodeSteps:
         elif topic in (config.joint_topic, config.gripper_topic):
             msg = store.deserialize_cdr(raw, JOINT_TYPE)
             self.joints_now.update(zip(msg.name, (float(p) for p in msg.position), strict=False))
+            if self.first_joints is None and all(n in self.joints_now for n in self.JOINT_NAMES):
+                self.first_joints = (stamp, [self.joints_now[n] for n in self.JOINT_NAMES])
         elif topic == config.success_topic:
             self.success_now = bool(store.deserialize_cdr(raw, SUCCESS_TYPE).data)
 
@@ -376,7 +382,7 @@ class _EpisodeSteps:
             )
         success = bool(info.success)
         success_per_frame, success_source = self._frame_labels(success)
-        rows = self.joint_rows
+        rows = self._joint_rows_with_lead()
         joint_positions = np.asarray(rows, dtype=np.float32) if all(r is not None for r in rows) else None
         source = self.sources.most_common(1)[0][0]
         return ConvertedEpisode(
@@ -393,6 +399,17 @@ class _EpisodeSteps:
             success_source=success_source,
             dropped_leading_actions=self.dropped_leading,
         )
+
+    def _joint_rows_with_lead(self) -> list[list[float] | None]:
+        """The steps' joint rows; leading steps without one take the first complete joint state
+        when it was logged within JOINT_LEAD_S of the first action."""
+        rows = list(self.joint_rows)
+        lead = next((i for i, r in enumerate(rows) if r is not None), len(rows))
+        if lead and self.first_joints is not None:
+            stamp, row = self.first_joints
+            if stamp - self.action_stamps[0] <= JOINT_LEAD_S * 1e9:
+                rows[:lead] = [row] * lead
+        return rows
 
     def _frame_labels(self, success: bool):
         import numpy as np
