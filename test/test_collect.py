@@ -88,13 +88,15 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
 def test_a_sim_slower_than_real_time_still_gets_the_whole_episode(ros_domain, tmp_path):
     """At 0.3x real time, 50 steps last 5 s of wall clock but only 1.5 s of simulated time: an
     episode timed on the wall clock would end after 15 control periods, before the push expert
-    (18 steps on average) is done. Timed on the sim's clock, the expert gets its 50 steps (40 left
-    the expert, slowed by the smoothed commands' lag, short once in a loaded CI run)."""
+    (18 steps on average) is done. Timed on the sim's clock, the expert gets its 50 steps."""
     out = tmp_path / "bags"
     slow = _collect(out, 1, "push", "--horizon", "50", "--real-time-factor", "0.3")
     assert slow.returncode == 0, slow.stdout + slow.stderr
-    _, info = _episode_info(out / "ep_000000")
-    assert info.success, "the expert was cut short: the episode was not measured in simulated time"
+    counts, info = _episode_info(out / "ep_000000")
+    # The episode ends on success or after its 50 steps; timed on the wall clock it would have had ~15.
+    # (Whether the noisy expert succeeds is not the point: seed 0 missed once under load, at all 50 steps.)
+    steps = counts[topics.bag_topic(topics.ACTION)]
+    assert info.success or steps >= 48, f"{steps} actions and no success: the episode was cut short"
     seconds = (info.stop_stamp.sec - info.start_stamp.sec) + (info.stop_stamp.nanosec - info.start_stamp.nanosec) * 1e-9
     assert seconds > 1.2 / 0.3, f"the episode lasted {seconds:.1f} s of wall clock"
 
