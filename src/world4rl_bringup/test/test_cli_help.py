@@ -162,6 +162,17 @@ def test_bench_profiles_load_with_the_recipes_values():
         "world_model": {**full["world_model"], "max_minutes": 40},
         "refine": {k: v for k, v in refine.items() if k != "horizon"},
     }
+    # The benchmark's recipe: the paper's data sizes, and not one per-task setting.
+    recipe = {
+        **{k: v for k, v in full.items() if k != "refine_by_task"},
+        "expert_episodes": 50,
+        "eval_episodes": 200,
+        "world_model": {**full["world_model"], "max_minutes": 90},
+        "refine": {
+            "total_steps": 40960, "start": "any", "horizon": 10, "reward_calibration": True, "seeds": 3,
+            "bf16": True, "kl_bc_coef": 0.1,
+        },
+    }  # fmt: skip
     quick = {
         "image_size": 32,
         "expert_episodes": 3,
@@ -174,7 +185,8 @@ def test_bench_profiles_load_with_the_recipes_values():
         "reward": {"steps": 20, "channels": [8, 8]},
         "refine": {"total_steps": 256, "num_envs": 8, "num_steps": 8, "video_episodes": 1},
     }
-    for name, expected in (("full", full), ("metaworld_full", metaworld), ("quick", quick)):
+    profiles = (("full", full), ("metaworld_full", metaworld), ("recipe", recipe), ("quick", quick))
+    for name, expected in profiles:
         profile = read_preset(PROFILES / f"{name}.yaml", CoverageConfig)
         assert profile == expected, name
         assert [type(v) for v in _leaves(profile)] == [type(v) for v in _leaves(expected)], name  # 50, not 50.0
@@ -187,8 +199,8 @@ def test_bench_profiles_load_with_the_recipes_values():
     spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "bench" / "bench_learning.py")
     bench_learning = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_learning)
-    assert bench_learning.profile_path(True, "franka").name == "quick.yaml"
-    assert bench_learning.profile_path(False, "metaworld").name == "metaworld_full.yaml"
+    assert bench_learning.profile_path(True).name == "quick.yaml"
+    assert bench_learning.profile_path(False).name == "recipe.yaml"
 
 
 def _leaves(d):

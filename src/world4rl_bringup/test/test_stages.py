@@ -72,3 +72,21 @@ def test_a_book_written_before_upstream_tracking_still_counts_as_done(tmp_path):
     stages = Stages(tmp_path, log=log.append)
     assert not stages.run("data", settings, lambda: None)
     assert stages.run("data", {"n": 3}, lambda: None)
+
+
+def test_a_stage_books_its_wall_and_cpu_time(tmp_path):
+    import time
+
+    stages = Stages(tmp_path, log=lambda text: None)
+
+    def busy():
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+
+    stages.run("busy", {}, busy)
+    stages.run("idle", {}, lambda: time.sleep(0.3))
+    book = json.loads((tmp_path / "stages.json").read_text())
+    assert book["busy"]["cpu_seconds"] >= 0.3
+    assert book["idle"]["seconds"] >= 0.3
+    assert book["idle"]["cpu_seconds"] < 0.2  # waiting costs no CPU: the budget counts CPU, not the clock

@@ -20,9 +20,13 @@ def task_summary(root: Path, task: str) -> dict[str, Any]:
     """Predicted (RUN/refine/TASK/gate.json) and measured (RUN/eval/TASK/eval.json) success of BC and
     the refined policy side by side, and the gate's choice; the parts that exist."""
     from world4rl_policy.prediction import read_gate
+    from world4rl_policy.reward_calibration import read_calibration
 
     out: dict[str, Any] = {"task": task}
     gate = read_gate(root / "refine" / task)
+    if calibration := read_calibration(root / "refine" / task):
+        keep = ("threshold", "floor", "rollouts", "real_success", "imagined_success_at_floor")
+        out["reward_calibration"] = {k: calibration[k] for k in (*keep, "imagined_success_at_threshold", "honest")}
     prediction = (gate or {}).get("prediction")
     if gate:
         out["gate"] = {"deploy": gate["deploy"], "reason": gate["reason"]}

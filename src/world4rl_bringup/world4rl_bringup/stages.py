@@ -71,7 +71,9 @@ class StageBook:
             return entry["settings_sha256"] == _legacy_digest(settings)
         return entry["settings_sha256"] == settings_digest(settings, upstream)
 
-    def finish(self, key: str, settings: dict[str, Any], upstream: dict[str, str], seconds: float, **info) -> None:
+    def finish(
+        self, key: str, settings: dict[str, Any], upstream: dict[str, str], seconds: float, cpu_seconds: float, **info
+    ) -> None:
         digest = settings_digest(settings, upstream)
         self.data[key] = {
             "done": True,
@@ -80,6 +82,7 @@ class StageBook:
             "settings": settings,
             "after": upstream,
             "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 1),  # all of the process's threads: honest on shared cores
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **info,
         }
@@ -146,10 +149,10 @@ class Stages:
             self.log(f"{key}: {why}: running again" + (f" (earlier output kept in {moved})" if moved else ""))
         else:
             self.log(f"{key}: running")
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         info = body() or {}
-        seconds = time.monotonic() - started
-        self.book.finish(key, settings, {k: self.book.run_id(k) for k in after}, seconds, **info)
+        seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
+        self.book.finish(key, settings, {k: self.book.run_id(k) for k in after}, seconds, cpu_seconds, **info)
         self.ran.append(key)
         self.log(f"{key}: done in {seconds:.0f} s" + (f" {json.dumps(info, default=str)}" if info else ""))
         return True

@@ -256,3 +256,84 @@ def test_with_one_held_out_start_the_seed_is_chosen_by_training_and_the_gate_kee
     gate = json.loads((out / "gate.json").read_text())
     assert "excluded_starts" not in gate
     assert gate["prediction"]["policies"]["refined"]["held_out_starts"] == 1
+
+
+# ---------------------------------------------------------------------------------- calibrated reward threshold
+
+
+def test_the_calibrated_threshold_is_the_lowest_at_which_dreams_do_not_flatter_the_record():
+    from world4rl_policy.reward_calibration import MAX_THRESHOLD, calibrated_threshold
+
+    peaks = np.array([[0.6, 0.95], [0.7, 0.55], [0.3, 0.2]])
+    real = np.array([True, False, False])  # 1/3 real; at 0.5 the dreams say 4/6
+    t = calibrated_threshold(peaks, real, floor=0.5)
+    assert 0.6 < t <= 0.6 + 1e-12  # just above 0.6: 0.7 and 0.95 remain, 2/6
+    assert (peaks >= t).mean() <= real.mean() < (peaks >= 0.6).mean()
+    assert calibrated_threshold(peaks, np.array([True, True, False]), floor=0.5) == 0.5  # honest at the floor
+    assert calibrated_threshold(peaks, real, floor=0.8) == 0.8  # never below the floor: 0.95 alone is 1/6
+    # A classifier certain about the failures too: the threshold gives up at its cap.
+    assert calibrated_threshold(np.ones((3, 2)), real, floor=0.5) == MAX_THRESHOLD
+    with pytest.raises(ValueError, match="one outcome per rollout"):
+        calibrated_threshold(peaks, real[:2], floor=0.5)
+
+
+def test_refine_calibrates_the_threshold_once_rewards_with_it_and_the_gate_judges_with_it(world, tmp_path):
+    from world4rl_policy import ppo
+    from world4rl_policy.reward_calibration import CALIBRATION_FILE, MAX_THRESHOLD
+
+    out = tmp_path / "refine"
+    cfg = ppo.PPOConfig(
+        policy=str(world / "bc"), world_model=str(world / "wm"), reward=str(world / "rw"), dataset=str(world / "ds"),
+        out=str(out), num_envs=4, num_steps=3, horizon=2, total_steps=12, value_warmup_updates=1, progress=False,
+        video_episodes=0, threads=1, reward_calibration=True,
+        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, horizon=3, batch=5, bootstrap=200),
+    )  # fmt: skip
+    summary = ppo.refine(cfg)
+    record = json.loads((out / CALIBRATION_FILE).read_text())
+    # The fixture's classifier fires on every frame, the record says half the rollouts failed: the
+    # dreams cannot be made honest, so the threshold stops at its cap and the record says so.
+    assert record["rollouts"] == 12
+    assert record["real_success"] == 0.5
+    assert record["imagined_success_at_floor"] == 1.0
+    assert record["threshold"] == MAX_THRESHOLD
+    assert record["floor"] == 0.5
+    assert record["honest"] is False
+    assert summary["reward_threshold"] == pytest.approx(MAX_THRESHOLD)  # PPO was rewarded with it
+    assert summary["last"]["reward_threshold"] == pytest.approx(MAX_THRESHOLD)
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["prediction"]["reward_threshold"] == pytest.approx(MAX_THRESHOLD)
+    # A rerun reuses the record (the dreams are not dreamt again) ...
+    stamp = (out / CALIBRATION_FILE).stat().st_mtime_ns
+    ppo.refine(cfg)
+    assert (out / CALIBRATION_FILE).stat().st_mtime_ns == stamp
+    # ... and too few recorded rollouts is an error that names the fix, before anything is trained.
+    too_few = pred.PredictionSettings(min_calibration=13)
+    few = ppo.PPOConfig(**{**cfg.to_dict(), "out": str(tmp_path / "few"), "prediction": too_few})
+    with pytest.raises(ValueError, match="12 recorded rollouts of the BC policy"):
+        ppo.refine(few)
+    assert not (tmp_path / "few" / "latest").exists()
+
+
+def test_calibration_against_a_graded_classifier_makes_bc_dreams_no_better_than_its_record(world, tmp_path):
+    from world4rl_model.checkpoint import save_checkpoint
+    from world4rl_model.reward import RewardClassifier, RewardConfig
+    from world4rl_policy import ppo
+    from world4rl_policy.reward_calibration import calibrate
+
+    torch.manual_seed(3)  # an untrained classifier: probabilities spread around one half
+    rm = RewardClassifier(RewardConfig(image_size=S, tasks=["reach-left"], channels=[8]))
+    with torch.no_grad():
+        rm.head[-1].weight.mul_(40.0)
+    save_checkpoint(tmp_path / "rw", rm.state_dict(), rm.checkpoint_config())
+    cfg = ppo.PPOConfig(
+        policy=str(world / "bc"), world_model=str(world / "wm"), reward=str(tmp_path / "rw"), dataset=str(world / "ds"),
+        out=str(tmp_path / "refine"), num_envs=4, reward_calibration=True, progress=False, reward_threshold=0.2,
+        prediction=pred.PredictionSettings(calibration_repeats=3, batch=6),
+    )  # fmt: skip
+    record = calibrate(cfg, "reach-left")
+    assert record["floor"] == 0.2
+    assert record["imagined_success_at_floor"] > 0.0  # the classifier is not silent
+    assert record["honest"]
+    assert record["imagined_success_at_threshold"] <= record["real_success"] == 0.5
+    assert record["imagined_success_at_floor"] > 0.5  # at the floor the dreams flatter the record ...
+    assert record["threshold"] > record["floor"]  # ... so the threshold was raised

@@ -76,6 +76,7 @@ from world4rl_policy.policy import (
     soft_clamp,
 )
 from world4rl_policy.prediction import PredictionSettings, predict_and_gate, write_gate
+from world4rl_policy.reward_calibration import with_calibrated_threshold
 
 TRAINER = "ppo-imagination"
 
@@ -100,6 +101,9 @@ class PPOConfig:
     sampling_steps: int | None = None  # Euler steps of the world model (None: its own default)
     reward_mode: Literal["binary", "probability"] = "binary"  # binary success (World4RL) or its probability
     reward_threshold: float | None = None  # success probability threshold (None: the classifier's own)
+    # raise the threshold until dreams of the BC policy's recorded rollouts succeed no more often than
+    # they did on the robot (world4rl_policy.reward_calibration; reward_threshold is then the floor)
+    reward_calibration: bool = False
     bf16: bool = False  # bfloat16 autocast for the world model and classifier (~1.5x on CPUs with AVX512-BF16)
     # --- PPO
     gamma: float = 0.99  # discount factor
@@ -278,6 +282,13 @@ def _resolve_task(cfg: PPOConfig, bc_config: dict[str, Any], dataset_tasks: list
     )
 
 
+def _task_of(cfg: PPOConfig) -> str | None:
+    """The task a refine run refines (before anything is built)."""
+    from world4rl_model.dataset import Dataset
+
+    return _resolve_task(cfg, load_policy_module(cfg.policy)[1], list(Dataset(cfg.dataset).tasks))
+
+
 def make_env(cfg: PPOConfig, task: str | None, device: torch.device, num_envs: int | None = None, seed: int = 0):
     from world4rl_model.dataset import Dataset
     from world4rl_model.env import WorldModelEnv
@@ -395,6 +406,7 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
     With cfg.seeds > 1, world4rl_policy.seeds runs one such refinement per seed and keeps the best."""
     from world4rl_policy.seeds import SELECTION_FILE, refine_seeds
 
+    cfg = with_calibrated_threshold(cfg, _task_of(cfg))
     if cfg.seeds > 1:
         return refine_seeds(cfg)
     if (Path(cfg.out) / SELECTION_FILE).exists():
@@ -421,6 +433,7 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         "last": run.history[-1] if run.history else {},
         "video": video,
         "ood": ood,
+        "reward_threshold": run.env.threshold,
     }
     if cfg.predict:
         summary["gate"] = predict_after_refine(cfg, run.task, update)
@@ -433,6 +446,7 @@ def predict_after_refine(cfg: PPOConfig, task: str | None, update: int) -> dict[
     the summary, and TensorBoard (predicted/* at the last update's step)."""
     from world4rl_policy.seeds import gate_exclusions
 
+    cfg = with_calibrated_threshold(cfg, task)  # the threshold PPO was rewarded with
     result = predict_and_gate(
         cfg.policy, cfg.out, cfg.world_model, cfg.reward, cfg.dataset, task, cfg.prediction,
         threshold=cfg.reward_threshold, sampling_steps=cfg.sampling_steps, bf16=cfg.bf16,
@@ -602,12 +616,13 @@ class _Refinement(Component):
             mean_reward=float(buf.raw_rewards.mean()),
             explained_variance=explained_variance(flat["values"], flat["returns"]),
             imagined_per_s=cfg.batch_size / max(flat["roll_seconds"], 1e-9),
+            reward_threshold=self.env.threshold,
             warmup=float(warmup),
             stopped_early=float(stopped_early),
         )
         row.update({f"episode_{k}": v for k, v in self.stats.pop().items()})
         self.history.append(row)
-        imagined = ("mean_reward", "imagined_per_s")
+        imagined = ("mean_reward", "imagined_per_s", "reward_threshold")
         return {
             f"{'imagined' if k.startswith('episode_') or k in imagined else 'ppo'}/{k}": v
             for k, v in row.items()

@@ -67,6 +67,7 @@ class Imagined:
     success_fraction: np.ndarray  # float [N]
     dreams: int  # dreams per start
     seconds: float
+    peak_probability: np.ndarray | None = None  # float [N, dreams]: the classifier's highest probability in each dream
 
     @property
     def rate(self) -> float:
@@ -83,10 +84,13 @@ def imagine(
     sampled: bool,
     seed: int,
     label: str | None = None,
+    full_length: bool = False,
 ) -> Imagined:
     """Dream `repeats` episodes of `horizon` steps from the first frame of each dataset episode in
     `episodes`, the policy in the loop (mean action, or sampled when `sampled`); success is the
-    classifier firing at any step. `env` is a WorldModelEnv whose start pool holds those episodes."""
+    classifier firing at any step. `env` is a WorldModelEnv whose start pool holds those episodes.
+    A batch stops once all its dreams succeeded, unless `full_length` (each dream's peak probability
+    is then its highest over all `horizon` steps, as a threshold above the env's needs)."""
     t0 = time.time()
     policy = policy.eval()
     env.terminate_on_success = False
@@ -94,6 +98,7 @@ def imagine(
     jobs = [e for e in episodes for _ in range(repeats)]
     b = env.num_envs
     hits = np.zeros(len(jobs), dtype=bool)
+    peaks = np.zeros(len(jobs), dtype=np.float64)
     chunks = range(0, len(jobs), b)
     if label is not None:
         from tqdm import tqdm
@@ -104,6 +109,7 @@ def imagine(
         obs, _ = env.reset_to(chunk + [chunk[-1]] * (b - len(chunk)), seed=seed + c)
         gen = torch.Generator(device=env.device).manual_seed(seed + 7919 * (c + 1))
         success = torch.zeros(b, dtype=torch.bool, device=env.device)
+        peak = torch.zeros(b, device=env.device)
         for _ in range(horizon):
             mean, log_std, _ = policy(recent_frames(policy, obs["frames"]).to(env.device))
             action = (
@@ -111,11 +117,14 @@ def imagine(
             )
             obs, _, _, _, info = env.step(action.clamp(-1, 1))
             success |= info["success"]
-            if bool(success.all()):
+            peak = torch.maximum(peak, info["success_prob"].float())
+            if not full_length and bool(success.all()):
                 break
         hits[first : first + len(chunk)] = success[: len(chunk)].cpu().numpy()
+        peaks[first : first + len(chunk)] = peak[: len(chunk)].cpu().numpy()
     per_start = hits.reshape(len(episodes), repeats).mean(axis=1)
-    return Imagined(np.asarray(episodes, dtype=np.int64), per_start, repeats, time.time() - t0)
+    episodes_array = np.asarray(episodes, dtype=np.int64)
+    return Imagined(episodes_array, per_start, repeats, time.time() - t0, peaks.reshape(len(episodes), repeats))
 
 
 def fit_calibration(f: np.ndarray, y: np.ndarray, ridge: float = 0.1, iterations: int = 50) -> np.ndarray:
@@ -275,6 +284,7 @@ def predict_and_gate(
     }
     prediction = predict(calibration, real, candidates, settings.bootstrap, seed=s + 3)
     prediction["horizon"] = horizon
+    prediction["reward_threshold"] = env.threshold
     prediction["seconds"] = calibration.seconds + sum(c.seconds for c in candidates.values())
     return {**out, "prediction": prediction, "deploy": gate(prediction)}
 
