@@ -90,3 +90,14 @@ def test_a_stage_books_its_wall_and_cpu_time(tmp_path):
     assert book["busy"]["cpu_seconds"] >= 0.3
     assert book["idle"]["seconds"] >= 0.3
     assert book["idle"]["cpu_seconds"] < 0.2  # waiting costs no CPU: the budget counts CPU, not the clock
+
+
+def test_turning_the_progress_bar_off_or_on_reruns_nothing(tmp_path):
+    log: list[str] = []
+    stages = Stages(tmp_path, log=log.append)
+    assert stages.run("train", {"lr": 0.1, "progress": True}, lambda: None)
+    again = Stages(tmp_path, log=log.append)
+    assert not again.run("train", {"lr": 0.1, "progress": False}, lambda: None)
+    assert log[-1] == "train: done, skipped"
+    assert again.run("train", {"lr": 0.2, "progress": False}, lambda: None)
+    assert log[-2] == "train: changed since it ran: setting lr: running again"

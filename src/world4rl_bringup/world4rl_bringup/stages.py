@@ -40,10 +40,20 @@ def _legacy_digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# Settings that change how a stage shows its work, not what it makes: no reason to run it again.
+COSMETIC_SETTINGS = frozenset({"progress"})
+
+
+def _substance(settings: dict[str, Any]) -> dict[str, Any]:
+    plain = json.loads(json.dumps(settings, default=str))
+    return {k: v for k, v in plain.items() if k not in COSMETIC_SETTINGS}
+
+
 def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old = json.loads(json.dumps(old, default=str))
     new = json.loads(json.dumps(new, default=str))
-    return sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    changed = (k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    return sorted(k for k in changed if k not in COSMETIC_SETTINGS)
 
 
 class StageBook:
@@ -69,7 +79,10 @@ class StageBook:
             return False
         if "after" not in entry:  # a book from before `after`: only the settings were recorded
             return entry["settings_sha256"] == _legacy_digest(settings)
-        return entry["settings_sha256"] == settings_digest(settings, upstream)
+        if entry["settings_sha256"] == settings_digest(settings, upstream):
+            return True
+        recorded = entry.get("settings")
+        return recorded is not None and entry["after"] == upstream and _substance(recorded) == _substance(settings)
 
     def finish(
         self, key: str, settings: dict[str, Any], upstream: dict[str, str], seconds: float, cpu_seconds: float, **info
