@@ -167,7 +167,7 @@ def test_bench_profiles_load_with_the_recipes_values():
         **{k: v for k, v in full.items() if k != "refine_by_task"},
         "expert_episodes": 50,
         "eval_episodes": 200,
-        "world_model": {**full["world_model"], "max_minutes": 90},
+        "world_model": {**{k: v for k, v in full["world_model"].items() if k != "max_minutes"}, "max_cpu_minutes": 90},
         "refine": {
             "total_steps": 40960, "start": "any", "horizon": 10, "reward_calibration": True, "seeds": 3,
             "bf16": True, "kl_bc_coef": 0.1,

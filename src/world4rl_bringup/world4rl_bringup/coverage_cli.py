@@ -237,10 +237,12 @@ def _bc_settings(bc) -> dict[str, Any]:
 
 
 def _wm_settings(wm) -> dict[str, Any]:
-    """The world-model stage's settings: WorldModelTrainConfig's; channels and space_to_depth (settable
-    since runs were first booked) count only when set, so those runs' finished stages stay finished."""
+    """The world-model stage's settings: WorldModelTrainConfig's; channels, space_to_depth and
+    max_cpu_minutes (settable since runs were first booked) count only when set, so those runs'
+    finished stages stay finished."""
     settings = dataclasses.asdict(wm)
-    return {k: v for k, v in settings.items() if not (k in ("channels", "space_to_depth") and v is None)}
+    later = ("channels", "space_to_depth", "max_cpu_minutes")
+    return {k: v for k, v in settings.items() if not (k in later and v is None)}
 
 
 def _bc_checkpoint(cfg: CoverageConfig, task: str) -> Path:

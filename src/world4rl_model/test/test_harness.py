@@ -116,6 +116,34 @@ def test_time_limit_stops_checkpoints_and_counts_across_resumes(tmp_path):
     assert load_training_state(tmp_path / "run").extra["elapsed_s"] > elapsed
 
 
+def test_cpu_time_limit_counts_work_not_waiting_and_counts_across_resumes(tmp_path):
+    class Busy(Line):
+        """Each step burns 20 ms of CPU, or sleeps 20 ms (a job whose cores another job took)."""
+
+        def __init__(self, harness: Harness, busy: bool):
+            super().__init__(harness)
+            self.busy = busy
+
+        def batch(self, step: int):
+            end = time.process_time() + 0.02
+            while self.busy and time.process_time() < end:
+                pass
+            if not self.busy:
+                time.sleep(0.02)
+            return super().batch(step)
+
+    limit = {"max_cpu_minutes": 0.3 / 60, "steps": 60}  # 0.3 s of CPU
+    _, step = _train(tmp_path / "busy", component=lambda h: Busy(h, busy=True), **limit)
+    assert 5 <= step < 40
+    cpu = load_training_state(tmp_path / "busy").extra["cpu_s"]
+    assert cpu >= 0.3
+    _, again = _train(tmp_path / "busy", component=lambda h: Busy(h, busy=True), **limit)
+    assert again == step + 1  # spent before the resume: one step and out
+    assert load_training_state(tmp_path / "busy").extra["cpu_s"] > cpu
+    # Sleeping costs the clock 1.2 s over 60 steps but hardly any CPU: every step runs.
+    assert _train(tmp_path / "idle", component=lambda h: Busy(h, busy=False), **limit)[1] == 60
+
+
 def test_keeps_the_newest_checkpoints(tmp_path):
     _train(tmp_path / "run", steps=5, checkpoint_every=1, keep_checkpoints=2)
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [4, 5]

@@ -8,9 +8,10 @@ loop around it. The harness owns what every trainer needs and nothing model-spec
 - the optimiser step (zero_grad, backward, grad clipping, step, LR warmup) of `component.loss`,
   through DistributedDataParallel when torchrun started several processes;
 - the process's speed settings (tcmalloc, bf16, threads) in RUN/runtime.json and the log;
-- the time limit (`max_minutes`, counted across resumes), TensorBoard scalars, periodic validation,
-  checkpoints (`world4rl_model.checkpoint`: step_N/ + `latest`, the newest N kept), resume from the
-  run's latest checkpoint, and the progress bar.
+- the time limits (`max_minutes` of the clock, `max_cpu_minutes` of the CPU, both counted across
+  resumes), TensorBoard scalars, periodic validation, checkpoints (`world4rl_model.checkpoint`:
+  step_N/ + `latest`, the newest N kept), resume from the run's latest checkpoint, and the progress
+  bar.
 
 A component (subclass `Component`)::
 
@@ -75,6 +76,9 @@ class LoopSettings:
     device: str = "cpu"  # cpu | cuda | auto
     threads: int | None = None  # torch threads per process (None: the cores split across local processes)
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
+    # stop after this much CPU time of the process (all its threads), resumes included: a budget that
+    # does not shrink when other jobs share the cores (the wall clock's does)
+    max_cpu_minutes: float | None = None
     log_every: int = 20  # TensorBoard scalars of the training batches every N steps (and at step 1)
     val_every: int = 0  # validate every N steps (0: only at the end); always at the last step
     checkpoint_every: int = 1000  # always at the last step
@@ -160,7 +164,9 @@ class Harness:
             shutdown_distributed()
             raise
         self.start_step = self.training_state.step if self.training_state is not None else 0
-        self.elapsed_before = float(self.training_state.extra.get("elapsed_s", 0.0)) if self.training_state else 0.0
+        extra = self.training_state.extra if self.training_state else {}
+        self.elapsed_before = float(extra.get("elapsed_s", 0.0))
+        self.cpu_before = float(extra.get("cpu_s", 0.0))
         self._bar: Any = None
         self._writer: Any = None
         self._sched: Any = None
@@ -204,7 +210,7 @@ class Harness:
         c.model.train()
         net = torch.nn.parallel.DistributedDataParallel(_LossModule(c)) if self.dist.enabled else c.loss
         self._open_logs(c, step)
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), time.process_time()
         self._window = (start, 0)
         try:
             while step < s.steps:
@@ -212,9 +218,10 @@ class Harness:
                 step += 1
                 self._window = (self._window[0], self._window[1] + (c.batch_size or 0))
                 elapsed = self.elapsed_before + time.monotonic() - start
-                stop = self._out_of_time(elapsed)
+                cpu = self.cpu_before + time.process_time() - cpu_start
+                stop = self._out_of_time(elapsed, cpu)
                 if self.is_main:
-                    self._after_step(c, opt, step, logs, elapsed, final=step >= s.steps or stop)
+                    self._after_step(c, opt, step, logs, (elapsed, cpu), final=step >= s.steps or stop)
                 if stop:
                     break
         finally:
@@ -243,9 +250,10 @@ class Harness:
             raise FloatingPointError(f"{c.name} loss is {value} at step {step + 1}")
         return logs
 
-    def _out_of_time(self, elapsed: float) -> bool:
+    def _out_of_time(self, elapsed: float, cpu: float) -> bool:
         s = self.settings
         stop = s.max_minutes is not None and elapsed >= s.max_minutes * 60
+        stop = stop or (s.max_cpu_minutes is not None and cpu >= s.max_cpu_minutes * 60)
         if self.dist.enabled:  # every rank stops at the same step
             flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -253,7 +261,13 @@ class Harness:
         return stop
 
     def _after_step(
-        self, c: Component, opt: torch.optim.Optimizer, step: int, logs: dict[str, Any], elapsed: float, final: bool
+        self,
+        c: Component,
+        opt: torch.optim.Optimizer,
+        step: int,
+        logs: dict[str, Any],
+        spent: tuple[float, float],
+        final: bool,
     ) -> None:
         """The main process's work after a step: log, validate, checkpoint."""
         s = self.settings
@@ -263,7 +277,7 @@ class Harness:
         if final or (s.val_every and step % s.val_every == 0):
             self._validate(c, step)
         if final or step % s.checkpoint_every == 0:
-            extra = {"elapsed_s": elapsed, **c.state()}
+            extra = {"elapsed_s": spent[0], "cpu_s": spent[1], **c.state()}
             ts = capture_training_state(step, opt, self._sched, extra=extra, include_rng=False)
             config = c.checkpoint_config(step)
             save_run_checkpoint(self.run_dir, step, c.model.state_dict(), config, ts, keep=s.keep_checkpoints)

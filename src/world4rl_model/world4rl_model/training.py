@@ -46,6 +46,7 @@ class WorldModelTrainConfig:
     context_frames: int = 4  # frames (and actions) of history the next frame is conditioned on, T
     steps: int = 20_000  # total optimiser steps (a resumed run continues up to this)
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time, resumes included
+    max_cpu_minutes: float | None = None  # stop after this much CPU time (all threads), resumes included
     batch_size: int = 32  # batch size per process
     lr: float = 3e-4  # learning rate (AdamW)
     weight_decay: float = 1e-2  # AdamW weight decay
