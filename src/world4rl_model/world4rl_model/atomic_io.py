@@ -4,9 +4,11 @@ content, never a mix, and a completed write survives a power cut (fsync of the f
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -37,3 +39,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def read_json_record(path: str | os.PathLike, record_format: str, what: str) -> dict[str, Any] | None:
+    """A JSON record a run directory keeps (gate, seed selection, reward calibration), or None when
+    the file is absent; a file that is not JSON or not of `record_format` is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != record_format:
+        found = record.get("format") if isinstance(record, dict) else None
+        raise ValueError(f"{path}: not a {what} record (format {found!r})")
+    return record

@@ -325,17 +325,12 @@ def write_gate(refine_out: str | Path, result: dict[str, Any], bc_policy: str | 
 
 def read_gate(refine_out: str | Path) -> dict[str, Any] | None:
     """The gate record of a refine run directory, or None when it has none."""
+    from world4rl_model.atomic_io import read_json_record
+
     path = Path(refine_out) / GATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if record.get("format") != GATE_FORMAT or record.get("deploy") not in ("bc", "refined"):
-        raise ValueError(
-            f"{path}: not a gate record (format {record.get('format')!r}, deploy {record.get('deploy')!r})"
-        )
+    record = read_json_record(path, GATE_FORMAT, "gate")
+    if record is not None and record.get("deploy") not in ("bc", "refined"):
+        raise ValueError(f"{path}: not a gate record (deploy {record.get('deploy')!r})")
     return record
 
 

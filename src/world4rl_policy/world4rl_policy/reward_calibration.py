@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from world4rl_model.atomic_io import atomic_write_text
+from world4rl_model.atomic_io import atomic_write_text, read_json_record
 from world4rl_model.runtime import derive_seed
 from world4rl_policy.prediction import CALIBRATION_KIND, imagine
 
@@ -131,16 +131,7 @@ def calibrate(cfg, task: str | None) -> dict[str, Any]:
 
 
 def read_calibration(out: str | Path) -> dict[str, Any] | None:
-    path = Path(out) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if record.get("format") != CALIBRATION_FORMAT:
-        raise ValueError(f"{path}: not a reward-calibration record (format {record.get('format')!r})")
-    return record
+    return read_json_record(Path(out) / CALIBRATION_FILE, CALIBRATION_FORMAT, "reward-calibration")
 
 
 def with_calibrated_threshold(cfg, task: str | None):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from world4rl_model.atomic_io import atomic_write_text
+from world4rl_model.atomic_io import atomic_write_text, read_json_record
 from world4rl_model.runtime import derive_seed
 
 SELECTION_FILE = "selection.json"
@@ -54,16 +54,7 @@ def choose(imagined: dict[int, float]) -> int:
 
 def read_selection(out: str | Path) -> dict[str, Any] | None:
     """OUT/selection.json of a multi-seed refine run, or None for a single run."""
-    path = Path(out) / SELECTION_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if record.get("format") != SELECTION_FORMAT:
-        raise ValueError(f"{path}: not a seed-selection record (format {record.get('format')!r})")
-    return record
+    return read_json_record(Path(out) / SELECTION_FILE, SELECTION_FORMAT, "seed-selection")
 
 
 def gate_exclusions(out: str | Path) -> list[int]:
