@@ -286,7 +286,7 @@ def test_refine_calibrates_the_threshold_once_rewards_with_it_and_the_gate_judge
         policy=str(world / "bc"), world_model=str(world / "wm"), reward=str(world / "rw"), dataset=str(world / "ds"),
         out=str(out), num_envs=4, num_steps=3, horizon=2, total_steps=12, value_warmup_updates=1, progress=False,
         video_episodes=0, threads=1, reward_calibration=True,
-        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, horizon=3, batch=5, bootstrap=200),
+        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, batch=5, bootstrap=200),
     )  # fmt: skip
     summary = ppo.refine(cfg)
     record = json.loads((out / CALIBRATION_FILE).read_text())
@@ -302,6 +302,11 @@ def test_refine_calibrates_the_threshold_once_rewards_with_it_and_the_gate_judge
     assert summary["last"]["reward_threshold"] == pytest.approx(MAX_THRESHOLD)
     gate = json.loads((out / "gate.json").read_text())
     assert gate["prediction"]["reward_threshold"] == pytest.approx(MAX_THRESHOLD)
+    # The prediction's calibration pass is the calibration's dreams, not dreamt a second time.
+    assert gate["prediction"]["calibration"]["dreams_reused"] is True
+    assert record["episodes"] == sorted(record["episodes"])
+    assert len(record["peak_probability"]) == 12
+    assert len(record["peak_probability"][0]) == 2
     # A rerun reuses the record (the dreams are not dreamt again) ...
     stamp = (out / CALIBRATION_FILE).stat().st_mtime_ns
     ppo.refine(cfg)

@@ -76,7 +76,7 @@ from world4rl_policy.policy import (
     soft_clamp,
 )
 from world4rl_policy.prediction import PredictionSettings, predict_and_gate, write_gate
-from world4rl_policy.reward_calibration import with_calibrated_threshold
+from world4rl_policy.reward_calibration import calibration_in_use, dreams_for_prediction, with_calibrated_threshold
 
 TRAINER = "ppo-imagination"
 
@@ -447,11 +447,13 @@ def predict_after_refine(cfg: PPOConfig, task: str | None, update: int) -> dict[
     from world4rl_policy.seeds import gate_exclusions
 
     cfg = with_calibrated_threshold(cfg, task)  # the threshold PPO was rewarded with
+    record = calibration_in_use(cfg)  # its dreams, made for this threshold
+    dreamt = (dreams_for_prediction(record, cfg.reward_threshold), record["horizon"]) if record else None
     result = predict_and_gate(
         cfg.policy, cfg.out, cfg.world_model, cfg.reward, cfg.dataset, task, cfg.prediction,
         threshold=cfg.reward_threshold, sampling_steps=cfg.sampling_steps, bf16=cfg.bf16,
         seed=derive_seed(cfg.seed, "prediction"), device=cfg.device, progress=cfg.progress,
-        exclude=gate_exclusions(cfg.out),
+        exclude=gate_exclusions(cfg.out), dreamt=dreamt,
     )  # fmt: skip
     write_gate(cfg.out, result, cfg.policy)
     if (prediction := result["prediction"]) is not None:

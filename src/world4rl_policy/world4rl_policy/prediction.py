@@ -235,9 +235,12 @@ def predict_and_gate(
     device: str = "cpu",
     progress: bool = False,
     exclude: list[int] | tuple[int, ...] = (),
+    dreamt: tuple[Imagined, int] | None = None,
 ) -> dict[str, Any]:
     """The refine run's closing step: predictions for BC and refined, and the gate's choice. Held-out
-    starts in `exclude` (those that chose among several PPO seeds: world4rl_policy.seeds) are not used."""
+    starts in `exclude` (those that chose among several PPO seeds: world4rl_policy.seeds) are not used.
+    `dreamt`: (the BC policy's dreams of its recorded rollouts, their horizon), already dreamt with this
+    threshold (the reward calibration's): used for the calibration when they match these rollouts."""
     from world4rl_model.dataset import Dataset
     from world4rl_model.env import WorldModelEnv
     from world4rl_model.reward import RewardClassifier
@@ -272,9 +275,14 @@ def predict_and_gate(
     bc, refined = bc.to(device), refined.to(device)
     s = seed
     show = (lambda text: text) if progress else (lambda text: None)
-    calibration = imagine(
-        bc, env, calib_eps, settings.calibration_repeats, horizon, sampled=True, seed=s + 1, label=show("calibration")
-    )
+    reused = dreamt is not None and _reusable(dreamt, calib_eps, settings.calibration_repeats, horizon)
+    if reused:
+        calibration = dreamt[0]
+    else:
+        calibration = imagine(
+            bc, env, calib_eps, settings.calibration_repeats, horizon, sampled=True, seed=s + 1,
+            label=show("calibration"),
+        )  # fmt: skip
     real = np.array([bool(ds.episodes[e]["success"]) for e in calib_eps])
     candidates = {
         "bc": imagine(bc, env, starts, settings.repeats, horizon, sampled=False, seed=s + 2, label=show("bc")),
@@ -284,9 +292,15 @@ def predict_and_gate(
     }
     prediction = predict(calibration, real, candidates, settings.bootstrap, seed=s + 3)
     prediction["horizon"] = horizon
+    prediction["calibration"]["dreams_reused"] = reused  # from the reward calibration's dreams
     prediction["reward_threshold"] = env.threshold
     prediction["seconds"] = calibration.seconds + sum(c.seconds for c in candidates.values())
     return {**out, "prediction": prediction, "deploy": gate(prediction)}
+
+
+def _reusable(dreamt: tuple[Imagined, int], episodes: list[int], repeats: int, horizon: int) -> bool:
+    dreams, dreamt_horizon = dreamt
+    return dreamt_horizon == horizon and dreams.dreams == repeats and dreams.episodes.tolist() == list(episodes)
 
 
 def interval_text(p: dict[str, Any]) -> str:

@@ -124,10 +124,32 @@ def calibrate(cfg, task: str | None) -> dict[str, Any]:
         "imagined_success_at_threshold": imagined_at,
         "honest": imagined_at <= float(real.mean()),
         "seconds": dreams.seconds,
+        # The dreams themselves: the closing prediction's calibration reuses them (dreams_for_prediction).
+        "episodes": [int(e) for e in rollouts],
+        "peak_probability": np.round(dreams.peak_probability, 6).tolist(),
         "rule": "lowest threshold at which dreams of the BC policy's recorded rollouts succeed no more often "
         "than they did",
         "settings": settings,
     }
+
+
+def dreams_for_prediction(record: dict[str, Any], threshold: float):
+    """The calibration's dreams as the prediction's calibration pass (world4rl_policy.prediction.Imagined):
+    the same BC policy, rollouts, sampled actions and horizon, so they need not be dreamt twice."""
+    from world4rl_policy.prediction import Imagined
+
+    peaks = np.asarray(record["peak_probability"], dtype=np.float64)
+    episodes = np.asarray(record["episodes"], dtype=np.int64)
+    return Imagined(episodes, (peaks >= threshold).mean(axis=1), peaks.shape[1], 0.0, peaks)
+
+
+def calibration_in_use(cfg) -> dict[str, Any] | None:
+    """OUT's calibration record when cfg rewards with its threshold and its checkpoints are the ones
+    it dreamt with; else None (a record left from other checkpoints or another threshold)."""
+    record = read_calibration(cfg.out)
+    if record is None or cfg.reward_threshold != record["threshold"]:
+        return None
+    return record if record["settings"]["checkpoints"] == _fingerprints(cfg) else None
 
 
 def read_calibration(out: str | Path) -> dict[str, Any] | None:
