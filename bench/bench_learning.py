@@ -88,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--suite", choices=["franka", "metaworld"], default="franka")
     p.add_argument("--run", default=None, help="run directory (default: runs/bench_learning[_quick])")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per stage (1: two suites side by side)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for a log file)")
     p.add_argument(
         "--profile",
         type=Path,
         default=None,
-        help="a YAML profile (default: profiles/full.yaml, quick.yaml with --quick)",
+        help="a YAML profile (default: profiles/recipe.yaml, quick.yaml with --quick)",
     )
     args = p.parse_args(argv)
 
@@ -112,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run or (f"runs/bench_{name}_quick" if args.quick else f"runs/bench_{name}"))
     tasks = [t for t in (args.tasks or (METAWORLD_TASKS if metaworld else FRANKA_TASKS)).split(",") if t]
     profile = {**profile, "refine_by_task": {t: v for t, v in profile.get("refine_by_task", {}).items() if t in tasks}}
-    cfg = build(
-        CoverageConfig, {**profile, "run": str(run), "tasks": tasks, "suite": args.suite, "threads": args.threads}
-    )
+    run_settings = {"run": str(run), "tasks": tasks, "suite": args.suite, "threads": args.threads}
+    cfg = build(CoverageConfig, {**profile, **run_settings, "progress": not args.no_progress})
     t0 = time.time()
     book = run_pipeline(cfg)
     predictions = [task_summary(run, task) for task in tasks]
