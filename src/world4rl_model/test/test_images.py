@@ -50,3 +50,42 @@ def test_decode_refuses_bad_images_with_a_reason(args, message):
 def test_non_rgb_input_is_refused():
     with pytest.raises(ValueError, match="uint8 \\[H, W, 3\\]"):
         to_learning_image(np.zeros((4, 4), np.uint8))
+
+
+def camera_like_frames(n: int) -> list[np.ndarray]:
+    """640x480 frames with a camera's structure: smooth shading, sharp edges, texture and sensor noise."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:480, 0:640]
+    frames = []
+    for k in range(n):
+        shade = 60 + 120 * (x / 640.0) * (0.5 + 0.5 * np.sin(y / 37.0 + k))
+        image = np.stack([shade, shade * 0.8 + 20, 200 - shade * 0.5], axis=-1)
+        image[(x - 300 - 10 * k) ** 2 + (y - 240) ** 2 < 60**2] = (220, 40, 30)  # an object with a sharp edge
+        image[::16] += 25  # a texture of lines
+        image += rng.normal(0.0, 4.0, image.shape)
+        frames.append(np.clip(image, 0, 255).astype(np.uint8))
+    return frames
+
+
+@pytest.mark.parametrize("size", [64, 32, 480])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_the_preallocated_conversion_gives_exactly_the_same_pixels(size, encoding):
+    """The runtime node converts into one reused buffer (out=): the same pixels as a fresh array, frame
+    after frame (nothing of the previous frame left), for the area resize, an upscale-free copy and BGR."""
+    out = np.empty((size, size, 3), np.uint8)
+    for frame in camera_like_frames(4):
+        rgb = decode_image(frame.tobytes(), 640, 480, encoding)
+        fresh = to_learning_image(rgb, size)
+        assert to_learning_image(rgb, size, out=out) is out
+        np.testing.assert_array_equal(out, fresh)
+
+
+def test_a_wrong_output_buffer_is_refused():
+    image = np.zeros((480, 640, 3), np.uint8)
+    for out in (
+        np.empty((32, 32, 3), np.uint8),
+        np.empty((64, 64, 3), np.float32),
+        np.empty((64, 64, 6), np.uint8)[..., ::2],
+    ):
+        with pytest.raises(ValueError, match="out must be a contiguous uint8"):
+            to_learning_image(image, 64, out=out)

@@ -24,15 +24,26 @@ def center_square(image: np.ndarray) -> np.ndarray:
     return image[top : top + side, left : left + side]
 
 
-def to_learning_image(image: np.ndarray, size: int = LEARNING_IMAGE_SIZE) -> np.ndarray:
-    """uint8 [H, W, 3] RGB -> uint8 [size, size, 3] RGB (contiguous)."""
+def to_learning_image(image: np.ndarray, size: int = LEARNING_IMAGE_SIZE, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] RGB -> uint8 [size, size, 3] RGB (contiguous). `out`: a contiguous uint8
+    [size, size, 3] buffer to write into (the runtime node's, pre-allocated; the same pixels)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image.dtype} {list(image.shape)}")
+    if out is not None and (out.shape != (size, size, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a contiguous uint8 [{size}, {size}, 3] array, got {out.dtype} {list(out.shape)}")
     square = center_square(image)
     if square.shape[0] == size:
-        return np.ascontiguousarray(square)
+        if out is None:
+            return np.ascontiguousarray(square)
+        np.copyto(out, square)
+        return out
     interpolation = cv2.INTER_AREA if square.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(square, (size, size), interpolation=interpolation)
+    if out is None:
+        return cv2.resize(square, (size, size), interpolation=interpolation)
+    resized = cv2.resize(square, (size, size), dst=out, interpolation=interpolation)
+    if resized is not out:  # cv2 writes into a matching dst; never hand back another buffer
+        np.copyto(out, resized)
+    return out
 
 
 def decode_image(data: bytes, width: int, height: int, encoding: str, step: int | None = None) -> np.ndarray:

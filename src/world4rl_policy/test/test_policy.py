@@ -163,6 +163,32 @@ def test_act_pads_short_histories_like_frame_history(tmp_path):
         hist.array()
 
 
+def test_frame_history_is_a_ring_of_copies_written_into_a_reused_buffer():
+    """The runtime node's history: frames are copied in (a caller reusing its buffer changes nothing),
+    array(out=) fills the node's buffer with the same frames array() returns, oldest first."""
+    hist = pol.FrameHistory(4)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    out = np.empty((4, 8, 8, 3), np.uint8)
+    pushed = []
+    for k in range(1, 11):
+        frame[:] = k  # the caller's one buffer, rewritten every frame
+        hist.push(frame)
+        pushed.append(np.full((8, 8, 3), k, np.uint8))
+        want = np.stack(([pushed[0]] * 4 + pushed)[-4:])
+        assert hist.array(out=out) is out
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(hist.array(), want)
+        assert len(hist) == min(k, 4)
+    fresh = hist.array()
+    hist.push(np.zeros((8, 8, 3), np.uint8))
+    assert fresh[-1, 0, 0, 0] == 10  # array() without out= is the caller's own copy
+    hist.reset()
+    hist.push(np.full((8, 8, 3), 99, np.uint8))
+    np.testing.assert_array_equal(hist.array()[:, 0, 0, 0], [99, 99, 99, 99])
+    with pytest.raises(ValueError, match="differs from the history"):
+        hist.push(np.zeros((16, 16, 3), np.uint8))
+
+
 def test_act_rejects_wrong_images_and_samples_reproducibly(tmp_path):
     runner = pol.load_policy(pol.save_policy(tmp_path / "c", pol.GaussianPolicy(pol.PolicyConfig(**SMALL))), seed=3)
     with pytest.raises(ValueError, match="16x16 RGB"):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -438,3 +440,96 @@ def test_a_refine_run_runs_what_its_gate_chose_unless_told_otherwise(launch_node
     other = launch_node(MODULE, "policy_runner_refined", params=params)
     wait_status(robot, other, lambda s: s.policy == str(refined.resolve()), timeout=20.0)
     assert "against the gate's choice of bc" in other.stderr_tail(20000)
+
+
+# ---------------------------------------------------------------------------------- scheduling
+
+
+def fifo_allowed() -> bool:
+    """Whether a process started like the node's may use SCHED_FIFO on this machine."""
+    probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30).returncode == 0
+
+
+def node_threads(pid: int) -> dict[int, tuple[str, str, tuple[str, int]]]:
+    """Each thread of a process: (name, Cpus_allowed_list, (scheduling policy, priority))."""
+    from world4rl_policy.realtime import scheduling_of
+
+    threads = {}
+    for tid in (int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            cpus = next(
+                line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list")
+            )
+            threads[tid] = (name, cpus, scheduling_of(tid))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return threads
+
+
+def test_cpu_affinity_and_realtime_priority_apply_to_the_node_process(launch_node, ros_node, tmp_path):
+    """The node's process and every thread of it (DDS's included) run on the CPU given and, where this
+    machine allows SCHED_FIFO, at the real-time priority given; elsewhere one warning says how to allow it.
+    The node works as before either way."""
+    cpu = max(os.sched_getaffinity(0))
+    robot = Robot(ros_node)
+    runner = start(
+        launch_node,
+        write_policy(tmp_path / "policy", bias=(0.2, 0.0, 0.0, 0.0)),
+        cpu_affinity=[cpu],
+        realtime_priority=10,
+    )
+    arm_and_run(robot, runner, commands=5)
+    log = runner.stderr_tail(20000)
+    threads = node_threads(runner.process.pid)
+    assert any(name.startswith("dds.") for name, _, _ in threads.values()), threads  # the middleware's are there
+    assert {cpus for _, cpus, _ in threads.values()} == {str(cpu)}, threads
+    assert f"threads pinned to CPUs [{cpu}]" in log, log
+    if fifo_allowed():
+        # The control thread (the process's main thread, which spins the executor) and the middleware's.
+        control_and_dds = [t for tid, t in threads.items() if tid == runner.process.pid or t[0].startswith("dds.")]
+        assert {sched for _, _, sched in control_and_dds} == {("SCHED_FIFO", 10)}, threads
+        assert "realtime_priority: SCHED_FIFO 10" in log, log
+    else:
+        assert "realtime_priority 10 (SCHED_FIFO) refused by the OS" in log, log
+        assert threads[runner.process.pid][2][0] == "SCHED_OTHER"
+
+
+def test_a_refused_realtime_priority_is_one_warning_and_the_node_runs_on(ros_node, tmp_path):
+    """Without CAP_SYS_NICE and with an rtprio limit of 0 (an ordinary user on a stock robot PC), the
+    node warns once, naming the parameter and how to allow it, and runs at normal priority."""
+    import shutil
+
+    from world4rl_ros.node_process import NodeProcess
+
+    if not (shutil.which("setpriv") and shutil.which("prlimit")):
+        pytest.skip("needs util-linux's setpriv and prlimit to drop the right to real-time scheduling")
+    ckpt = write_policy(tmp_path / "policy", bias=(0.2, 0.0, 0.0, 0.0))
+    params = {"policy": str(ckpt), "safety.joint_state_timeout_s": 0.5, "realtime_priority": 20}
+    runner = NodeProcess(MODULE, "policy_runner", params=params, log_dir=tmp_path / "logs")
+    drop = ["prlimit", "--rtprio=0:0", "setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"]
+    runner.argv = [*drop, *runner.argv]  # both wrappers exec: the node keeps their pid
+    robot = Robot(ros_node)
+    runner.start()
+    try:
+        arm_and_run(robot, runner, commands=5)
+        log = runner.stderr_tail(20000)
+        warnings = [line for line in log.splitlines() if "realtime_priority 20 (SCHED_FIFO) refused by the OS" in line]
+        assert len(warnings) == 1, log
+        for hint in ("rtprio limit 0", "/etc/security/limits.conf", "ulimit -r", "CAP_SYS_NICE"):
+            assert hint in warnings[0], warnings[0]
+        assert "[WARN]" in warnings[0]
+        assert node_threads(runner.process.pid)[runner.process.pid][2] == ("SCHED_OTHER", 0)
+    finally:
+        runner.stop()
+
+
+def test_bad_scheduling_parameters_stop_the_node_naming_them():
+    too_high = run_standalone("realtime_priority:=100")
+    assert too_high.returncode == 2
+    assert "parameter realtime_priority must be 0 (off) or a SCHED_FIFO priority in [1, 99]" in too_high.stderr
+    no_such_cpu = run_standalone(f"cpu_affinity:=[{os.cpu_count()}]")
+    assert no_such_cpu.returncode == 2
+    assert "parameter cpu_affinity must be CPU ids in" in no_such_cpu.stderr

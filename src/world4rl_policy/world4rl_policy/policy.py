@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,28 +271,46 @@ def load_policy_module(path: str | Path, map_location: str = "cpu") -> tuple[Gau
 
 
 class FrameHistory:
-    """The last T frames of an episode; at the start the first frame is repeated (as in training)."""
+    """The last T frames of an episode; at the start the first frame is repeated (as in training).
+
+    A ring of T frames allocated at the first push: push copies the frame into its slot and
+    array(out=buffer) writes the padded history into a caller's buffer, so the runtime node's
+    cycle allocates nothing. A frame of another shape or dtype than the episode's raises."""
 
     def __init__(self, length: int = FRAME_HISTORY) -> None:
         self.length = length
-        self._frames: deque[np.ndarray] = deque(maxlen=length)
+        self._ring: np.ndarray | None = None  # [T, H, W, 3], slot k % T holds the k-th frame pushed
+        self._count = 0  # frames pushed since the last reset
 
     def reset(self) -> None:
-        self._frames.clear()
+        self._count = 0
 
     def push(self, frame: np.ndarray) -> None:
-        self._frames.append(np.asarray(frame))
+        frame = np.asarray(frame)
+        ring = self._ring
+        if ring is None or (self._count == 0 and (ring.shape[1:] != frame.shape or ring.dtype != frame.dtype)):
+            ring = self._ring = np.empty((self.length, *frame.shape), dtype=frame.dtype)
+        elif ring.shape[1:] != frame.shape or ring.dtype != frame.dtype:
+            raise ValueError(
+                f"frame {frame.dtype} {list(frame.shape)} differs from the history's {list(ring.shape[1:])}"
+            )
+        np.copyto(ring[self._count % self.length], frame)
+        self._count += 1
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return min(self._count, self.length)
 
-    def array(self) -> np.ndarray:
-        """[T, H, W, 3] uint8, oldest first."""
-        if not self._frames:
+    def array(self, out: np.ndarray | None = None) -> np.ndarray:
+        """[T, H, W, 3] uint8, oldest first; written into `out` (and returned) when given, else a new array."""
+        if self._ring is None or self._count == 0:
             raise ValueError("no frame yet")
-        frames = list(self._frames)
-        frames = [frames[0]] * (self.length - len(frames)) + frames
-        return np.stack(frames)
+        if out is None:
+            out = np.empty_like(self._ring)
+        kept = len(self)
+        oldest = self._count - kept
+        for i in range(self.length):
+            out[i] = self._ring[(oldest + max(0, i - (self.length - kept))) % self.length]
+        return out
 
 
 def pad_history(frames: np.ndarray | Sequence[np.ndarray], length: int) -> np.ndarray:

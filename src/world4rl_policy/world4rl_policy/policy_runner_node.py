@@ -55,6 +55,12 @@ they cannot keep up with: the control cycle never waits for the view. A live vie
 start (the port is taken) stops the node at start-up, naming the reason; one that dies later is
 logged and the node goes on.
 
+Scheduling: `cpu_affinity` pins the node's threads to CPUs and `realtime_priority` runs its control
+and middleware threads under SCHED_FIFO (world4rl_policy.realtime); where the OS refuses, one
+warning says how to allow it and the node runs on. The cycle reuses pre-allocated buffers for the
+learning image and the policy's input, and the objects of start-up are frozen out of the garbage
+collector (gc.freeze), whose full collections otherwise stall a cycle by ~200 ms.
+
 Every refusal kind is logged once as `[code] message` (then at most every 5 s), and
 world4rl_msgs/PolicyStatus (armed, fault, latency from image arrival (DDS reception) to command
 publish, 0 in cycles without an image; step) is published every cycle on world4rl/policy_status.
@@ -63,18 +69,21 @@ Every topic and service name is relative (world4rl_spec.topics): the node works 
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import SetBool, Trigger
 
 from world4rl_model.images import ENCODINGS, decode_image, to_learning_image
 from world4rl_msgs.msg import PolicyStatus
-from world4rl_policy import live_view, ood
+from world4rl_policy import live_view, ood, realtime
 from world4rl_policy.command_path import CommandPath, Cycle
 from world4rl_policy.ros_adapters import (
     ArmCommandPublisher,
@@ -123,6 +132,7 @@ class PolicyRunnerNode(ArmStateNode):
     def __init__(self, **node_kwargs):
         super().__init__("policy_runner", **node_kwargs)
         policy_path, image_topic, threads = self._declare_node_params()
+        cpus, rt_priority = self._declare_scheduling_params()
         params = declare_command_params(self)
         self.period_s = 1.0 / params.control_rate_hz
         # A tolerance of a period or more (or NaN) would let every image start a cycle.
@@ -147,6 +157,10 @@ class PolicyRunnerNode(ArmStateNode):
         )
         self.refusals = RefusalLogger(self)
         self.history = self.policy.new_history()
+        # Pre-allocated, reused every cycle: the learning image and the policy's input [T, S, S, 3].
+        size = self.policy.image_size
+        self._learning_frame = np.empty((size, size, 3), dtype=np.uint8)
+        self._policy_frames = np.empty((self.policy.frame_history, size, size, 3), dtype=np.uint8)
         self.joints: np.ndarray | None = None
         self.fingers: np.ndarray | None = None
         self.finger_stamp: float | None = None
@@ -170,6 +184,7 @@ class PolicyRunnerNode(ArmStateNode):
         self.policy_input: np.ndarray | None = None  # the frames of the last decision
         self.live_view: live_view.LiveView | None = None
         self.live_view = self._start_live_view(policy_path)  # last: nothing after it can fail and leave its process
+        self._apply_scheduling(cpus, rt_priority)  # after every thread of the node is up; warns, never fails
         cfg = self.policy.config
         self.get_logger().info(
             f"policy {self.checkpoint} as asked by policy:={policy_path} "
@@ -233,6 +248,54 @@ class PolicyRunnerNode(ArmStateNode):
         checked("finger_state_timeout_s", timeout, is_number(timeout) and timeout > 0, "a finite number > 0 [s]")
         checked("torch_threads", threads, threads >= 1, "at least 1")
         return policy_path, image_topic, threads
+
+    def _declare_scheduling_params(self) -> tuple[list[int], int]:
+        """cpu_affinity and realtime_priority (world4rl_policy.realtime), checked; applied at the end
+        of start-up by _apply_scheduling."""
+        cpus = self.declare_parameter(
+            "cpu_affinity",
+            Parameter.Type.INTEGER_ARRAY,
+            describe(
+                "CPU ids the node's process and threads run on (os.sched_setaffinity); empty: unchanged. "
+                "Where the OS refuses, a warning and the node runs on"
+            ),
+        ).value
+        cpus = list(cpus or [])
+        n_cpus = os.cpu_count() or 1
+        checked("cpu_affinity", cpus, all(0 <= c < n_cpus for c in cpus), f"CPU ids in [0, {n_cpus - 1}]")
+        priority = self.declare_parameter(
+            "realtime_priority",
+            0,
+            describe(
+                "0: normal scheduling; 1-99: SCHED_FIFO at this priority for the node's control and middleware "
+                "threads (needs CAP_SYS_NICE or an rtprio limit; where the OS refuses, a warning and the node runs on)"
+            ),
+        ).value
+        top = realtime.max_realtime_priority()
+        whole = isinstance(priority, int) and not isinstance(priority, bool)
+        checked(
+            "realtime_priority",
+            priority,
+            whole and 0 <= priority <= top,
+            f"0 (off) or a SCHED_FIFO priority in [1, {top}]",
+        )
+        return cpus, int(priority)
+
+    def _apply_scheduling(self, cpus: list[int], priority: int) -> None:
+        """Pin and prioritise the process's threads (a warning where the OS refuses)."""
+        log = self.get_logger()
+        if cpus:
+            done, warning = realtime.set_cpu_affinity(cpus)
+            if warning:
+                log.warn(warning)
+            else:
+                log.info(f"cpu_affinity: {done} threads pinned to CPUs {cpus}")
+        if priority:
+            done, warning = realtime.set_realtime_priority(priority)
+            if warning:
+                log.warn(warning)
+            else:
+                log.info(f"realtime_priority: SCHED_FIFO {priority} on {done} threads")
 
     def _load_policy(self, policy_path: str, threads: int, control_rate_hz: float) -> None:
         """Load the checkpoint and refuse one this node cannot run as it was trained."""
@@ -362,9 +425,11 @@ class PolicyRunnerNode(ArmStateNode):
         return view
 
     def shutdown(self) -> None:
-        """run_node calls this before destroying the node: stop the live view's process."""
+        """run_node calls this before destroying the node: stop the live view's process, and hand the
+        objects frozen at start-up back to the collector (so extension objects are released at exit)."""
         if self.live_view is not None:
             self.live_view.close()
+        gc.unfreeze()
 
     # ------------------------------------------------------------------ inputs
     def _on_joints(self, msg: JointState) -> bool:
@@ -450,7 +515,7 @@ class PolicyRunnerNode(ArmStateNode):
         clock_ok = last is None or now >= last  # a clock that ran back: cycle now, so the filter faults
         if clock_ok and self.next_due is not None and now < self.next_due - self.cycle_tolerance_s:
             return
-        self.history.push(to_learning_image(rgb, self.policy.image_size))
+        self.history.push(to_learning_image(rgb, self.policy.image_size, out=self._learning_frame))
         self.policy.last_ood_score = math.nan
         action = self._decide(now)
         ood_fault = self._check_ood(now)
@@ -461,7 +526,8 @@ class PolicyRunnerNode(ArmStateNode):
         # a slow policy or a GC pause must not send a command against a joint state older than the limit.
         self._run_cycle(now + (time.monotonic() - started), arrival, action, stamp, ood_fault)
         if self.live_view is not None:  # after the command went out: references into slots, no I/O
-            self.live_view.decision(self.policy_input, action, stamp, camera=rgb)
+            # A copy: the node reuses its input buffer next cycle, the view sends these frames later.
+            self.live_view.decision(self.policy_input.copy(), action, stamp, camera=rgb)
 
     def _decide(self, now: float) -> np.ndarray:
         """The policy's action for the current history: float64 [ACTION_DIM], finite and in [-1, 1],
@@ -479,7 +545,7 @@ class PolicyRunnerNode(ArmStateNode):
                     joint_states = self.resolve_topic_name(topics.JOINT_STATES)
                     raise ValueError(f"the policy needs arm and finger joint states on {joint_states}")
                 proprio = np.concatenate(parts)
-            self.policy_input = self.history.array()
+            self.policy_input = self.history.array(out=self._policy_frames)
             action = np.asarray(self.action_source(self.policy_input, proprio), dtype=np.float64)
             if action.shape != (ACTION_DIM,):
                 raise ValueError(f"action has shape {action.shape}, expected ({ACTION_DIM},)")
@@ -562,9 +628,19 @@ class PolicyRunnerNode(ArmStateNode):
         return True, "armed"
 
 
+def make_node() -> PolicyRunnerNode:
+    """The node, then what start-up allocated moved out of the garbage collector's way: gc.freeze()
+    keeps the ~185k objects of torch, rclpy and the policy out of every later collection (a full one
+    took ~200 ms on the 2 shared cores, a stalled cycle). The node's process only (main), not a test's."""
+    node = PolicyRunnerNode()
+    gc.collect()
+    gc.freeze()
+    return node
+
+
 def main(args=None) -> None:
     # A bad parameter or checkpoint: one clear line, not a traceback.
-    run_node(PolicyRunnerNode, args=args, setup_errors=(Exception,), setup_exit_code=2, logger_name="policy_runner")
+    run_node(make_node, args=args, setup_errors=(Exception,), setup_exit_code=2, logger_name="policy_runner")
 
 
 if __name__ == "__main__":
