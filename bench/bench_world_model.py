@@ -10,7 +10,10 @@ Process-level settings cannot change inside one process, so a second table measu
 model in child processes of this run: OpenMP's default (spinning) wait policy instead of PASSIVE,
 no tcmalloc, and 1 thread, each next to a child with the settings this benchmark uses.
 
-    .venv/bin/python bench/bench_world_model.py [--quick] [--compile] [--rounds N]
+    .venv/bin/python bench/bench_world_model.py [--quick] [--compile] [--rounds N] [--samplers-only]
+
+A third table compares samplers in the same rounds: the old default (default size, 3 Euler steps),
+the default size at 2 steps, and a one-step distilled student (world4rl_model.distillation).
 
 Writes bench/results/world_model.json and bench/results/world_model.md.
 """
@@ -46,17 +49,29 @@ REFERENCE_VARIANTS = [
     ("reference: 'medium' preset, U-Net level at 32x32 (bf16, channels_last)", "medium", {}, True, True, False),
 ]
 DEFAULT_ROW = len(MAIN_VARIANTS) - 2  # the default model with all cores
+# The sampler table: (name, preset, unet overrides, Euler steps), each with bf16, channels_last and the
+# classifier, like the default row. The student's architecture is the distilled one of docs/results.md
+# (`world4rl train distill ... --size small --channels 32 64`); --student CKPT takes another's.
+OLD_DEFAULT_SAMPLER = ("old default: default size, 3 Euler steps (DIAMOND)", "default", {}, 3)
+SAMPLER_VARIANTS = [
+    OLD_DEFAULT_SAMPLER,
+    ("default size, 2 Euler steps (the teacher's default sampler)", "default", {}, 2),
+    ("reference: default size, 1 Euler step (no distillation)", "default", {}, 1),
+    ("one-step distilled student ('small', channels 32 64), 1 step", "small", {"channels": [32, 64]}, 1),
+]
+SAMPLER_GOAL = {"transitions_per_s": 1000, "vs_old_default": 4.0}
 COMPILE_VARIANT = ("+ torch.compile of the U-Net (default, bf16, channels_last)", "default", {}, True, True, True)
 
 
-def build_env(name, preset, unet, cl, bf16, comp, ds, rm, args, threads=None):
+def build_env(name, preset, unet, cl, bf16, comp, ds, rm, args, threads=None, steps=None):
     import torch
 
     from world4rl_model.env import WorldModelEnv
     from world4rl_model.world_model import WorldModel, count_parameters, preset_config
 
     torch.manual_seed(0)
-    cfg = preset_config(preset, image_size=args.image_size, sampling_steps=args.denoise_steps, unet=dict(unet))
+    steps = steps or args.denoise_steps
+    cfg = preset_config(preset, image_size=args.image_size, sampling_steps=steps, unet=dict(unet))
     wm = WorldModel(cfg)
     env = WorldModelEnv(wm, rm, ds, num_envs=args.batch, horizon=10**9, channels_last=cl, bf16=bf16, seed=0)
     if comp:
@@ -122,6 +137,58 @@ def child(args, env_changes: dict[str, str | None], threads: int | None = None) 
     return json.loads(out.strip().splitlines()[-1])["transitions_per_s"]
 
 
+def sampler_variants(args) -> list[tuple]:
+    """SAMPLER_VARIANTS, with the student's architecture and steps from --student CKPT when given."""
+    variants = list(SAMPLER_VARIANTS)
+    if args.student:
+        from world4rl_model.checkpoint import load_config
+
+        model = load_config(args.student)["model"]
+        unet = dict(model["unet"])
+        name = f"student {args.student} ({model['sampling_steps']} step(s))"
+        variants[-1] = (name, "default", unet, model["sampling_steps"])
+    return variants
+
+
+def sampler_rows(envs: list[dict], args) -> list[dict]:
+    """Transitions/s of the sampler variants (measured in the same rounds), each against the old default."""
+    old = envs[0]["best"]
+    return [
+        {
+            "variant": v["name"],
+            "params_M": round(v["params"] / 1e6, 3),
+            "euler_steps": v["steps"],
+            "transitions_per_s": round(args.batch / v["best"], 1),
+            "ms_per_env_step": round(v["best"] * 1000, 1),
+            "vs_old_default": round(old / v["best"], 2),
+        }
+        for v in envs
+    ]
+
+
+def sampler_lines(rows: list[dict], threads: int) -> list[str]:
+    best = rows[-1]
+    met = best["transitions_per_s"] >= SAMPLER_GOAL["transitions_per_s"]
+    ratio_met = best["vs_old_default"] >= SAMPLER_GOAL["vs_old_default"]
+    lines = [
+        "",
+        f"Samplers (same rounds, {threads} threads, bf16, channels_last, classifier included): the one-step student "
+        f"reaches {best['transitions_per_s']} transitions/s, {best['vs_old_default']}x the old default (goal "
+        f">= {SAMPLER_GOAL['transitions_per_s']}/s: {'met' if met else 'not met'} in this run; >= "
+        f"{SAMPLER_GOAL['vs_old_default']}x: {'met' if ratio_met else 'not met'}). Quality of the same models: "
+        "docs/results.md#one-step-distilled-student.",
+        "",
+        "| sampler | params (M) | Euler steps | transitions/s | ms/step | vs old default |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['variant']} | {r['params_M']} | {r['euler_steps']} | {r['transitions_per_s']} | "
+        f"{r['ms_per_env_step']} | {r['vs_old_default']}x |"
+        for r in rows
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 round, 2 timed steps per variant")
@@ -133,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores of this process)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes of compiling)")
     p.add_argument("--no-process-table", action="store_true", help="skip the child-process measurements")
+    p.add_argument("--samplers-only", action="store_true", help="measure only the sampler table (and no processes)")
+    p.add_argument("--student", help="a distilled world-model checkpoint: its architecture and steps for the table")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -148,11 +217,29 @@ def main(argv: list[str] | None = None) -> int:
     ds, rm = setup(args)
     threads = torch.get_num_threads()
     variants = MAIN_VARIANTS + REFERENCE_VARIANTS + ([COMPILE_VARIANT] if args.compile else [])
-    envs = []
+    if args.samplers_only:
+        variants, args.no_process_table = [], True
+    envs, samplers = [], []
     for spec in variants:
         envs.append(build_env(*spec[:6], ds, rm, args, *spec[6:]))
         print(f"ready: {spec[0]} ({envs[-1]['params'] / 1e6:.2f}M params, warm-up {envs[-1]['warmup_s']:.1f} s)")
-    measure(envs, args, args.rounds, args.steps)
+    for name, preset, unet, steps in sampler_variants(args):
+        samplers.append({**build_env(name, preset, unet, True, True, False, ds, rm, args, steps=steps), "steps": steps})
+        print(f"ready: {name} ({samplers[-1]['params'] / 1e6:.2f}M params)")
+    measure(envs + samplers, args, args.rounds, args.steps)
+    if args.samplers_only:  # its own files: the full results stay as they were
+        rows = sampler_rows(samplers, args)
+        load = [round(x, 2) for x in os.getloadavg()]
+        lines = ["# World model: imagined transitions/s per sampler", "", *sampler_lines(rows, threads)[1:]]
+        lines += ["", f"Best of {args.rounds} interleaved rounds x {args.steps} steps; load average at the end {load}."]
+        RESULTS.mkdir(exist_ok=True)
+        result = {"benchmark": "world_model_samplers", "threads": threads, "rounds": args.rounds,
+                  "steps_per_round": args.steps, "load_average_at_end": load, "goal": SAMPLER_GOAL,
+                  "rows": rows}  # fmt: skip
+        (RESULTS / "world_model_samplers.json").write_text(json.dumps(result, indent=1) + "\n")
+        (RESULTS / "world_model_samplers.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
 
     base = envs[0]["best"]
     rows = []
@@ -211,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "rows": rows,
         "process_rows": process_rows,
+        "sampler_goal": SAMPLER_GOAL,
+        "sampler_rows": sampler_rows(samplers, args),
     }
     lines = [
         "# World model: imagined transitions/s",
@@ -246,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ours_vs_changed']}x |"
             for r in process_rows
         ]
+    lines += sampler_lines(result["sampler_rows"], threads)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "world_model.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "world_model.md").write_text("\n".join(lines) + "\n")

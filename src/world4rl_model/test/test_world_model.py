@@ -134,6 +134,14 @@ def test_presets_and_space_to_depth_sizes():
         preset_config("huge")
 
 
+@pytest.mark.parametrize("space_to_depth", [1, 2, 4])
+def test_context_stem_as_one_strided_convolution_equals_unshuffle_then_conv(space_to_depth):
+    net = build_unet(3, 3, UNetConfig(channels=[16, 16], space_to_depth=space_to_depth, cond_dim=16), 16, 12, 8)
+    context = torch.rand(3, 12, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    reference = net.context_stem(net._layout(context))  # the pixel-unshuffle layout, then the 3x3 stem
+    torch.testing.assert_close(net._context_features(context), reference, rtol=1e-5, atol=1e-5)
+
+
 def test_metrics():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 16) * 2 - 1

@@ -1,9 +1,9 @@
-"""`world4rl train world-model|reward`: train the diffusion world model or the success classifier.
+"""`world4rl train world-model|reward|distill`: train the world model, the success classifier or a 1-step student.
 
 Also the `train` executable of world4rl_model (`ros2 run world4rl_model train world-model ...`).
 Both run unchanged under `torchrun --nproc_per_node N -m world4rl_model.train_cli ...` (DDP, gloo
 on CPU). Each command line is generated from its config dataclass (WorldModelTrainConfig,
-RewardTrainConfig) by world4rl_model.config.cli: one flag per setting, with the help and default
+RewardTrainConfig, DistillConfig) by world4rl_model.config.cli: one flag per setting, with the help and default
 declared there; `--preset FILE.yaml` starts from a preset. On CPU the command re-executes itself
 with tcmalloc preloaded when available.
 """
@@ -33,11 +33,23 @@ MODELS: dict[str, tuple[str, str, str, str, str]] = {
         "the success classifier that rewards imagined rollouts",
         "Train the multi-task success classifier (BCE) and write a calibration/accuracy report.",
     ),
+    "distill": (
+        "world4rl_model.distillation",
+        "DistillConfig",
+        "train_distill",
+        "a one-step (smaller) world model distilled from a trained one (fewer network evaluations per dream)",
+        "Distill a world-model TEACHER into a student that samples in one network evaluation: it learns to map "
+        "the teacher's starting noise, context frames and actions to the teacher's multi-step sample. The "
+        "student is an ordinary world-model checkpoint (sampling_steps 1, 'distilled_from' the teacher) that "
+        "WorldModelEnv, PPO and `world4rl eval world-model` use unchanged; it trains on the teacher's dataset "
+        "and held-out split unless told otherwise.",
+    ),
 }
 EPILOG = (
     "examples:\n"
     "  world4rl train world-model data/ds --out runs/wm --max-minutes 30\n"
     "  world4rl train reward data/ds --out runs/reward --dreams-from runs/wm\n"
+    "  world4rl train distill runs/wm --out runs/wm_1step --size small --channels 32 64 --teacher-steps 2 --bf16\n"
     "  torchrun --nproc_per_node 2 -m world4rl_model.train_cli world-model data/ds --out runs/wm\n"
     "resume: run the same command again; it continues from RUN/latest.\n"
     "MODEL --help lists every setting with its default."

@@ -315,15 +315,22 @@ class WorldModel(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         quantize: bool | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample o_{t+1} given context frames [B, T, 3, H, W] and actions [B, T, A]: float [B, 3, H, W] in [-1, 1]."""
+        """Sample o_{t+1} given context frames [B, T, 3, H, W] and actions [B, T, A]: float [B, 3, H, W] in [-1, 1].
+
+        `noise`: the unit-variance starting noise [B, 3, H, W] (scaled by sigma_max here); default drawn
+        from `generator`. Distillation (world4rl_model.distillation) gives teacher and student the same.
+        """
         c = self.config
         steps = c.sampling_steps if steps is None else steps
         quantize = c.quantize if quantize is None else quantize
         b = frames.shape[0]
         device = frames.device
         sigmas = self.sampling_sigmas(steps, device)
-        x = torch.randn((b, 3, c.image_size, c.image_size), device=device, generator=generator) * sigmas[0]
+        if noise is None:
+            noise = torch.randn((b, 3, c.image_size, c.image_size), device=device, generator=generator)
+        x = noise * sigmas[0]
         cache = self.encode_context(frames, actions)  # once for all steps
         for i in range(steps):
             s, s_next = sigmas[i], sigmas[i + 1]
