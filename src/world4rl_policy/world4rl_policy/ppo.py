@@ -406,7 +406,8 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
     With cfg.seeds > 1, world4rl_policy.seeds runs one such refinement per seed and keeps the best."""
     from world4rl_policy.seeds import SELECTION_FILE, refine_seeds
 
-    cfg = with_calibrated_threshold(cfg, _task_of(cfg))
+    if cfg.reward_calibration:  # resolving the task loads the policy and the dataset: only when needed
+        cfg = with_calibrated_threshold(cfg, _task_of(cfg))
     if cfg.seeds > 1:
         return refine_seeds(cfg)
     if (Path(cfg.out) / SELECTION_FILE).exists():
