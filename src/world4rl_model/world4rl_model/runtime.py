@@ -16,9 +16,19 @@ TCMALLOC_PATHS = (
 _REEXEC_FLAG = "WORLD4RL_TCMALLOC_REEXEC"
 # The commands that may re-exec themselves. By sys.argv[0]'s name: the console scripts (`world4rl`,
 # and `train`, `train_bc`, `refine`, `predict` as installed for `ros2 run`), CLI files run as scripts
-# and the benchmark.
+# and the benchmarks that train.
 CLI_ENTRY_POINTS = frozenset(
-    {"world4rl", "train", "train_bc", "refine", "predict", "train_cli.py", "eval_cli.py", "bench_world_model.py"}
+    {
+        "world4rl",
+        "train",
+        "train_bc",
+        "refine",
+        "predict",
+        "train_cli.py",
+        "eval_cli.py",
+        "bench_world_model.py",
+        "bench_learning.py",
+    }
 )
 # By the module `python -m` runs (torchrun workers included): sys.argv[0] is then the module's file,
 # e.g. .../world4rl_bringup/cli.py for `python -m world4rl_bringup.cli`, the form `world4rl demo`

@@ -185,6 +185,16 @@ class Robot:
         assert wait_until(future.done, timeout=10.0, nodes=[runner])
         return future.result()
 
+    def arm_once_joints_arrive(self, runner, timeout=20.0) -> SetBool.Response:
+        """Arm, asking again while the node has no joint state yet: on a loaded machine (or with the
+        node pinned to one CPU) its first joint state can come after its arming service and status."""
+        deadline = time.monotonic() + timeout
+        while not (response := self.arm(True, runner)).success and "no joint state" in response.message:
+            if time.monotonic() > deadline:
+                break
+            wait_until(lambda: False, 0.2, nodes=[runner])
+        return response
+
     def status(self) -> PolicyStatus | None:
         return self.statuses[-1] if self.statuses else None
 
@@ -214,7 +224,7 @@ def wait_status(robot, runner, predicate, timeout=10.0) -> PolicyStatus:
 
 
 def arm_and_run(robot, runner, commands=5) -> None:
-    response = robot.arm(True, runner)
+    response = robot.arm_once_joints_arrive(runner)
     assert response.success, response.message
     start_count = robot.command_count()
     assert wait_until(lambda: robot.command_count() >= start_count + commands, 20.0, nodes=[runner]), (
@@ -384,7 +394,7 @@ def test_nan_policy_holds_and_disarms_at_once(launch_node, ros_node, tmp_path):
     robot = Robot(ros_node)
     runner = start(launch_node, write_policy(tmp_path / "policy", nan=True))
     wait_status(robot, runner, lambda s: True, timeout=20.0)
-    assert robot.arm(True, runner).success
+    assert robot.arm_once_joints_arrive(runner).success
     expect_hold_and_disarm(robot, runner, "nonfinite_target")
     assert "[policy_error] policy gave no usable action (FloatingPointError" in runner.stderr_tail(20000)
     assert robot.command_count() == 1  # only the hold
