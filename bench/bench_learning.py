@@ -5,8 +5,11 @@ reward classifier -> PPO in imagination per task -> evaluation on the same seeds
 profile, then writes bench/results/learning[_metaworld].json and .md: per task the BC baseline and
 the refined policy (successes, Wilson 95 % CI), refined/BC as a ratio, Newcombe's interval of the
 difference, McNemar's paired p-value, whether the refined CI lies above BC's, both policies' success
-in imagination beside the real one, the calibrated reward threshold, and the wall and CPU time of
-every stage (the acceptance budget is 2 h of CPU time per task, shared stages split between tasks).
+in imagination beside the real one, the calibrated reward threshold, the wall and CPU time of
+every stage (the acceptance budget is 2 h of CPU time per task, shared stages split between tasks),
+and how fast refinement imagined: imagined steps per CPU-hour of the PPO loops (refine's
+summary.json `perf`; runs refined before it was recorded: the refine stage's CPU time, which also
+holds the reward calibration, seed selection, OOD fit and video).
 
 The default profile is the recipe (profiles/recipe.yaml): one preset, no per-task settings, for every
 task of both suites. The default task lists are the benchmark's, fixed before any result was seen.
@@ -43,6 +46,38 @@ def profile_path(quick: bool) -> Path:
     return PROFILES / ("quick.yaml" if quick else "recipe.yaml")
 
 
+IMAGINATION_SOURCES = {
+    "ppo": "the PPO loops",
+    "stage": "the refine stage (with calibration, seed selection, OOD fit, video)",
+}
+
+
+def imagination_speed(run: Path, book: dict, task: str) -> dict | None:
+    """Refinement's imagined steps per CPU-hour: from RUN/refine/TASK/summary.json's `perf` (the PPO
+    loops alone), else (runs refined before it) the refine stage's booked CPU seconds; None: no record."""
+    path = run / "refine" / task / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    if perf := summary.get("perf"):
+        steps, cpu, source = perf["imagined_steps"], perf["ppo_cpu_seconds"], "ppo"
+    else:
+        entry = book.get(f"refine/{task}") or {}
+        cpu = entry.get("cpu_seconds")
+        # the summary of several seeds is the chosen seed's: each seed imagined as many steps
+        steps = summary.get("imagined_steps_this_run", 0) * entry.get("settings", {}).get("seeds", 1)
+        source = "stage"
+    if not cpu or not steps:
+        return None
+    return {
+        "imagined_steps": steps,
+        "cpu_seconds": cpu,
+        "imagined_steps_per_cpu_hour": steps * 3600.0 / cpu,
+        "sampling_steps": (perf or {}).get("sampling_steps"),
+        "source": source,
+    }
+
+
 def _task_row(run: Path, book: dict, task: str, num_tasks: int, prediction: dict) -> dict:
     """One task's result: BC vs refined in the true simulator and in imagination, and what its stages cost."""
     ev = json.loads((run / "eval" / task / "eval.json").read_text())
@@ -51,7 +86,7 @@ def _task_row(run: Path, book: dict, task: str, num_tasks: int, prediction: dict
 
     def cost(key: str) -> tuple[dict, dict]:
         stages = {k: book[k] for k in book if k.endswith("/" + task)}
-        shared = {k: book[k] for k in ("world-model", "reward") if k in book}
+        shared = {k: book[k] for k in ("world-model", "distill", "reward") if k in book}
         return {k: e.get(key) for k, e in stages.items()}, {k: e.get(key) for k, e in shared.items()}
 
     def per_task_minutes(key: str) -> float | None:
@@ -77,6 +112,7 @@ def _task_row(run: Path, book: dict, task: str, num_tasks: int, prediction: dict
         # The world model and classifier are shared by the tasks: each task is charged its share.
         "pipeline_minutes_per_task": per_task_minutes("seconds"),
         "pipeline_cpu_minutes_per_task": per_task_minutes("cpu_seconds"),
+        "refine_imagination": imagination_speed(run, book, task),
     }
 
 
@@ -124,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": profile,
         "suite": args.suite,
         "run": str(run.absolute()),
-        "shared_stage_seconds": {k: book[k]["seconds"] for k in ("world-model", "reward") if k in book},
+        "shared_stage_seconds": {k: book[k]["seconds"] for k in ("world-model", "distill", "reward") if k in book},
         "this_invocation_seconds": time.time() - t0,
         "tasks": rows,
         "mean_over_tasks": _means(rows),
@@ -179,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {pct(c.get('real_success'))} | {pct(c.get('imagined_success_at_floor'))} "
             f"| {pct(c.get('imagined_success_at_threshold'))} |"
         )
+    lines += imagination_lines(rows, result["mean_over_tasks"])
     lines += [
         "",
         "Predicted (from imagination, before any evaluation) against measured success, and the gate's choice:",
@@ -190,6 +227,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def imagination_lines(rows: list[dict], means: dict) -> list[str]:
+    """The markdown of refinement's imagination speed per task and its mean."""
+    lines = [
+        "",
+        "Refinement's imagination: imagined steps per CPU-hour (CPU time of all the process's threads)",
+        "",
+        "| task | imagined steps | CPU s | imagined steps / CPU-hour | sampler steps | CPU time of |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if (im := r["refine_imagination"]) is None:
+            lines.append(f"| {r['task']} | - | - | - | - | no record |")
+            continue
+        rate = f"{im['imagined_steps_per_cpu_hour']:,.0f}"
+        lines.append(
+            f"| {r['task']} | {im['imagined_steps']} | {im['cpu_seconds']:.0f} | {rate} "
+            f"| {im['sampling_steps'] or '-'} | {IMAGINATION_SOURCES[im['source']]} |"
+        )
+    if (mean := means.get("imagined_steps_per_cpu_hour")) is not None:
+        sources = ", ".join(IMAGINATION_SOURCES[s] for s in means["imagined_steps_per_cpu_hour_sources"])
+        lines += ["", f"Mean over the tasks with a record: {mean:,.0f} imagined steps per CPU-hour ({sources})."]
+    return lines
+
+
 def _minutes(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -198,7 +259,12 @@ def _means(rows: list[dict]) -> dict:
     """The acceptance figures: mean success over the tasks and how many refined CIs lie above / below BC's."""
     bc = sum(r["bc"]["success_rate"] for r in rows) / len(rows)
     refined = sum(r["refined"]["success_rate"] for r in rows) / len(rows)
+    speeds = [im for r in rows if (im := r.get("refine_imagination"))]
     return {
+        "imagined_steps_per_cpu_hour": (
+            sum(im["imagined_steps_per_cpu_hour"] for im in speeds) / len(speeds) if speeds else None
+        ),
+        "imagined_steps_per_cpu_hour_sources": sorted({im["source"] for im in speeds}),
         "bc": bc,
         "refined": refined,
         "difference": refined - bc,

@@ -215,3 +215,116 @@ def test_stage_settings_keep_the_layout_earlier_runs_booked(tmp_path):
     assert refine["horizon"] == 30
     cfg = _config(tmp_path / "run", "--wm-set", "channels=[8,16]")
     assert cov._wm_settings(cov._wm_config(cfg))["channels"] == [8, 16]
+
+
+def test_without_the_imagination_key_the_stages_book_what_they_booked_before(tmp_path):
+    """`imagination` defaults to the teacher: no distill stage, and the reward and refine stages book the
+    same settings (hence the same digests) and build on the same stages as before it existed, so
+    finished runs stay finished; a `distill:` section alone changes nothing either."""
+    import dataclasses
+
+    from world4rl_bringup.stages import settings_digest
+
+    run = tmp_path / "run"
+    plain = _config(run)
+    preset = tmp_path / "teacher.yaml"
+    preset.write_text("imagination: teacher\ndistill: {steps: 7, size: tiny}\n")
+    explicit = _config(run, "--preset", str(preset))
+    assert (plain.imagination, explicit.distill) == ("teacher", {"steps": 7, "size": "tiny"})
+    assert "distill" not in cov.stage_keys(plain)
+    for cfg in (plain, explicit):
+        assert cov.stage_keys(cfg) == cov.stage_keys(plain)
+        assert cov.imagination_stages(cfg) == ["world-model"]
+    reward = dataclasses.asdict(cov._reward_config(plain))
+    assert reward["dream_world_model"] == str(run / "world_model")  # what the reward stage always booked
+    assert reward == dataclasses.asdict(cov._reward_config(explicit))
+    refine = cov._refine_settings(cov._refine_config(plain, "reach"))
+    assert refine["world_model"] == str(run / "world_model")
+    assert settings_digest(refine) == settings_digest(cov._refine_settings(cov._refine_config(explicit, "reach")))
+
+    distilled = _config(run, "--imagination", "distilled", "--distill-set", "steps=7")
+    assert cov.stage_keys(distilled)[3:6] == ["world-model", "distill", "reward"]
+    assert cov.imagination_stages(distilled) == ["world-model", "distill"]
+    student = str(run / "world_model_student")
+    assert cov._reward_config(distilled).dream_world_model == student
+    assert cov._refine_config(distilled, "reach").world_model == student
+    d = cov._distill_config(distilled)
+    assert (d.teacher, d.out, d.dataset, d.steps, d.threads) == (str(run / "world_model"), student,
+                                                                 str(run / "dataset"), 7, 1)  # fmt: skip
+    with pytest.raises(ValueError, match="--distill-set: DistillConfig has no setting 'stepz'"):
+        _config(run, "--distill-set", "stepz=7")
+    with pytest.raises(SystemExit):
+        _config(run, "--imagination", "student")
+
+
+def test_distilled_imagination_trains_a_student_that_the_classifier_and_ppo_dream_in(tmp_path, capsys):
+    """imagination distilled at toy scale: world model -> distill -> reward on the student's dreams ->
+    refine in the student; a changed distill setting reruns distill and what builds on it."""
+    run = tmp_path / "run"
+    extra = [
+        "--imagination", "distilled",
+        "--wm-set", "size=tiny", "--wm-set", "steps=3", "--wm-set", "batch_size=4", "--wm-set", "val_every=3",
+        "--distill-set", "size=tiny", "--distill-set", "steps=3", "--distill-set", "batch_size=4",
+        "--distill-set", "val_every=3", "--distill-set", "val_samples=4", "--distill-set", "warmup_steps=1",
+        "--reward-set", "steps=3", "--reward-set", "channels=[8,8]", "--reward-set", "val_fraction=0.0",
+        "--refine-set", "total_steps=16", "--refine-set", "num_envs=4", "--refine-set", "num_steps=4",
+        "--refine-set", "video_episodes=0",
+    ]  # fmt: skip
+    until_refine = ["expert", "bc", "rollouts", "world-model", "distill", "reward", "refine"]
+    book = cov.run_pipeline(_config(run, *extra), only=until_refine)
+    assert list(book) == ["expert/reach", "bc/reach", "rollouts/reach", "world-model", "distill", "reward",
+                          "refine/reach"]  # fmt: skip
+    assert book["reward"]["after"].keys() >= {"world-model", "distill"}
+    assert book["refine/reach"]["after"]["distill"] == book["distill"]["run_id"]
+    from world4rl_model.checkpoint import load_config
+    from world4rl_policy.policy import load_policy_module
+
+    student = run / "world_model_student"
+    config = load_config(student)
+    assert config["model"]["sampling_steps"] == 1
+    assert config["distilled_from"]["path"].startswith(str(run / "world_model"))
+    assert load_config(run / "reward")["training"]["dream_world_model"] == str(student)
+    _, policy = load_policy_module(run / "refine" / "reach")
+    assert policy["refined_from"]["world_model"] == str(student.absolute())
+    perf = json.loads((run / "refine" / "reach" / "summary.json").read_text())["perf"]
+    assert (perf["sampling_steps"], perf["world_model_distilled"]) == (1, True)
+    _check_the_benchmarks_imagination_speed(run, book)
+
+    capsys.readouterr()
+    cov.run_pipeline(_config(run, *extra, "--distill-set", "steps=4"), only=until_refine)
+    out = capsys.readouterr().out
+    assert "distill: changed since it ran: setting steps: running again" in out
+    assert "reward: changed since it ran: stage distill ran again" in out
+    assert "refine/reach: changed since it ran: stage distill ran again" in out
+    assert load_config(student)["step"] == 4
+
+
+def _check_the_benchmarks_imagination_speed(run, book):
+    """bench_learning's imagined steps per CPU-hour: from the refine summary's perf (the PPO loop), or,
+    for a run refined before it was recorded, from the refine stage's booked CPU seconds."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "bench_learning.py"
+    spec = importlib.util.spec_from_file_location("bench_learning", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary_path = run / "refine" / "reach" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    speed = bench.imagination_speed(run, book, "reach")
+    perf = summary["perf"]
+    assert speed["source"] == "ppo"
+    assert (speed["imagined_steps"], speed["sampling_steps"]) == (16, 1)
+    assert speed["imagined_steps_per_cpu_hour"] == pytest.approx(perf["imagined_steps_per_cpu_hour"])
+    del summary["perf"]
+    summary_path.write_text(json.dumps(summary))
+    old = bench.imagination_speed(run, book, "reach")
+    stage_cpu = book["refine/reach"]["cpu_seconds"]
+    assert stage_cpu >= round(perf["ppo_cpu_seconds"], 1)  # the stage's CPU time holds the PPO loop's
+    assert (old["source"], old["cpu_seconds"], old["imagined_steps"]) == ("stage", stage_cpu, 16)
+    lines = bench.imagination_lines([{"task": "reach", "refine_imagination": old}], bench._means(
+        [{"bc": {"success_rate": 0.5, "ci95_wilson": [0, 1]}, "refined": {"success_rate": 0.5, "ci95_wilson": [0, 1]},
+          "refined_ci_above_bc_ci": False, "refine_imagination": old}]))  # fmt: skip
+    assert "with calibration" in lines[-3]
+    assert "with calibration" in lines[-1]
+    summary_path.write_text(json.dumps({**summary, "perf": perf}))

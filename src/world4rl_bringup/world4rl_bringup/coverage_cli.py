@@ -10,7 +10,10 @@ same settings; a changed setting, or a rerun of a stage it builds on, runs it ag
 3. rollouts    the BC policy's own rollouts (sampled actions, kind "policy") and random-walk
                rollouts (kind "random") per task, to widen the world model's coverage;
 4. world-model the diffusion world model on the whole mixture (all tasks) -> RUN/world_model;
-5. reward      the success classifier on the mixture and on the world model's dreams of it -> RUN/reward;
+   distill     (only with `imagination: distilled`) a one-step student of the world model
+               (world4rl_model.distillation) -> RUN/world_model_student: the imagination the reward
+               classifier's dreams, refine and predict then use (the kind of dreams PPO sees);
+5. reward      the success classifier on the mixture and on the imagination's dreams of it -> RUN/reward;
 6. refine      PPO in imagination per task, from its BC policy -> RUN/refine/TASK;
 7. predict     BC's and the refined policy's real success predicted from imagination, calibrated on
                the BC rollouts' recorded outcomes, and the gate's choice -> RUN/refine/TASK/gate.json;
@@ -21,11 +24,12 @@ Counts are per task; the paper's Meta-World recipe is 50 expert + 150 policy + 3
 trajectories of 50 steps. Data stages top up what is missing (episode by episode, so an
 interrupted stage continues where it stopped); training stages resume from their run's latest
 checkpoint when interrupted, and start afresh when their settings or inputs changed. Any
-setting of a stage's trainer can be overridden with --bc-set / --wm-set / --reward-set /
---refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig, RewardTrainConfig,
-PPOConfig; a nested group's dotted, e.g. --bc-set policy.hidden_dim=128); --refine-set
-TASK:KEY=VALUE sets one task's PPO (e.g. a longer imagined horizon for a task whose expert needs
-more steps). The results recipe's settings are the YAML profiles in bench/profiles/.
+setting of a stage's trainer can be overridden with --bc-set / --wm-set / --distill-set /
+--reward-set / --refine-set KEY=VALUE (field names of BCConfig, WorldModelTrainConfig,
+DistillConfig, RewardTrainConfig, PPOConfig; a nested group's dotted, e.g. --bc-set
+policy.hidden_dim=128); --refine-set TASK:KEY=VALUE sets one task's PPO (e.g. a longer imagined
+horizon for a task whose expert needs more steps). The results recipe's settings are the YAML
+profiles in bench/profiles/.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from world4rl_bringup.stages import Stages
 from world4rl_model.config import meta
 from world4rl_spec import LEARNING_IMAGE_SIZE
 
-STAGES = ("expert", "bc", "rollouts", "world-model", "reward", "refine", "predict", "eval")
+STAGES = ("expert", "bc", "rollouts", "world-model", "distill", "reward", "refine", "predict", "eval")
+SHARED_STAGES = ("world-model", "distill", "reward")  # one for all tasks; the others are per task
 HELP = "data-coverage recipe: expert demos -> BC -> BC/random rollouts -> world model + reward -> refine -> eval"
 
 # Seed ranges of the episodes each stage draws (per task), kept apart from evaluation seeds.
@@ -86,6 +91,13 @@ class CoverageConfig:
         default_factory=dict, metadata=meta(overrides=f"{_MODEL}.reward_training:RewardTrainConfig", cli=False)
     )
     refine: dict[str, Any] = field(default_factory=dict, metadata=meta(overrides=_PPO, cli=False))
+    # the world model PPO dreams in (and the reward classifier learns on the dreams of): the trained
+    # one, or a one-step student distilled from it by the distill stage (several times faster)
+    imagination: Literal["teacher", "distilled"] = "teacher"
+    # DistillConfig settings of the distill stage (with `imagination: distilled`; --distill-set KEY=VALUE)
+    distill: dict[str, Any] = field(
+        default_factory=dict, metadata=meta(overrides=f"{_MODEL}.distillation:DistillConfig", cli=False)
+    )
     # PPOConfig settings for one task, on top of `refine` (tasks differ in how long success takes)
     refine_by_task: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata=meta(overrides_by_key=_PPO, cli=False)
@@ -134,7 +146,9 @@ def stage_keys(cfg: CoverageConfig) -> list[str]:
     """Book keys in order: per-task stages are 'bc/TASK' etc."""
     keys = []
     for stage in STAGES:
-        if stage in ("world-model", "reward"):
+        if stage == "distill" and not distilled(cfg):
+            continue
+        if stage in SHARED_STAGES:
             keys.append(stage)
         else:
             keys += [f"{stage}/{t}" for t in cfg.tasks]
@@ -250,6 +264,36 @@ def _bc_checkpoint(cfg: CoverageConfig, task: str) -> Path:
     return run / "best" if (run / "best").exists() else run
 
 
+def distilled(cfg: CoverageConfig) -> bool:
+    """Whether PPO dreams in the distill stage's student (`imagination: distilled`)."""
+    return cfg.imagination == "distilled"
+
+
+def imagination_world_model(cfg: CoverageConfig) -> Path:
+    """The world model of the reward classifier's dreams, refine and predict: the student or the teacher."""
+    return cfg.root / ("world_model_student" if distilled(cfg) else "world_model")
+
+
+def imagination_stages(cfg: CoverageConfig) -> list[str]:
+    """The stages the imagination comes from: what the reward, refine and predict stages build on."""
+    return ["world-model", "distill"] if distilled(cfg) else ["world-model"]
+
+
+def _distill_config(cfg: CoverageConfig):
+    from world4rl_model.config import build
+    from world4rl_model.distillation import DistillConfig
+
+    base = {
+        "teacher": str(cfg.root / "world_model"),
+        "out": str(cfg.root / "world_model_student"),
+        "dataset": str(cfg.dataset),
+        "progress": cfg.progress,
+    }
+    if cfg.threads:
+        base["threads"] = cfg.threads
+    return build(DistillConfig, {**base, **cfg.distill})
+
+
 def _wm_config(cfg: CoverageConfig):
     from world4rl_model.training import WorldModelTrainConfig
 
@@ -266,8 +310,9 @@ def _reward_config(cfg: CoverageConfig):
         "dataset": str(cfg.dataset),
         "out": str(cfg.root / "reward"),
         "progress": cfg.progress,
-        # The world model is trained first: the classifier learns on its dreams too (reward_set to turn off).
-        "dream_world_model": str(cfg.root / "world_model"),
+        # The world model is trained first: the classifier learns on its dreams too (reward_set to turn off),
+        # the student's when PPO dreams in it.
+        "dream_world_model": str(imagination_world_model(cfg)),
     }
     if cfg.threads:
         base["threads"] = cfg.threads
@@ -284,7 +329,7 @@ def _refine_config(cfg: CoverageConfig, task: str):
     env.close()
     base = {
         "policy": str(_bc_checkpoint(cfg, task)),
-        "world_model": str(cfg.root / "world_model"),
+        "world_model": str(imagination_world_model(cfg)),
         "reward": str(cfg.root / "reward"),
         "dataset": str(cfg.dataset),
         "out": str(cfg.root / "refine" / task),
@@ -333,6 +378,12 @@ def _world_model_stage(cfg: CoverageConfig) -> None:
     from world4rl_model.training import train_world_model
 
     train_world_model(_wm_config(cfg))
+
+
+def _distill_stage(cfg: CoverageConfig) -> None:
+    from world4rl_model.distillation import train_distill
+
+    train_distill(_distill_config(cfg))
 
 
 def _reward_stage(cfg: CoverageConfig) -> None:
@@ -409,10 +460,15 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
         stage(f"rollouts/{t}", {**rollout_settings, "random": cfg.random_episodes}, partial(_rollouts_stage, cfg, t))
     wm_settings, reward_settings = _wm_settings(_wm_config(cfg)), dataclasses.asdict(_reward_config(cfg))
     stage("world-model", wm_settings, partial(_world_model_stage, cfg), after=data_stages, fresh=[root / "world_model"])
-    after_reward = [*data_stages, "world-model"]
+    imagination = imagination_stages(cfg)
+    if distilled(cfg):
+        distill_settings = dataclasses.asdict(_distill_config(cfg))
+        student = [imagination_world_model(cfg)]
+        stage("distill", distill_settings, partial(_distill_stage, cfg), after=imagination[:1], fresh=student)
+    after_reward = [*data_stages, *imagination]
     stage("reward", reward_settings, partial(_reward_stage, cfg), after=after_reward, fresh=[root / "reward"])
     for t in tasks:
-        after = [f"bc/{t}", "world-model", "reward"]
+        after = [f"bc/{t}", *imagination, "reward"]
         refine = _refine_config(cfg, t)
         stage(
             f"refine/{t}",
@@ -445,9 +501,10 @@ The results recipe (docs/results.md):
   world4rl coverage --preset bench/profiles/full.yaml --task drawer --task pick_place --run runs/results"""
 
 RUN_OPTIONS_HELP = (
-    "--bc-set / --wm-set / --reward-set KEY=VALUE (repeatable): a BCConfig / WorldModelTrainConfig / "
-    "RewardTrainConfig setting over the preset's and the defaults (`world4rl train bc|world-model|reward "
-    "--help` lists them; nested ones dotted, e.g. --bc-set policy.hidden_dim=128). --refine-set "
+    "--bc-set / --wm-set / --distill-set / --reward-set KEY=VALUE (repeatable): a BCConfig / "
+    "WorldModelTrainConfig / DistillConfig / RewardTrainConfig setting over the preset's and the defaults "
+    "(`world4rl train bc|world-model|distill|reward --help` lists them; --distill-set counts with "
+    "--imagination distilled; nested ones dotted, e.g. --bc-set policy.hidden_dim=128). --refine-set "
     "[TASK:]KEY=VALUE: a PPOConfig setting for every task or for one (e.g. pick_place:horizon=40). "
     "--redo STAGE: run a stage again (e.g. world-model, bc/push). --only STAGE: run only these stages."
 )
@@ -456,7 +513,7 @@ RUN_OPTIONS_HELP = (
 def _run_options(prog: str) -> argparse.ArgumentParser:
     """The options beside CoverageConfig's own flags: trainer overrides and which stages to run."""
     parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False)
-    for name in ("bc", "wm", "reward", "refine"):
+    for name in ("bc", "wm", "distill", "reward", "refine"):
         parser.add_argument(f"--{name}-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--redo", action="append", default=[], metavar="STAGE")
     parser.add_argument("--only", action="append", default=None, metavar="STAGE")
@@ -467,6 +524,7 @@ def parse_command_line(argv: list[str], prog: str = "world4rl coverage") -> tupl
     """-> (the run's settings: preset, then flags, then --X-set overrides merged over the preset's; the
     run options --redo/--only). CoverageConfig's own flags are generated from it (world4rl_model.config)."""
     from world4rl_model.config import cli
+    from world4rl_model.distillation import DistillConfig
     from world4rl_model.reward_training import RewardTrainConfig
     from world4rl_model.training import WorldModelTrainConfig
     from world4rl_policy.bc import BCConfig
@@ -483,6 +541,7 @@ def parse_command_line(argv: list[str], prog: str = "world4rl coverage") -> tupl
         cfg,
         bc={**cfg.bc, **parse_overrides(options.bc_set, BCConfig, "--bc-set")},
         world_model={**cfg.world_model, **parse_overrides(options.wm_set, WorldModelTrainConfig, "--wm-set")},
+        distill={**cfg.distill, **parse_overrides(options.distill_set, DistillConfig, "--distill-set")},
         reward={**cfg.reward, **parse_overrides(options.reward_set, RewardTrainConfig, "--reward-set")},
         refine={**cfg.refine, **refine},
         refine_by_task=by_task,

@@ -270,6 +270,52 @@ def test_refine_writes_runnable_checkpoints_and_resumes(square, tmp_path):
         ppo.refine(_cfg(square, out, policy=str(tmp_path / "other_bc"), total_steps=48))
 
 
+def test_refine_books_the_ppo_loops_cpu_time_imagined_steps_per_cpu_hour_and_sampler(square, tmp_path):
+    """summary.json's perf: the PPO loop's CPU seconds (not the closing prediction's), imagined steps
+    per CPU-hour from them, and the Euler steps the world model dreamt with; also in TensorBoard."""
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    cpu0 = time.process_time()
+    summary = ppo.refine(_cfg(square, out, total_steps=24))
+    whole = time.process_time() - cpu0
+    perf = json.loads((out / "summary.json").read_text())["perf"]
+    assert perf == summary["perf"]
+    assert perf["imagined_steps"] == summary["imagined_steps_this_run"] == 24
+    assert 0 < perf["ppo_cpu_seconds"] < whole  # the loading, OOD fit and closing prediction are not in it
+    assert 0 < perf["rollout_cpu_seconds"] < perf["ppo_cpu_seconds"]  # the rest: the PPO updates
+    assert perf["imagined_steps_per_cpu_hour"] == pytest.approx(24 * 3600 / perf["ppo_cpu_seconds"])
+    assert perf["imagined_steps_per_cpu_hour"] > 24 * 3600 / whole
+    assert perf["sampling_steps"] == 1  # the world model's own sampler (saved with 1 step)
+    assert perf["world_model"] == str(square / "wm")
+    assert perf["world_model_distilled"] is False
+    assert perf["threads"] == 1
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    (scalar,) = acc.Scalars("perf/imagined_steps_per_cpu_hour")
+    assert scalar.step == 24
+    assert scalar.value == pytest.approx(perf["imagined_steps_per_cpu_hour"], rel=1e-5)
+    # An explicit sampler is what the summary books; a resumed run books only this run's steps.
+    again = ppo.refine(_cfg(square, out, total_steps=36, sampling_steps=2, predict=False))
+    assert again["perf"]["sampling_steps"] == 2
+    assert again["perf"]["imagined_steps"] == 12
+
+
+def test_several_seeds_book_the_cpu_time_of_all_their_ppo_loops():
+    from world4rl_policy.seeds import combined_perf
+
+    one = {"ppo_cpu_seconds": 10.0, "rollout_cpu_seconds": 4.0, "imagined_steps": 100, "sampling_steps": 1}
+    two = {**one, "ppo_cpu_seconds": 30.0, "rollout_cpu_seconds": 6.0}
+    both = combined_perf([one, two])
+    assert (both["ppo_cpu_seconds"], both["rollout_cpu_seconds"], both["imagined_steps"]) == (40.0, 10.0, 200)
+    assert both["seeds"] == 2
+    assert both["imagined_steps_per_cpu_hour"] == pytest.approx(200 * 3600 / 40)
+    assert both["sampling_steps"] == 1
+    assert combined_perf([one, None]) is None  # a seed run from before the perf record: no total
+
+
 def test_refine_rejects_mismatched_image_size_and_unknown_task(square, tmp_path):
     save_policy(tmp_path / "big", GaussianPolicy(PolicyConfig(image_size=32, channels=(8, 16), hidden_dim=32)))
     with pytest.raises(ValueError, match="image_size"):

@@ -222,6 +222,11 @@ def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(
     judged = gate["prediction"]["policies"]["refined"]["held_out_starts"]
     assert judged == len(seeds.split_held_out(pred.held_out_starts(*_held_out_inputs(world, tmp_path / "wm")))[1])
     assert summary["selection"]["chosen_seed"] == record["chosen_seed"]
+    # The PPO loops' cost is both seeds': CPU seconds and imagined steps summed.
+    by_seed = [json.loads((seeds.seed_run_dir(out, s) / "summary.json").read_text())["perf"] for s in (5, 6)]
+    assert summary["perf"]["imagined_steps"] == 24
+    assert summary["perf"]["ppo_cpu_seconds"] == pytest.approx(sum(p["ppo_cpu_seconds"] for p in by_seed))
+    assert json.loads((out / "summary.json").read_text())["perf"] == summary["perf"]
     # Rerunning resumes every seed (nothing left to do) and chooses the same one.
     again = ppo.refine(cfg)
     assert again["selection"]["chosen_seed"] == record["chosen_seed"]

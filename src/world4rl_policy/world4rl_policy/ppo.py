@@ -417,8 +417,9 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
     settings = LoopSettings.from_config(cfg, steps=cfg.num_updates, log_every=1)
     with Harness(settings) as harness:
         run = _Refinement(cfg, harness)
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         update = harness.fit(run)
+        perf = imagination_perf(run, time.process_time() - cpu0, update * cfg.batch_size)
     # Refinement changed the encoder: the BC policy's out-of-distribution statistics no longer fit.
     ood = fit_run(run.out, cfg.dataset)
     video = None
@@ -435,11 +436,41 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         "video": video,
         "ood": ood,
         "reward_threshold": run.env.threshold,
+        "perf": perf,
     }
     if cfg.predict:
         summary["gate"] = predict_after_refine(cfg, run.task, update)
     (run.out / "summary.json").write_text(json.dumps({**summary, "history": run.history}, indent=1) + "\n")
     return summary
+
+
+def imagination_perf(run: _Refinement, cpu_seconds: float, x: int) -> dict[str, Any]:
+    """The PPO loop's cost: CPU seconds of the process (all threads; reward calibration, the closing
+    prediction, the OOD fit and the video excluded), the part of them spent collecting rollouts (the
+    world model, the classifier and the policy acting), imagined steps per CPU-hour, and the sampler
+    the world model dreamt with. Also TensorBoard (perf/* at the last update's step `x`)."""
+    from world4rl_model.checkpoint import load_config
+
+    wm = run.env.world_model
+    steps = run.env.sampling_steps or wm.config.sampling_steps
+    perf = {
+        "ppo_cpu_seconds": cpu_seconds,
+        "rollout_cpu_seconds": run.rollout_cpu_seconds,
+        "imagined_steps": run.imagined,
+        "imagined_steps_per_cpu_hour": run.imagined * 3600.0 / cpu_seconds if cpu_seconds > 0 else None,
+        "sampling_steps": int(steps),
+        "world_model": str(run.cfg.world_model),
+        "world_model_distilled": "distilled_from" in load_config(run.cfg.world_model),
+        "threads": torch.get_num_threads(),
+    }
+    if run.imagined and perf["imagined_steps_per_cpu_hour"] is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run.out / "tb")) as tb:
+            tb.add_scalar("perf/imagined_steps_per_cpu_hour", perf["imagined_steps_per_cpu_hour"], x)
+            tb.add_scalar("perf/ppo_cpu_seconds", cpu_seconds, x)
+            tb.add_scalar("perf/sampling_steps", perf["sampling_steps"], x)
+    return perf
 
 
 def predict_after_refine(cfg: PPOConfig, task: str | None, update: int) -> dict[str, Any]:
@@ -514,6 +545,7 @@ class _Refinement(Component):
         self.stats = _EpisodeStats(cfg.num_envs, self.device)
         self.history: list[dict[str, float]] = []
         self.imagined = 0
+        self.rollout_cpu_seconds = 0.0  # CPU time of this run's rollouts (dreaming, rewarding, acting)
 
     def optimizer(self) -> torch.optim.Optimizer:
         cfg, policy = self.cfg, self.model
@@ -528,9 +560,10 @@ class _Refinement(Component):
     def batch(self, update: int) -> dict[str, Any]:
         """Collect num_steps imagined steps in every env; GAE advantages over them."""
         cfg, policy, buf = self.cfg, self.model, self.buf
-        t_roll = time.time()
+        t_roll, cpu_roll = time.time(), time.process_time()
         self.obs = collect_rollout(policy, self.env, self.obs, buf, cfg.gamma, cfg.critic_detach, self.stats)
         roll_seconds = time.time() - t_roll
+        self.rollout_cpu_seconds += time.process_time() - cpu_roll
         self.imagined += cfg.batch_size
         with torch.no_grad():
             next_value = policy_heads(policy, recent_frames(policy, self.obs["frames"]), cfg.critic_detach)[2]

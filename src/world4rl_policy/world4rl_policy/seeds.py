@@ -131,11 +131,27 @@ def refine_seeds(cfg) -> dict[str, Any]:
     atomic_write_text(out / "latest", str(checkpoint.relative_to(out.resolve())) + "\n")
     update = int(summaries[chosen].get("updates") or 0)
     summary = {**summaries[chosen], "out": str(out), "seconds": time.time() - t0, "selection": record}
+    summary["perf"] = combined_perf([s.get("perf") for s in summaries.values()])
     if cfg.predict:
         summary["gate"] = predict_after_refine(cfg, task, update)
     _log_selection(out, record, update * cfg.batch_size)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     return summary
+
+
+def combined_perf(perfs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The PPO loops' cost over all seeds: CPU seconds and imagined steps summed (selection and gate excluded)."""
+    if not perfs or any(p is None for p in perfs):
+        return None
+    cpu, steps = sum(p["ppo_cpu_seconds"] for p in perfs), sum(p["imagined_steps"] for p in perfs)
+    return {
+        **perfs[0],
+        "ppo_cpu_seconds": cpu,
+        "rollout_cpu_seconds": sum(p.get("rollout_cpu_seconds", 0.0) for p in perfs),
+        "imagined_steps": steps,
+        "imagined_steps_per_cpu_hour": steps * 3600.0 / cpu if cpu > 0 else None,
+        "seeds": len(perfs),
+    }
 
 
 def _spread(rates: dict[int, float]) -> dict[str, float]:
