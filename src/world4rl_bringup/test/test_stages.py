@@ -101,3 +101,72 @@ def test_turning_the_progress_bar_off_or_on_reruns_nothing(tmp_path):
     assert log[-1] == "train: done, skipped"
     assert again.run("train", {"lr": 0.2, "progress": False}, lambda: None)
     assert log[-2] == "train: changed since it ran: setting lr: running again"
+
+
+_STOPPED_ATTEMPT = """
+import sys, time
+from pathlib import Path
+from world4rl_bringup.stages import Stages
+
+def busy():
+    while True:  # until killed
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+
+redo = ["train"] if sys.argv[3:] == ["redo"] else []
+stages = Stages(Path(sys.argv[1]), log=lambda text: None, heartbeat_s=0.1, redo=redo)
+stages.run("train", {"lr": float(sys.argv[2])}, busy)
+"""
+
+
+def _stopped_attempt(root, lr: float, cpu_seconds: float, *extra: str) -> float:
+    """Run stage 'train' in a child process and kill it (SIGKILL: no chance to tidy up) once its
+    heartbeat has booked `cpu_seconds`; -> the CPU seconds the partial record holds."""
+    import subprocess
+    import sys
+
+    from world4rl_testing import wait_until
+
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_ATTEMPT, str(root), str(lr), *extra])
+    partial = root / "stages_partial.json"
+
+    def booked() -> float:
+        try:
+            return json.loads(partial.read_text())["train"]["cpu_seconds"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return 0.0
+
+    try:
+        assert wait_until(lambda: booked() >= cpu_seconds, timeout=60.0)
+    finally:
+        child.kill()
+        child.wait()
+    return booked()
+
+
+def test_a_stage_stopped_midway_books_the_stopped_attempts_time_when_it_finishes(tmp_path):
+    """A pipeline killed during a stage and started again: the stage's booked time holds both
+    attempts (the stopped one to within a heartbeat); a changed setting or --redo starts from zero."""
+    stopped = _stopped_attempt(tmp_path, 0.1, 0.5)
+    log: list[str] = []
+    Stages(tmp_path, log=log.append).run("train", {"lr": 0.1}, lambda: None)
+    book = json.loads((tmp_path / "stages.json").read_text())
+    assert book["train"]["cpu_seconds"] >= stopped >= 0.5
+    assert book["train"]["seconds"] >= stopped
+    assert book["train"]["attempts"] == 2
+    assert "train" not in json.loads((tmp_path / "stages_partial.json").read_text())  # the book has it now
+
+    # Stopped with one setting, finished with another: the stopped attempt made something else.
+    other = tmp_path / "other"
+    other.mkdir()
+    _stopped_attempt(other, 0.1, 0.3)
+    Stages(other, log=log.append).run("train", {"lr": 0.2}, lambda: None)
+    book = json.loads((other / "stages.json").read_text())
+    assert book["train"]["cpu_seconds"] < 0.2
+    assert "attempts" not in book["train"]
+
+    # --redo moves the earlier output aside: a stopped redo's time does not carry into the next redo.
+    _stopped_attempt(tmp_path, 0.1, 0.3, "redo")
+    Stages(tmp_path, log=log.append, redo=["train"]).run("train", {"lr": 0.1}, lambda: None)
+    assert json.loads((tmp_path / "stages.json").read_text())["train"]["cpu_seconds"] < 0.2

@@ -12,6 +12,12 @@ rerun must build from scratch, e.g. a training run that would otherwise resume f
 checkpoint) are moved aside to RUN/superseded/, never deleted: nothing trained or recorded is
 lost. Stages without `fresh` outputs top up what they have (e.g. data stages adding the episodes
 that are missing).
+
+A stage books its wall and CPU time, including attempts that were stopped before they finished
+(a resumed training run, a pipeline restarted the next day): while a stage runs, its time so far is
+written every `heartbeat_s` to RUN/stages_partial.json, and the attempt that finishes adds the
+earlier attempts' time when their settings and inputs were the same (not after a rerun, whose
+earlier output was moved aside).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,6 +34,8 @@ from typing import Any
 from world4rl_model.atomic_io import atomic_write_bytes
 
 BOOK_NAME = "stages.json"
+PARTIAL_NAME = "stages_partial.json"
+HEARTBEAT_S = 30.0  # how much of a stopped attempt's time can go unbooked
 SUPERSEDED_DIR = "superseded"
 
 
@@ -102,6 +111,62 @@ class StageBook:
         atomic_write_bytes(self.path, (json.dumps(self.data, indent=1, default=str) + "\n").encode())
 
 
+class AttemptClock:
+    """A stage attempt's wall and CPU time, on top of earlier stopped attempts of the same stage with
+    the same digest (RUN/stages_partial.json, rewritten every `interval` s while the stage runs; the
+    entry goes once the attempt finishes, or stays for the next when it raises)."""
+
+    def __init__(self, root: Path, key: str, digest: str, interval: float, carry: bool = True) -> None:
+        self.path, self.key, self.digest, self.interval = Path(root) / PARTIAL_NAME, key, digest, interval
+        earlier = self._read().get(key) or {}
+        same = carry and earlier.get("digest") == digest
+        self.earlier_seconds = float(earlier.get("seconds", 0.0)) if same else 0.0
+        self.earlier_cpu_seconds = float(earlier.get("cpu_seconds", 0.0)) if same else 0.0
+        self.earlier_attempts = int(earlier.get("attempts", 0)) if same else 0
+        self._stop = threading.Event()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _write(self, entry: dict[str, Any] | None) -> None:
+        data = self._read()
+        if entry is None:
+            data.pop(self.key, None)
+        else:
+            data[self.key] = entry
+        atomic_write_bytes(self.path, (json.dumps(data, indent=1) + "\n").encode())
+
+    def totals(self) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of all the process's threads) of this attempt and the earlier ones."""
+        return (
+            self.earlier_seconds + time.monotonic() - self.started,
+            self.earlier_cpu_seconds + time.process_time() - self.cpu_started,
+        )
+
+    def _entry(self) -> dict[str, Any]:
+        seconds, cpu_seconds = self.totals()
+        attempts = self.earlier_attempts + 1
+        return {"digest": self.digest, "seconds": seconds, "cpu_seconds": cpu_seconds, "attempts": attempts}
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._write(self._entry())
+
+    def __enter__(self) -> AttemptClock:
+        self.started, self.cpu_started = time.monotonic(), time.process_time()
+        self._thread = threading.Thread(target=self._beat, name=f"stage-clock {self.key}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write(None if exc_type is None else self._entry())
+
+
 class Stages:
     """Runs stages in the order they are called, each unless it is done with the same settings."""
 
@@ -112,8 +177,10 @@ class Stages:
         redo: Iterable[str] = (),
         only: Iterable[str] | None = None,
         log: Callable[[str], None] = print,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.root = Path(root)
+        self.heartbeat_s = heartbeat_s
         self.root.mkdir(parents=True, exist_ok=True)
         self.book = StageBook(self.root)
         self.redo = set(redo)
@@ -162,10 +229,15 @@ class Stages:
             self.log(f"{key}: {why}: running again" + (f" (earlier output kept in {moved})" if moved else ""))
         else:
             self.log(f"{key}: running")
-        started, cpu_started = time.monotonic(), time.process_time()
-        info = body() or {}
-        seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
-        self.book.finish(key, settings, {k: self.book.run_id(k) for k in after}, seconds, cpu_seconds, **info)
+        upstream = {k: self.book.run_id(k) for k in after}
+        digest = settings_digest(_substance(settings), upstream)
+        # A rerun's earlier output was moved aside: the time spent on it is not this result's.
+        with AttemptClock(self.root, key, digest, self.heartbeat_s, carry=not why) as clock:
+            info = body() or {}
+        seconds, cpu_seconds = clock.totals()
+        if clock.earlier_attempts:
+            info = {"attempts": clock.earlier_attempts + 1, **info}
+        self.book.finish(key, settings, upstream, seconds, cpu_seconds, **info)
         self.ran.append(key)
         self.log(f"{key}: done in {seconds:.0f} s" + (f" {json.dumps(info, default=str)}" if info else ""))
         return True
