@@ -202,10 +202,13 @@ def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(
         policy=str(world / "bc"), world_model=str(tmp_path / "wm"), reward=str(world / "rw"), dataset=str(world / "ds"),
         out=str(out), num_envs=4, num_steps=3, horizon=2, total_steps=12, value_warmup_updates=1, progress=False,
         video_episodes=0, threads=1, seeds=2, seed=5,
-        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, horizon=3, batch=5, bootstrap=200),
+        prediction=pred.PredictionSettings(repeats=2, calibration_repeats=2, batch=5, bootstrap=200),
     )  # fmt: skip
     summary = ppo.refine(cfg)
     record = json.loads((out / seeds.SELECTION_FILE).read_text())
+    # Seeds are judged over the robot's episode length (the recorded rollouts': 6 frames, 5 steps), as the
+    # gate judges, not over PPO's 2-step training dreams.
+    assert record["horizon"] == 5
     assert set(record["imagined_success"]) == {"5", "6"}  # both seeds were judged in imagination
     assert record["chosen_seed"] == seeds.choose({int(s): r for s, r in record["imagined_success"].items()})
     chosen = seeds.seed_run_dir(out, record["chosen_seed"])
@@ -221,15 +224,23 @@ def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(
     assert set(gate["excluded_starts"]) == picking
     judged = gate["prediction"]["policies"]["refined"]["held_out_starts"]
     assert judged == len(seeds.split_held_out(pred.held_out_starts(*_held_out_inputs(world, tmp_path / "wm")))[1])
+    assert gate["prediction"]["horizon"] == record["horizon"]
     assert summary["selection"]["chosen_seed"] == record["chosen_seed"]
     # The PPO loops' cost is both seeds': CPU seconds and imagined steps summed.
     by_seed = [json.loads((seeds.seed_run_dir(out, s) / "summary.json").read_text())["perf"] for s in (5, 6)]
     assert summary["perf"]["imagined_steps"] == 24
     assert summary["perf"]["ppo_cpu_seconds"] == pytest.approx(sum(p["ppo_cpu_seconds"] for p in by_seed))
     assert json.loads((out / "summary.json").read_text())["perf"] == summary["perf"]
-    # Rerunning resumes every seed (nothing left to do) and chooses the same one.
+    # Rerunning resumes every seed (nothing left to do) and chooses the same one; each seed's record of
+    # its training (history, the loop's cost) survives the no-op attempt.
+    histories = [json.loads((seeds.seed_run_dir(out, s) / "summary.json").read_text())["history"] for s in (5, 6)]
     again = ppo.refine(cfg)
     assert again["selection"]["chosen_seed"] == record["chosen_seed"]
+    assert again["selection"]["training_imagined_success"] == record["training_imagined_success"]
+    assert again["perf"] == summary["perf"]
+    for s, history in zip((5, 6), histories, strict=True):
+        assert len(history) == 1
+        assert json.loads((seeds.seed_run_dir(out, s) / "summary.json").read_text())["history"] == history
     with pytest.raises(ValueError, match="several PPO seeds"):
         ppo.refine(ppo.PPOConfig(**{**cfg.to_dict(), "seeds": 1, "prediction": cfg.prediction}))
 

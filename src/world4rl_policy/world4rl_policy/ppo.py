@@ -420,6 +420,8 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         t0, cpu0 = time.time(), time.process_time()
         update = harness.fit(run)
         perf = imagination_perf(run, time.process_time() - cpu0, update * cfg.batch_size)
+    if not run.imagined and run.earlier.get("perf"):  # finished before: its loop's cost, not this no-op's
+        perf = run.earlier["perf"]
     # Refinement changed the encoder: the BC policy's out-of-distribution statistics no longer fit.
     ood = fit_run(run.out, cfg.dataset)
     video = None
@@ -442,6 +444,17 @@ def refine(cfg: PPOConfig) -> dict[str, Any]:
         summary["gate"] = predict_after_refine(cfg, run.task, update)
     (run.out / "summary.json").write_text(json.dumps({**summary, "history": run.history}, indent=1) + "\n")
     return summary
+
+
+def _earlier_summary(out: Path, start_update: int) -> dict[str, Any]:
+    """summary.json of an earlier attempt at this run, its history cut at `start_update` (the checkpoint
+    this attempt resumes from); {} when there is none (an attempt stopped midway writes none)."""
+    path = out / "summary.json"
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    earlier["history"] = [row for row in earlier.get("history", []) if row.get("update", 0) <= start_update]
+    return earlier
 
 
 def imagination_perf(run: _Refinement, cpu_seconds: float, x: int) -> dict[str, Any]:
@@ -543,7 +556,9 @@ class _Refinement(Component):
         self.buf = RolloutBuffer.allocate(cfg.num_steps, cfg.num_envs, policy.config, self.device)
         self.obs, _ = self.env.reset(seed=derive_seed(cfg.seed, "reset", harness.start_step))
         self.stats = _EpisodeStats(cfg.num_envs, self.device)
-        self.history: list[dict[str, float]] = []
+        # A resumed run keeps the rows its earlier attempts wrote to summary.json (up to where it resumes).
+        self.earlier = _earlier_summary(self.out, harness.start_step) if self.resumed_from else {}
+        self.history: list[dict[str, float]] = list(self.earlier.get("history", []))
         self.imagined = 0
         self.rollout_cpu_seconds = 0.0  # CPU time of this run's rollouts (dreaming, rewarding, acting)
 

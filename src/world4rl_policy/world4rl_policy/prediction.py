@@ -220,6 +220,17 @@ def held_out_starts(dataset, world_model_config: dict[str, Any], task: str | Non
     return dataset.select(val, tasks=[task] if task else None)
 
 
+def judging_horizon(dataset, settings: PredictionSettings, episodes: list[int]) -> int:
+    """Imagined steps per dream when judging a policy: settings.horizon, else as long as the robot's
+    episodes (the longest of `episodes`, the task's recorded BC rollouts or its held-out episodes),
+    whatever horizon PPO trained with: success is judged over the whole task, as on the robot."""
+    if settings.horizon:
+        return int(settings.horizon)
+    if not episodes:
+        raise ValueError("judging_horizon: no episodes to take the task's length from (set prediction.horizon)")
+    return max(int(dataset.episodes[e]["length"]) for e in episodes) - 1
+
+
 def predict_and_gate(
     bc_policy: str | Path,
     refined_policy: str | Path,
@@ -263,8 +274,7 @@ def predict_and_gate(
             else f"no held-out episodes of task {task} in the world model's validation split"
         )
         return {**out, "prediction": None, "deploy": gate(None, why)}
-    lengths = [int(ds.episodes[e]["length"]) for e in calib_eps]
-    horizon = settings.horizon or max(lengths) - 1
+    horizon = judging_horizon(ds, settings, calib_eps)
     rm, _ = RewardClassifier.from_checkpoint(reward, device)
     env = WorldModelEnv(
         wm, rm, ds, num_envs=settings.batch, horizon=horizon, task=task, episodes=sorted(set(calib_eps) | set(starts)),

@@ -70,18 +70,21 @@ def _imagined_by_seed(cfg, task: str | None, runs: dict[int, Path]) -> tuple[dic
     from world4rl_model.reward import RewardClassifier
     from world4rl_model.world_model import WorldModel
     from world4rl_policy.policy import load_policy_module
-    from world4rl_policy.prediction import held_out_starts, imagine
+    from world4rl_policy.prediction import CALIBRATION_KIND, held_out_starts, imagine, judging_horizon
 
     device = torch.device(cfg.device)
     ds = Dataset(cfg.dataset)
     wm, wm_config = WorldModel.from_checkpoint(cfg.world_model, device)
     held_out = held_out_starts(ds, wm_config, task)
     starts, _ = split_held_out(held_out)
-    horizon = cfg.prediction.horizon or cfg.horizon
-    info = {"starts": len(starts), "dreams_per_start": cfg.prediction.repeats, "horizon": horizon}
     if len(held_out) < 2:  # nothing to spare for the choice: the gate keeps what there is
         note = f"{len(held_out)} held-out episode(s) of the task: chose by training-time imagined success"
-        return {}, [], {**info, "starts": 0, "note": note}
+        return {}, [], {"starts": 0, "note": note}
+    # The gate's horizon (the robot's episode length), not PPO's: PPO may dream short pieces from any
+    # frame, but a seed is chosen for finishing the task from its first frame.
+    rollouts = ds.select(tasks=[task] if task else None, kinds=[CALIBRATION_KIND])
+    horizon = judging_horizon(ds, cfg.prediction, rollouts or held_out)
+    info = {"starts": len(starts), "dreams_per_start": cfg.prediction.repeats, "horizon": horizon}
     rm, _ = RewardClassifier.from_checkpoint(cfg.reward, device)
     env = WorldModelEnv(
         wm, rm, ds, num_envs=cfg.prediction.batch, horizon=horizon, task=task, episodes=starts, device=device,
