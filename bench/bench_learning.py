@@ -116,7 +116,23 @@ def _task_row(run: Path, book: dict, task: str, num_tasks: int, prediction: dict
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def coverage_config(args: argparse.Namespace):
+    """(the `world4rl coverage` configuration of this benchmark run, its profile's settings, the results
+    file's name) from bench_learning's arguments (also used by scripts/results/reselect_seeds.py)."""
+    from world4rl_bringup.coverage_cli import CoverageConfig
+    from world4rl_model.config import build, read_preset
+
+    metaworld = args.suite == "metaworld"
+    profile = read_preset(args.profile or profile_path(args.quick), CoverageConfig)
+    name = "learning_metaworld" if metaworld else "learning"  # the results file and default run directory
+    run = Path(args.run or (f"runs/bench_{name}_quick" if args.quick else f"runs/bench_{name}"))
+    tasks = [t for t in (args.tasks or (METAWORLD_TASKS if metaworld else FRANKA_TASKS)).split(",") if t]
+    profile = {**profile, "refine_by_task": {t: v for t, v in profile.get("refine_by_task", {}).items() if t in tasks}}
+    run_settings = {"run": str(run), "tasks": tasks, "suite": args.suite, "threads": args.threads}
+    return build(CoverageConfig, {**profile, **run_settings, "progress": not args.no_progress}), profile, name
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="toy scale (minutes): checks the pipeline, not the learning")
     p.add_argument(
@@ -132,25 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a YAML profile (default: profiles/recipe.yaml, quick.yaml with --quick)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     from world4rl_model.runtime import configure_openmp, maybe_reexec_with_tcmalloc
 
     configure_openmp()
     maybe_reexec_with_tcmalloc("cpu")
     os.environ.setdefault("MUJOCO_GL", "osmesa")
-    from world4rl_bringup.coverage_cli import CoverageConfig, run_pipeline
+    from world4rl_bringup.coverage_cli import run_pipeline
     from world4rl_bringup.prediction_report import across_tasks, markdown, task_summary
-    from world4rl_model.config import build, read_preset
 
-    metaworld = args.suite == "metaworld"
-    profile = read_preset(args.profile or profile_path(args.quick), CoverageConfig)
-    name = "learning_metaworld" if metaworld else "learning"  # the results file and default run directory
-    run = Path(args.run or (f"runs/bench_{name}_quick" if args.quick else f"runs/bench_{name}"))
-    tasks = [t for t in (args.tasks or (METAWORLD_TASKS if metaworld else FRANKA_TASKS)).split(",") if t]
-    profile = {**profile, "refine_by_task": {t: v for t, v in profile.get("refine_by_task", {}).items() if t in tasks}}
-    run_settings = {"run": str(run), "tasks": tasks, "suite": args.suite, "threads": args.threads}
-    cfg = build(CoverageConfig, {**profile, **run_settings, "progress": not args.no_progress})
+    cfg, profile, name = coverage_config(args)
+    run, tasks = cfg.root, list(cfg.tasks)
     t0 = time.time()
     book = run_pipeline(cfg)
     predictions = [task_summary(run, task) for task in tasks]

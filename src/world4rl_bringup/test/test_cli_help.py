@@ -201,6 +201,13 @@ def test_bench_profiles_load_with_the_recipes_values():
     spec.loader.exec_module(bench_learning)
     assert bench_learning.profile_path(True).name == "quick.yaml"
     assert bench_learning.profile_path(False).name == "recipe.yaml"
+    # The benchmark's coverage configuration (also scripts/results/reselect_seeds.py's): the recipe, the suite's tasks.
+    args = bench_learning.parser().parse_args(["--suite", "metaworld", "--run", "r", "--threads", "1"])
+    cfg, profile, name = bench_learning.coverage_config(args)
+    assert name == "learning_metaworld"
+    assert list(cfg.tasks) == bench_learning.METAWORLD_TASKS.split(",")
+    assert (cfg.suite, cfg.threads, str(cfg.root)) == ("metaworld", 1, "r")
+    assert cfg.refine == read_preset(PROFILES / "recipe.yaml", CoverageConfig)["refine"] == profile["refine"]
 
 
 def _leaves(d):
