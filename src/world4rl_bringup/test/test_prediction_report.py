@@ -43,10 +43,16 @@ def test_sign_agreement_counts_only_significant_measured_differences():
     xs = [0.70, 0.82, 0.40, 0.55, 0.50, 0.52, 0.30, 0.20]
     ys = [0.89, 0.825, 0.47, 0.60, 0.47, 0.49, 0.50, 0.30]
     assert stats["pearson_predicted_vs_measured"] == pytest.approx(float(np.corrcoef(xs, ys)[0, 1]))
+    summaries[0]["discrimination"] = {"auc": 0.74, "ci95": [0.655, 0.816], "successes": 76, "failures": 74}
+    summaries[1]["discrimination"] = {"auc": None, "ci95": None, "successes": 150, "failures": 0}
     lines = report.markdown(summaries)
     assert lines[2].startswith("| drawer | 70 % (65..75) | 89 % (84..94) | 82 % ")
-    assert "disagrees on drawer" in lines[-1]
-    assert "measurably worse on push" in lines[-1]
+    assert lines[2].endswith("| bc | no | 0.74 (0.66..0.82) |")
+    assert lines[3].endswith("| n/a (0 failures) |")
+    assert lines[4].endswith("| - |")
+    across = next(line for line in lines if line.startswith("Across"))
+    assert "disagrees on drawer" in across
+    assert "measurably worse on push" in across
 
 
 def test_too_few_points_have_no_correlation():

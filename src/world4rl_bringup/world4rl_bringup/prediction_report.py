@@ -27,6 +27,7 @@ def task_summary(root: Path, task: str) -> dict[str, Any]:
     if calibration := read_calibration(root / "refine" / task):
         keep = ("threshold", "floor", "rollouts", "real_success", "imagined_success_at_floor")
         out["reward_calibration"] = {k: calibration[k] for k in (*keep, "imagined_success_at_threshold", "honest")}
+        out["discrimination"] = calibration.get("discrimination") or _discrimination(root, calibration)
     prediction = (gate or {}).get("prediction")
     if gate:
         out["gate"] = {"deploy": gate["deploy"], "reason": gate["reason"]}
@@ -50,6 +51,19 @@ def task_summary(root: Path, task: str) -> dict[str, Any]:
         # Measurably worse: the interval of (chosen - other) lies below zero.
         out["gate_choice_measurably_worse"] = bool(hi < 0 if gate["deploy"] == "refined" else lo > 0)
     return out
+
+
+def _discrimination(root: Path, calibration: dict[str, Any]) -> dict[str, Any]:
+    """For calibration records written before they carried it: from their dreams and the dataset's outcomes."""
+    import numpy as np
+
+    from world4rl_model.dataset import Dataset
+    from world4rl_policy.prediction import discrimination
+    from world4rl_policy.reward_calibration import dreams_for_prediction
+
+    ds = Dataset(root / "dataset")
+    real = np.array([bool(ds.episodes[e]["success"]) for e in calibration["episodes"]])
+    return discrimination(dreams_for_prediction(calibration, calibration["threshold"]), real)
 
 
 def across_tasks(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,15 +104,23 @@ def markdown(summaries: list[dict[str, Any]]) -> list[str]:
         fmt = "{:+.0f}" if signed else "{:.0f}"
         return f"{fmt.format(100 * ci[0])}..{fmt.format(100 * ci[1])}"
 
+    def auc(s: dict[str, Any]) -> str:
+        d = s.get("discrimination")
+        if not d:
+            return "-"
+        if d["auc"] is None:
+            return f"n/a ({d['failures']} failures)"
+        return f"{d['auc']:.2f} ({d['ci95'][0]:.2f}..{d['ci95'][1]:.2f})"
+
     lines = [
         "| task | BC predicted | BC measured | refined predicted | refined measured | difference predicted "
-        "| difference measured | gate deploys | gate measurably worse |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| difference measured | gate deploys | gate measurably worse | imagination AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         if "predicted" not in s or "measured" not in s:
             deploys = s.get("gate", {}).get("deploy", "-")
-            lines.append(f"| {s['task']} | (no prediction or no evaluation) | | | | | | {deploys} | |")
+            lines.append(f"| {s['task']} | (no prediction or no evaluation) | | | | | | {deploys} | | {auc(s)} |")
             continue
         p, m, pc, mc = s["predicted"], s["measured"], s["predicted_ci95"], s["measured_ci95"]
         lines.append(
@@ -106,7 +128,7 @@ def markdown(summaries: list[dict[str, Any]]) -> list[str]:
             f"| {pct(p['refined'])} ({span(pc['refined'])}) | {pct(m['refined'])} ({span(mc['refined'])}) "
             f"| {100 * s['predicted_difference']:+.0f} ({span(s['predicted_difference_ci95'], True)}) "
             f"| {100 * s['measured_difference']:+.0f} ({span(s['measured_difference_ci95'], True)}) "
-            f"| {s['gate']['deploy']} | {'yes' if s['gate_choice_measurably_worse'] else 'no'} |"
+            f"| {s['gate']['deploy']} | {'yes' if s['gate_choice_measurably_worse'] else 'no'} | {auc(s)} |"
         )
     stats = across_tasks(summaries)
     r = stats["pearson_predicted_vs_measured"]
@@ -118,5 +140,9 @@ def markdown(summaries: list[dict[str, Any]]) -> list[str]:
         f"{', '.join(stats['predicted_sign_disagrees']) or 'none'}; Pearson r of predicted vs measured success "
         f"{'n/a' if r is None else f'{r:.2f}'}; the gate's choice measurably worse on "
         f"{', '.join(stats['gate_measurably_worse']) or 'no task'}.",
+        "",
+        "Imagination AUC: how well dreams of the BC policy's recorded rollouts tell their real successes from "
+        "their real failures (ROC AUC of the classifier's peak probability, bootstrap 95 % interval; 0.5 is "
+        "chance, where PPO's reward holds no evidence about real success).",
     ]
     return lines

@@ -277,6 +277,27 @@ def test_with_one_held_out_start_the_seed_is_chosen_by_training_and_the_gate_kee
 # ---------------------------------------------------------------------------------- calibrated reward threshold
 
 
+def test_discrimination_is_the_roc_auc_of_dream_scores_against_real_outcomes():
+    rng = np.random.default_rng(0)
+    real = np.arange(100) % 2 == 0
+    peaks = np.where(real[:, None], 0.6, 0.2) + 0.3 * rng.random((100, 4))  # successes 0.6-0.9, failures 0.2-0.5
+    separated = pred.Imagined(np.arange(100), real.astype(float), 4, 0.0, peaks)
+    d = pred.discrimination(separated, real, bootstrap=300)
+    assert (d["auc"], d["ci95"], d["informative"]) == (1.0, [1.0, 1.0], True)
+    assert (d["successes"], d["failures"]) == (50, 50)
+    noise = pred.Imagined(np.arange(100), np.zeros(100), 4, 0.0, rng.random((100, 4)))
+    d = pred.discrimination(noise, real, bootstrap=300)
+    assert d["ci95"][0] < 0.5 < d["ci95"][1]
+    assert d["informative"] is False
+    assert "chance" in pred.discrimination_line(d)
+    # Without kept peaks the fraction of successful dreams scores each rollout.
+    fractions = pred.Imagined(np.arange(100), np.where(real, 0.75, 0.25), 4, 0.0)
+    assert pred.discrimination(fractions, real, bootstrap=100)["auc"] == 1.0
+    # One outcome only: nothing to tell apart.
+    assert pred.discrimination(noise, np.ones(100, bool))["auc"] is None
+    assert "undefined" in pred.discrimination_line(pred.discrimination(noise, np.ones(100, bool)))
+
+
 def test_the_calibrated_threshold_is_the_lowest_at_which_dreams_do_not_flatter_the_record():
     from world4rl_policy.reward_calibration import MAX_THRESHOLD, calibrated_threshold
 
@@ -314,12 +335,17 @@ def test_refine_calibrates_the_threshold_once_rewards_with_it_and_the_gate_judge
     assert record["threshold"] == MAX_THRESHOLD
     assert record["floor"] == 0.5
     assert record["honest"] is False
+    # A classifier that fires on everything cannot tell the real successes from the failures: chance.
+    assert record["discrimination"] == {
+        "successes": 6, "failures": 6, "auc": 0.5, "ci95": [0.5, 0.5], "informative": False
+    }  # fmt: skip
     assert summary["reward_threshold"] == pytest.approx(MAX_THRESHOLD)  # PPO was rewarded with it
     assert summary["last"]["reward_threshold"] == pytest.approx(MAX_THRESHOLD)
     gate = json.loads((out / "gate.json").read_text())
     assert gate["prediction"]["reward_threshold"] == pytest.approx(MAX_THRESHOLD)
     # The prediction's calibration pass is the calibration's dreams, not dreamt a second time.
     assert gate["prediction"]["calibration"]["dreams_reused"] is True
+    assert gate["prediction"]["calibration"]["discrimination"]["auc"] == 0.5
     assert record["episodes"] == sorted(record["episodes"])
     assert len(record["peak_probability"]) == 12
     assert len(record["peak_probability"][0]) == 2

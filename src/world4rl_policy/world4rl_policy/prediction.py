@@ -176,6 +176,7 @@ def predict(
             "imagined_success": calibration.rate,
             "dreams_per_rollout": calibration.dreams,
             "logistic_a_b": [float(v) for v in w],
+            "discrimination": discrimination(calibration, y, bootstrap, seed=seed + 1),
         },
         "policies": {
             n: {
@@ -199,6 +200,44 @@ def predict(
             "bootstrap_p_not_better": float((diff <= 0).mean()),
         }
     return result
+
+
+def discrimination(dreams: Imagined, real: np.ndarray, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """How well imagination tells the BC policy's real successes from its real failures, before any
+    PPO: the ROC AUC of each recorded rollout's dream score (the classifier's peak probability averaged
+    over its dreams; the fraction of successful dreams when peaks were not kept) against the rollout's
+    real outcome, with a bootstrap 95 % interval over rollouts. 0.5 is chance: PPO's reward then holds
+    no evidence about real success and refinement has nothing to climb. None when every rollout had the
+    same outcome (nothing to tell apart)."""
+    from world4rl_policy.ood import roc_auc
+
+    y = np.asarray(real, dtype=bool)
+    score = dreams.peak_probability.mean(axis=1) if dreams.peak_probability is not None else dreams.success_fraction
+    out: dict[str, Any] = {"successes": int(y.sum()), "failures": int((~y).sum())}
+    if y.all() or not y.any():
+        return {**out, "auc": None, "ci95": None, "informative": None}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(bootstrap):
+        i = rng.integers(0, len(y), len(y))
+        if y[i].any() and not y[i].all():
+            draws.append(roc_auc(score[i][y[i]], score[i][~y[i]]))
+    ci = _interval(np.asarray(draws))
+    return {**out, "auc": roc_auc(score[y], score[~y]), "ci95": ci, "informative": bool(ci[0] > 0.5)}
+
+
+def discrimination_line(d: dict[str, Any]) -> str:
+    """One sentence for logs and reports."""
+    if d.get("auc") is None:
+        return f"imagination's discrimination: undefined ({d['successes']} real successes, {d['failures']} failures)"
+    lo, hi = d["ci95"]
+    verdict = (
+        "imagination tells real successes from failures"
+        if d["informative"]
+        else "not distinguishable from chance: PPO's reward holds no evidence about real success on this task"
+    )
+    auc = f"ROC AUC {d['auc']:.2f} (95 % {lo:.2f}-{hi:.2f})"
+    return f"imagination's discrimination: {auc} on the BC rollouts; {verdict}"
 
 
 def gate(prediction: dict[str, Any] | None, reason_if_none: str = "") -> dict[str, str]:

@@ -29,7 +29,7 @@ import torch
 
 from world4rl_model.atomic_io import atomic_write_text, read_json_record
 from world4rl_model.runtime import derive_seed
-from world4rl_policy.prediction import CALIBRATION_KIND, imagine
+from world4rl_policy.prediction import CALIBRATION_KIND, discrimination, discrimination_line, imagine
 
 CALIBRATION_FILE = "reward_calibration.json"
 CALIBRATION_FORMAT = "world4rl-reward-calibration"
@@ -123,6 +123,7 @@ def calibrate(cfg, task: str | None) -> dict[str, Any]:
         "imagined_success_at_floor": float((dreams.peak_probability >= floor).mean()),
         "imagined_success_at_threshold": imagined_at,
         "honest": imagined_at <= float(real.mean()),
+        "discrimination": discrimination(dreams, real, seed=settings["seed"] % 2**32),
         "seconds": dreams.seconds,
         # The dreams themselves: the closing prediction's calibration reuses them (dreams_for_prediction).
         "episodes": [int(e) for e in rollouts],
@@ -170,7 +171,8 @@ def with_calibrated_threshold(cfg, task: str | None):
             f"[refine] reward threshold {record['threshold']:.3f} (floor {record['floor']:.2f}): the BC policy's "
             f"{record['rollouts']} recorded rollouts succeeded {100 * record['real_success']:.1f} % on the robot, "
             f"{100 * record['imagined_success_at_floor']:.1f} % in dreams at the floor, "
-            f"{100 * record['imagined_success_at_threshold']:.1f} % at the threshold",
+            f"{100 * record['imagined_success_at_threshold']:.1f} % at the threshold; "
+            + discrimination_line(record["discrimination"]),
             flush=True,
         )
     return dataclasses.replace(cfg, reward_threshold=record["threshold"], reward_calibration=False)
