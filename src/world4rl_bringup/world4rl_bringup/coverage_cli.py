@@ -352,6 +352,14 @@ def _refine_settings(refine) -> dict[str, Any]:
     return settings
 
 
+def _prediction_settings(prediction) -> dict[str, Any]:
+    """The predict stage's settings; success_samples only when > 1 (as runs booked before it existed)."""
+    settings = dataclasses.asdict(prediction)
+    if settings["success_samples"] == 1:
+        del settings["success_samples"]
+    return settings
+
+
 def _expert_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
     from world4rl_bringup.sim_rollouts import ExpertActor
 
@@ -478,7 +486,7 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
             fresh=[root / "refine" / t],
         )
     for t in tasks:
-        settings = {"prediction": dataclasses.asdict(_refine_config(cfg, t).prediction)}
+        settings = {"prediction": _prediction_settings(_refine_config(cfg, t).prediction)}
         stage(f"predict/{t}", settings, partial(_predict_stage, cfg, t), after=[f"refine/{t}"])
     eval_settings = {**common, "episodes": cfg.eval_episodes, "seed": cfg.eval_seed}
     for t in tasks:

@@ -88,6 +88,30 @@ def test_success_terminates_and_rewards(ds):
     torch.testing.assert_close(reward, info["success_prob"])
 
 
+def test_a_success_must_hold_on_every_sample_of_the_step(ds):
+    """success_samples K: the classifier must also fire on K - 1 further samples of the dreamt step."""
+    env = _env(ds, num_envs=64, terminate_on_success=False)
+    env.reset(seed=3)
+    env.threshold = float(env.step(torch.zeros(64, 4))[4]["success_prob"].median())  # about half the samples fire
+    env.reset(seed=3)
+    obs1, _, _, _, single = env.step(torch.zeros(64, 4))
+    strict = _env(ds, num_envs=64, terminate_on_success=False, threshold=env.threshold, success_samples=4)
+    strict.reset(seed=3)
+    obs4, reward, _, _, info4 = strict.step(torch.zeros(64, 4))
+    # The dream itself is the same sample; only the verdict is stricter.
+    assert torch.equal(obs1["frames"], obs4["frames"])
+    torch.testing.assert_close(info4["success_prob"], single["success_prob"])
+    assert bool((info4["success"] <= single["success"]).all())  # a subset of the single-sample successes
+    assert 0 < int(info4["success"].sum()) < int(single["success"].sum())  # some lucky samples were not confirmed
+    assert torch.equal(reward, info4["success"].float())
+    # Where every sample fires (threshold 0) or none does, K changes nothing.
+    sure = _env(ds, threshold=0.0, success_samples=3)
+    sure.reset(seed=0)
+    assert sure.step(torch.zeros(4, 4))[4]["success"].all()
+    with pytest.raises(ValueError, match="success_samples"):
+        _env(ds, success_samples=0)
+
+
 def test_task_filter_layout_determinism_and_errors(ds):
     env = _env(ds, task="reach-right", layout="chw")
     obs, info = env.reset(seed=3)

@@ -19,6 +19,7 @@ samples the next frame with the diffusion model (Euler, `sampling_steps`), then 
 classifier for P(success | next frame, task):
 - reward = 1.0 if P >= threshold else 0.0 (`reward_mode="binary"`, World4RL), or P itself ("probability");
 - terminated = success (if `terminate_on_success`), truncated = the episode reached `horizon` steps.
+With `success_samples` K > 1, a success must also hold on K - 1 further samples of the same step.
 Finished envs are reset in the same call (autoreset); their last observation is in
 info["final_obs"] (a dict like obs, for those rows; rows not done hold the current frames) with
 info["done"] the mask. Other info: "success_prob" [B], "elapsed_steps" [B], "source_episode" [B].
@@ -61,6 +62,7 @@ class WorldModelEnv:
         bf16: bool = False,
         channels_last: bool = True,
         seed: int | None = None,
+        success_samples: int = 1,
     ):
         if reward_mode not in ("binary", "probability"):
             raise ValueError(f"reward_mode must be 'binary' or 'probability', got {reward_mode!r}")
@@ -68,6 +70,8 @@ class WorldModelEnv:
             raise ValueError(f"start must be 'first' or 'any', got {start!r}")
         if layout not in ("hwc", "chw"):
             raise ValueError(f"layout must be 'hwc' or 'chw', got {layout!r}")
+        if success_samples < 1:
+            raise ValueError(f"success_samples must be >= 1, got {success_samples}")
         self.device = torch.device(device)
         self.world_model = world_model.to(self.device).eval()
         if channels_last and self.device.type == "cpu":
@@ -97,6 +101,11 @@ class WorldModelEnv:
             threshold if threshold is not None else (reward_model.config.threshold if reward_model else 0.5)
         )
         self.terminate_on_success = terminate_on_success
+        # A success must hold on this many independent samples of the dreamt step: the classifier fires
+        # on the sampled frame and on success_samples - 1 more drawn from the same frames and action.
+        # Where the dream is uncertain (a near miss one sample shows as a hit), they disagree; a policy
+        # that learnt to provoke lucky samples stops being credited. 1: the sampled frame alone.
+        self.success_samples = int(success_samples)
         self.layout = layout
         self.bf16 = bf16
         self.context = cfg.context_frames
@@ -222,6 +231,7 @@ class WorldModelEnv:
                 self.frames, self.actions, steps=self.sampling_steps, generator=self._generator, quantize=True
             )
         nxt_u8 = frames_to_uint8(nxt)
+        context_frames, context_actions = self.frames, self.actions
         self.frames = torch.cat([self.frames[:, 1:], nxt_u8.unsqueeze(1)], dim=1)
         self.actions = torch.cat([self.actions[:, 1:], torch.zeros_like(self.actions[:, :1])], dim=1)
         self.elapsed += 1
@@ -231,6 +241,8 @@ class WorldModelEnv:
         else:
             prob = torch.zeros(self.num_envs, device=self.device)
         success = prob >= self.threshold
+        if self.success_samples > 1 and bool(success.any()):
+            success = self._confirmed(success, context_frames, context_actions, autocast)
         reward = success.float() if self.reward_mode == "binary" else prob
         terminated = success if self.terminate_on_success else torch.zeros_like(success)
         truncated = (self.elapsed >= self.horizon) & ~terminated
@@ -246,6 +258,24 @@ class WorldModelEnv:
             info["final_obs"] = {k: v.clone() for k, v in self._obs().items()}
             self._reset_rows(done.nonzero().flatten())
         return self._obs(), reward, terminated, truncated, info
+
+    def _confirmed(
+        self, success: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor, autocast
+    ) -> torch.Tensor:
+        """success, kept only where the classifier also fires on success_samples - 1 further samples of
+        the same step (same frames and action, other noise)."""
+        rows = success.nonzero().flatten()
+        agree = torch.ones(len(rows), dtype=torch.bool, device=self.device)
+        for _ in range(self.success_samples - 1):
+            with autocast:
+                alt = self.world_model.sample(
+                    frames[rows], actions[rows], steps=self.sampling_steps, generator=self._generator, quantize=True
+                )
+                prob = self.reward_model.probability(frames_to_uint8(alt), self.task[rows]).float()
+            agree &= prob >= self.threshold
+        confirmed = success.clone()
+        confirmed[rows] = agree
+        return confirmed
 
     def close(self) -> None:
         pass

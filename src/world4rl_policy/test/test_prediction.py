@@ -3,6 +3,7 @@ dreams from given start frames in a real WorldModelEnv, the gate record and what
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -346,6 +347,11 @@ def test_refine_calibrates_the_threshold_once_rewards_with_it_and_the_gate_judge
     # The prediction's calibration pass is the calibration's dreams, not dreamt a second time.
     assert gate["prediction"]["calibration"]["dreams_reused"] is True
     assert gate["prediction"]["calibration"]["discrimination"]["auc"] == 0.5
+    # Judged on several samples per step, the calibration's one-sample dreams cannot stand in.
+    strict = dataclasses.replace(cfg, prediction=dataclasses.replace(cfg.prediction, success_samples=2))
+    judged = ppo.predict_after_refine(strict, "reach-left", 1)
+    assert judged["prediction"]["calibration"]["dreams_reused"] is False
+    assert judged["prediction"]["policies"]["bc"]["imagined_success"] == 1.0  # the classifier fires on every sample
     assert record["episodes"] == sorted(record["episodes"])
     assert len(record["peak_probability"]) == 12
     assert len(record["peak_probability"][0]) == 2

@@ -57,6 +57,9 @@ class PredictionSettings:
     batch: int = 32  # dreams stepped together
     bootstrap: int = 2000  # bootstrap resamples for the 95 % intervals
     min_calibration: int = 10  # fewer recorded BC rollouts of the task: no prediction, the gate keeps BC
+    # a dreamt success must hold on this many independent samples of its step (WorldModelEnv's
+    # success_samples): a policy that provokes lucky samples is not credited. 1: one sample.
+    success_samples: int = 1
 
 
 @dataclass
@@ -318,13 +321,18 @@ def predict_and_gate(
     env = WorldModelEnv(
         wm, rm, ds, num_envs=settings.batch, horizon=horizon, task=task, episodes=sorted(set(calib_eps) | set(starts)),
         device=device, sampling_steps=sampling_steps, threshold=threshold, bf16=bf16, seed=seed,
+        success_samples=settings.success_samples,
     )  # fmt: skip
     bc, _ = load_policy_module(bc_policy)
     refined, _ = load_policy_module(refined_policy)
     bc, refined = bc.to(device), refined.to(device)
     s = seed
     show = (lambda text: text) if progress else (lambda text: None)
-    reused = dreamt is not None and _reusable(dreamt, calib_eps, settings.calibration_repeats, horizon)
+    reused = (  # the reward calibration's dreams judged success on one sample
+        dreamt is not None
+        and settings.success_samples == 1
+        and _reusable(dreamt, calib_eps, settings.calibration_repeats, horizon)
+    )
     if reused:
         calibration = dreamt[0]
     else:

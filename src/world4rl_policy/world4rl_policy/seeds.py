@@ -89,6 +89,7 @@ def _imagined_by_seed(cfg, task: str | None, runs: dict[int, Path]) -> tuple[dic
     env = WorldModelEnv(
         wm, rm, ds, num_envs=cfg.prediction.batch, horizon=horizon, task=task, episodes=starts, device=device,
         sampling_steps=cfg.sampling_steps, threshold=cfg.reward_threshold, bf16=cfg.bf16, seed=cfg.seed,
+        success_samples=cfg.prediction.success_samples,
     )  # fmt: skip
     dream_seed = derive_seed(cfg.seed, "seed-selection")
     rates = {}
