@@ -259,9 +259,7 @@ class WorldModelEnv:
             self._reset_rows(done.nonzero().flatten())
         return self._obs(), reward, terminated, truncated, info
 
-    def _confirmed(
-        self, success: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor, autocast
-    ) -> torch.Tensor:
+    def _confirmed(self, success: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor, autocast) -> torch.Tensor:
         """success, kept only where the classifier also fires on success_samples - 1 further samples of
         the same step (same frames and action, other noise)."""
         rows = success.nonzero().flatten()
