@@ -143,6 +143,7 @@ def markdown(summaries: list[dict[str, Any]]) -> list[str]:
         "",
         "Imagination AUC: how well dreams of the BC policy's recorded rollouts tell their real successes from "
         "their real failures (ROC AUC of the classifier's peak probability, bootstrap 95 % interval; 0.5 is "
-        "chance, where PPO's reward holds no evidence about real success).",
+        "chance: the calibrated prediction then maps every policy to the rollouts' base rate and cannot tell "
+        "them apart, though PPO may still gain, as on franka pick_place).",
     ]
     return lines

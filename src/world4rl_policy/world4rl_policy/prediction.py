@@ -209,9 +209,10 @@ def discrimination(dreams: Imagined, real: np.ndarray, bootstrap: int = 2000, se
     """How well imagination tells the BC policy's real successes from its real failures, before any
     PPO: the ROC AUC of each recorded rollout's dream score (the classifier's peak probability averaged
     over its dreams; the fraction of successful dreams when peaks were not kept) against the rollout's
-    real outcome, with a bootstrap 95 % interval over rollouts. 0.5 is chance: PPO's reward then holds
-    no evidence about real success and refinement has nothing to climb. None when every rollout had the
-    same outcome (nothing to tell apart)."""
+    real outcome, with a bootstrap 95 % interval over rollouts. 0.5 is chance: the dreams do not judge
+    single episodes, the calibrated prediction maps every policy to the rollouts' base rate and the
+    gate cannot ship a refined policy (PPO may still gain from the dreams' aggregate signal: franka
+    pick_place did, at 0.46). None when every rollout had the same outcome (nothing to tell apart)."""
     from world4rl_policy.ood import roc_auc
 
     y = np.asarray(real, dtype=bool)
@@ -237,7 +238,7 @@ def discrimination_line(d: dict[str, Any]) -> str:
     verdict = (
         "imagination tells real successes from failures"
         if d["informative"]
-        else "not distinguishable from chance: PPO's reward holds no evidence about real success on this task"
+        else "not distinguishable from chance: the prediction cannot tell policies apart on this task"
     )
     auc = f"ROC AUC {d['auc']:.2f} (95 % {lo:.2f}-{hi:.2f})"
     return f"imagination's discrimination: {auc} on the BC rollouts; {verdict}"
