@@ -78,20 +78,46 @@ def imagination_speed(run: Path, book: dict, task: str) -> dict | None:
     }
 
 
+# Stages whose trainer counts its own CPU time across resumes (training_state.json `extra.cpu_s`): their
+# output directory in the run, by stage key (bc/TASK -> bc/TASK).
+TRAINED_OUTPUTS = {"world-model": "world_model", "distill": "world_model_student", "reward": "reward"}
+
+
+def stage_cpu_seconds(run: Path, key: str, entry: dict) -> float:
+    """A stage's CPU seconds: the booked figure, or its trainer's own count across resumes where that is
+    larger (a stage stopped midway before the attempt clock booked only its last attempt); a stage booked
+    before CPU time was recorded counts its wall time (an upper bound for one thread's work)."""
+    from world4rl_model.checkpoint import CheckpointError, load_training_state
+
+    counted = [entry["cpu_seconds"]] if entry.get("cpu_seconds") is not None else []
+    output = TRAINED_OUTPUTS.get(key) or (key if key.startswith("bc/") else None)
+    if output is not None and (run / output).exists():
+        try:
+            state = load_training_state(run / output)
+        except (CheckpointError, FileNotFoundError):
+            state = None
+        if state is not None and "cpu_s" in state.extra:
+            counted.append(float(state.extra["cpu_s"]))
+    return max(counted) if counted else float(entry["seconds"])
+
+
 def _task_row(run: Path, book: dict, task: str, num_tasks: int, prediction: dict) -> dict:
     """One task's result: BC vs refined in the true simulator and in imagination, and what its stages cost."""
     ev = json.loads((run / "eval" / task / "eval.json").read_text())
     bc, refined = ev["policies"]
     v = refined["vs_baseline"]
 
+    def value(k: str, e: dict, key: str) -> float | None:
+        return stage_cpu_seconds(run, k, e) if key == "cpu_seconds" else e.get(key)
+
     def cost(key: str) -> tuple[dict, dict]:
         stages = {k: book[k] for k in book if k.endswith("/" + task)}
         shared = {k: book[k] for k in ("world-model", "distill", "reward") if k in book}
-        return {k: e.get(key) for k, e in stages.items()}, {k: e.get(key) for k, e in shared.items()}
+        return {k: value(k, e, key) for k, e in stages.items()}, {k: value(k, e, key) for k, e in shared.items()}
 
     def per_task_minutes(key: str) -> float | None:
         own, shared = cost(key)
-        if None in own.values() or None in shared.values():  # booked before CPU time was recorded
+        if None in own.values() or None in shared.values():
             return None
         return (sum(own.values()) + sum(shared.values()) / num_tasks) / 60
 

@@ -289,6 +289,7 @@ def test_distilled_imagination_trains_a_student_that_the_classifier_and_ppo_drea
     perf = json.loads((run / "refine" / "reach" / "summary.json").read_text())["perf"]
     assert (perf["sampling_steps"], perf["world_model_distilled"]) == (1, True)
     _check_the_benchmarks_imagination_speed(run, book)
+    _check_the_benchmarks_cpu_per_stage(run, book)
 
     capsys.readouterr()
     cov.run_pipeline(_config(run, *extra, "--distill-set", "steps=4"), only=until_refine)
@@ -299,9 +300,7 @@ def test_distilled_imagination_trains_a_student_that_the_classifier_and_ppo_drea
     assert load_config(student)["step"] == 4
 
 
-def _check_the_benchmarks_imagination_speed(run, book):
-    """bench_learning's imagined steps per CPU-hour: from the refine summary's perf (the PPO loop), or,
-    for a run refined before it was recorded, from the refine stage's booked CPU seconds."""
+def _bench_learning():
     import importlib.util
     from pathlib import Path
 
@@ -309,6 +308,31 @@ def _check_the_benchmarks_imagination_speed(run, book):
     spec = importlib.util.spec_from_file_location("bench_learning", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def _check_the_benchmarks_cpu_per_stage(run, book):
+    """bench_learning's CPU seconds per stage: the booked figure, the trainer's own count across resumes
+    where that is larger, the wall time where no CPU was booked."""
+    from world4rl_model.checkpoint import load_training_state
+
+    bench = _bench_learning()
+    trained = float(load_training_state(run / "world_model").extra["cpu_s"])
+    assert trained > 0
+    booked = book["world-model"]
+    assert bench.stage_cpu_seconds(run, "world-model", booked) == max(booked["cpu_seconds"], trained)
+    # A stage booked only its last resume: the trainer's count over all of them wins.
+    assert bench.stage_cpu_seconds(run, "world-model", {**booked, "cpu_seconds": 0.0}) == trained
+    assert bench.stage_cpu_seconds(run, "refine/reach", book["refine/reach"]) == book["refine/reach"]["cpu_seconds"]
+    # Booked before CPU time was: its wall time, an upper bound.
+    no_cpu = {k: v for k, v in book["expert/reach"].items() if k != "cpu_seconds"}
+    assert bench.stage_cpu_seconds(run, "expert/reach", no_cpu) == no_cpu["seconds"]
+
+
+def _check_the_benchmarks_imagination_speed(run, book):
+    """bench_learning's imagined steps per CPU-hour: from the refine summary's perf (the PPO loop), or,
+    for a run refined before it was recorded, from the refine stage's booked CPU seconds."""
+    bench = _bench_learning()
     summary_path = run / "refine" / "reach" / "summary.json"
     summary = json.loads(summary_path.read_text())
     speed = bench.imagination_speed(run, book, "reach")
