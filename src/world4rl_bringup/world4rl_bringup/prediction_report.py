@@ -55,14 +55,11 @@ def task_summary(root: Path, task: str) -> dict[str, Any]:
 
 def _discrimination(root: Path, calibration: dict[str, Any]) -> dict[str, Any]:
     """For calibration records written before they carried it: from their dreams and the dataset's outcomes."""
-    import numpy as np
-
     from world4rl_model.dataset import Dataset
-    from world4rl_policy.prediction import discrimination
+    from world4rl_policy.prediction import discrimination, recorded_outcomes
     from world4rl_policy.reward_calibration import dreams_for_prediction
 
-    ds = Dataset(root / "dataset")
-    real = np.array([bool(ds.episodes[e]["success"]) for e in calibration["episodes"]])
+    real = recorded_outcomes(Dataset(root / "dataset"), calibration["episodes"])
     return discrimination(dreams_for_prediction(calibration, calibration["threshold"]), real)
 
 

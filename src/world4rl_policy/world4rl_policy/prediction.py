@@ -263,6 +263,16 @@ def held_out_starts(dataset, world_model_config: dict[str, Any], task: str | Non
     return dataset.select(val, tasks=[task] if task else None)
 
 
+def recorded_horizon(dataset, episodes: list[int]) -> int:
+    """Steps of the longest of these recorded episodes (frames - 1): a dream as long as the robot's."""
+    return max(int(dataset.episodes[e]["length"]) for e in episodes) - 1
+
+
+def recorded_outcomes(dataset, episodes: list[int]) -> np.ndarray:
+    """The real outcome (success) of each of these recorded episodes, in order."""
+    return np.array([bool(dataset.episodes[e]["success"]) for e in episodes], dtype=bool)
+
+
 def judging_horizon(dataset, settings: PredictionSettings, episodes: list[int]) -> int:
     """Imagined steps per dream when judging a policy: settings.horizon, else as long as the robot's
     episodes (the longest of `episodes`, the task's recorded BC rollouts or its held-out episodes),
@@ -271,7 +281,7 @@ def judging_horizon(dataset, settings: PredictionSettings, episodes: list[int]) 
         return int(settings.horizon)
     if not episodes:
         raise ValueError("judging_horizon: no episodes to take the task's length from (set prediction.horizon)")
-    return max(int(dataset.episodes[e]["length"]) for e in episodes) - 1
+    return recorded_horizon(dataset, episodes)
 
 
 def predict_and_gate(
@@ -341,7 +351,7 @@ def predict_and_gate(
             bc, env, calib_eps, settings.calibration_repeats, horizon, sampled=True, seed=s + 1,
             label=show("calibration"),
         )  # fmt: skip
-    real = np.array([bool(ds.episodes[e]["success"]) for e in calib_eps])
+    real = recorded_outcomes(ds, calib_eps)
     candidates = {
         "bc": imagine(bc, env, starts, settings.repeats, horizon, sampled=False, seed=s + 2, label=show("bc")),
         "refined": imagine(

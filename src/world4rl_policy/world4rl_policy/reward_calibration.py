@@ -29,7 +29,14 @@ import torch
 
 from world4rl_model.atomic_io import atomic_write_text, read_json_record
 from world4rl_model.runtime import derive_seed
-from world4rl_policy.prediction import CALIBRATION_KIND, discrimination, discrimination_line, imagine
+from world4rl_policy.prediction import (
+    CALIBRATION_KIND,
+    discrimination,
+    discrimination_line,
+    imagine,
+    recorded_horizon,
+    recorded_outcomes,
+)
 
 CALIBRATION_FILE = "reward_calibration.json"
 CALIBRATION_FORMAT = "world4rl-reward-calibration"
@@ -95,7 +102,7 @@ def calibrate(cfg, task: str | None) -> dict[str, Any]:
     wm, _ = WorldModel.from_checkpoint(cfg.world_model, device)
     rm, _ = RewardClassifier.from_checkpoint(cfg.reward, device)
     floor = float(cfg.reward_threshold if cfg.reward_threshold is not None else rm.config.threshold)
-    horizon = max(int(ds.episodes[e]["length"]) for e in rollouts) - 1
+    horizon = recorded_horizon(ds, rollouts)
     settings = _settings(cfg, task)
     env = WorldModelEnv(
         wm, rm, ds, num_envs=cfg.prediction.batch, horizon=horizon, task=task, episodes=rollouts, device=device,
@@ -109,7 +116,7 @@ def calibrate(cfg, task: str | None) -> dict[str, Any]:
         bc, env, rollouts, cfg.prediction.calibration_repeats, horizon, sampled=True, seed=settings["seed"],
         label=label, full_length=True,
     )  # fmt: skip
-    real = np.array([bool(ds.episodes[e]["success"]) for e in rollouts])
+    real = recorded_outcomes(ds, rollouts)
     threshold = calibrated_threshold(dreams.peak_probability, real, floor)
     imagined_at = float((dreams.peak_probability >= threshold).mean())
     return {
