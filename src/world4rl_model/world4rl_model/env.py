@@ -225,24 +225,18 @@ class WorldModelEnv:
         if not torch.isfinite(a).all():
             raise ValueError("actions contain NaN or inf")
         self.actions[:, -1] = a.clamp(-1.0, 1.0)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        with autocast:
-            nxt = self.world_model.sample(
-                self.frames, self.actions, steps=self.sampling_steps, generator=self._generator, quantize=True
-            )
-        nxt_u8 = frames_to_uint8(nxt)
         context_frames, context_actions = self.frames, self.actions
+        nxt_u8 = self._next_frames(context_frames, context_actions)
         self.frames = torch.cat([self.frames[:, 1:], nxt_u8.unsqueeze(1)], dim=1)
         self.actions = torch.cat([self.actions[:, 1:], torch.zeros_like(self.actions[:, :1])], dim=1)
         self.elapsed += 1
         if self.reward_model is not None:
-            with autocast:
-                prob = self.reward_model.probability(nxt_u8, self.task).float()
+            prob = self._success_probability(nxt_u8, self.task)
         else:
             prob = torch.zeros(self.num_envs, device=self.device)
         success = prob >= self.threshold
         if self.success_samples > 1 and bool(success.any()):
-            success = self._confirmed(success, context_frames, context_actions, autocast)
+            success = self._confirmed(success, context_frames, context_actions)
         reward = success.float() if self.reward_mode == "binary" else prob
         terminated = success if self.terminate_on_success else torch.zeros_like(success)
         truncated = (self.elapsed >= self.horizon) & ~terminated
@@ -259,18 +253,29 @@ class WorldModelEnv:
             self._reset_rows(done.nonzero().flatten())
         return self._obs(), reward, terminated, truncated, info
 
-    def _confirmed(self, success: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor, autocast) -> torch.Tensor:
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _next_frames(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """One sample of the next frame (uint8) after these frames and actions."""
+        with self._autocast():
+            nxt = self.world_model.sample(
+                frames, actions, steps=self.sampling_steps, generator=self._generator, quantize=True
+            )
+        return frames_to_uint8(nxt)
+
+    def _success_probability(self, frames: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.reward_model.probability(frames, task).float()
+
+    def _confirmed(self, success: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """success, kept only where the classifier also fires on success_samples - 1 further samples of
         the same step (same frames and action, other noise)."""
         rows = success.nonzero().flatten()
         agree = torch.ones(len(rows), dtype=torch.bool, device=self.device)
         for _ in range(self.success_samples - 1):
-            with autocast:
-                alt = self.world_model.sample(
-                    frames[rows], actions[rows], steps=self.sampling_steps, generator=self._generator, quantize=True
-                )
-                prob = self.reward_model.probability(frames_to_uint8(alt), self.task[rows]).float()
-            agree &= prob >= self.threshold
+            alternative = self._next_frames(frames[rows], actions[rows])
+            agree &= self._success_probability(alternative, self.task[rows]) >= self.threshold
         confirmed = success.clone()
         confirmed[rows] = agree
         return confirmed
