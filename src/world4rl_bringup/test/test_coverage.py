@@ -215,6 +215,17 @@ def test_stage_settings_keep_the_layout_earlier_runs_booked(tmp_path):
     assert refine["horizon"] == 30
     cfg = _config(tmp_path / "run", "--wm-set", "channels=[8,16]")
     assert cov._wm_settings(cov._wm_config(cfg))["channels"] == [8, 16]
+    # The predict stage: settings added later are booked only away from the value earlier runs used.
+    from world4rl_policy.prediction import PredictionSettings
+
+    earlier = {"repeats", "calibration_repeats", "horizon", "batch", "bootstrap", "min_calibration"}
+    plain = PredictionSettings(success_samples=1, rule="calibrated", rollout_starts=False)
+    assert set(cov._prediction_settings(plain)) == earlier
+    stricter = PredictionSettings(success_samples=4, rule="paired", rollout_starts=True)
+    assert cov._prediction_settings(stricter) == {
+        **cov._prediction_settings(plain),
+        "success_samples": 4, "rule": "paired", "rollout_starts": True,
+    }  # fmt: skip
 
 
 def test_without_the_imagination_key_the_stages_book_what_they_booked_before(tmp_path):

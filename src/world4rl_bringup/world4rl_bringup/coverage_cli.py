@@ -352,11 +352,17 @@ def _refine_settings(refine) -> dict[str, Any]:
     return settings
 
 
+# Prediction settings added after runs were booked, with the value those runs used: left out of the
+# predict stage's settings at that value, so that adding a setting does not redo finished stages.
+_LATER_PREDICTION_SETTINGS = {"success_samples": 1, "rule": "calibrated", "rollout_starts": False}
+
+
 def _prediction_settings(prediction) -> dict[str, Any]:
-    """The predict stage's settings; success_samples only when > 1 (as runs booked before it existed)."""
+    """The predict stage's settings, without later settings at the value earlier runs used."""
     settings = dataclasses.asdict(prediction)
-    if settings["success_samples"] == 1:
-        del settings["success_samples"]
+    for name, earlier in _LATER_PREDICTION_SETTINGS.items():
+        if settings[name] == earlier:
+            del settings[name]
     return settings
 
 

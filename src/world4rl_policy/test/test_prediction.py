@@ -77,6 +77,35 @@ def test_an_imagination_that_cannot_tell_real_outcomes_apart_earns_no_deployment
     assert pred.gate(None, "no rollouts")["policy"] == "bc"
 
 
+def test_the_paired_rule_carries_an_imagined_gain_that_the_flat_calibration_cannot_see():
+    """Dreams blind to single rollouts' outcomes (the calibration above, flat) but a refined policy that
+    dreams better on the same starts: "calibrated" keeps BC, "paired" predicts BC's level plus the gain
+    and ships; with no gain, or a loss, "paired" keeps BC too."""
+    f = np.repeat(np.arange(5) / 4.0, 30)
+    calibration, real = _imagined(f), np.tile(np.arange(30) < 18, 5)
+    rng = np.random.default_rng(3)
+    bc = _imagined(rng.integers(0, 2, 150) / 4.0)
+    refined = _imagined(np.minimum(1.0, bc.success_fraction + (rng.random(150) < 0.4) * 0.25))
+    gain = refined.rate - bc.rate
+    flat = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0)
+    assert pred.gate(flat)["policy"] == "bc"
+    paired = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0, rule="paired")
+    assert paired["rule"] == "paired"
+    assert paired["policies"]["bc"]["predicted_success"] == flat["policies"]["bc"]["predicted_success"]
+    assert paired["difference"]["predicted"] == pytest.approx(gain)
+    assert paired["policies"]["refined"]["predicted_success"] == pytest.approx(
+        paired["policies"]["bc"]["predicted_success"] + gain
+    )
+    assert paired["difference"]["predicted_ci95"][0] > 0
+    assert pred.gate(paired)["policy"] == "refined"
+    for worse in (bc, _imagined(np.maximum(0.0, bc.success_fraction - 0.25))):
+        kept = pred.predict(calibration, real, {"bc": bc, "refined": worse}, bootstrap=400, seed=0, rule="paired")
+        assert kept["difference"]["predicted"] <= 0
+        assert pred.gate(kept)["policy"] == "bc"
+    with pytest.raises(ValueError, match=r"prediction\.rule: 'median'"):
+        pred.PredictionSettings(rule="median")
+
+
 # ---------------------------------------------------------------------------------- dreams and the gate file
 
 
@@ -137,7 +166,8 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     # The classifier fires on every dreamed frame: every dream of every policy succeeds.
     assert p["calibration"]["imagined_success"] == 1.0
     assert p["policies"]["bc"]["imagined_success"] == p["policies"]["refined"]["imagined_success"] == 1.0
-    assert p["policies"]["bc"]["held_out_starts"] >= 1
+    assert p["policies"]["bc"]["starts"] == p["judging_starts"]["held_out"] >= 1
+    assert p["judging_starts"]["recorded_rollouts"] == 0
     # Imagination says "success" for every start, so the calibration can only return the real rate.
     assert p["policies"]["refined"]["predicted_success"] == pytest.approx(0.5, abs=0.02)
     assert first["deploy"]["policy"] == "bc"  # no predicted difference
@@ -147,6 +177,14 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     few = pred.predict_and_gate(*args, pred.PredictionSettings(min_calibration=13), seed=4)
     assert few["prediction"] is None
     assert "12 recorded rollouts" in few["deploy"]["reason"]
+    # Judged from the recorded rollouts' first frames too, with the paired rule.
+    wider = dataclasses.replace(settings, rollout_starts=True, rule="paired")
+    w = pred.predict_and_gate(*args, wider, seed=4)
+    assert w["prediction"]["judging_starts"] == {"held_out": p["judging_starts"]["held_out"], "recorded_rollouts": 12}
+    assert w["prediction"]["policies"]["refined"]["starts"] == p["judging_starts"]["held_out"] + 12
+    assert w["prediction"]["rule"] == "paired"
+    assert "plus its imagined gain" in w["method"]
+    assert w["prediction"]["difference"]["predicted"] == 0.0  # every dream succeeds: no gain
 
 
 def test_deploy_resolves_the_gates_choice_and_refuses_a_stale_record(world, tmp_path):
@@ -223,7 +261,7 @@ def test_several_ppo_seeds_keep_the_best_and_the_gate_judges_it_on_other_starts(
     picking = set(record["selection_starts"])
     assert picking
     assert set(gate["excluded_starts"]) == picking
-    judged = gate["prediction"]["policies"]["refined"]["held_out_starts"]
+    judged = gate["prediction"]["judging_starts"]["held_out"]
     assert judged == len(seeds.split_held_out(pred.held_out_starts(*_held_out_inputs(world, tmp_path / "wm")))[1])
     assert gate["prediction"]["horizon"] == record["horizon"]
     assert summary["selection"]["chosen_seed"] == record["chosen_seed"]
@@ -272,7 +310,7 @@ def test_with_one_held_out_start_the_seed_is_chosen_by_training_and_the_gate_kee
     assert record["chosen_seed"] == seeds.choose(trained)
     gate = json.loads((out / "gate.json").read_text())
     assert "excluded_starts" not in gate
-    assert gate["prediction"]["policies"]["refined"]["held_out_starts"] == 1
+    assert gate["prediction"]["judging_starts"]["held_out"] == 1
 
 
 # ---------------------------------------------------------------------------------- calibrated reward threshold
