@@ -61,8 +61,9 @@ def dot_dataset(tmp_path):
 
 def dot_episodes(seed: int, episodes: int, length: int, size: int, change: str | None = None) -> list[np.ndarray]:
     """Frames [length, size, size, 3] of new dot episodes (the dataset's dynamics), optionally changed:
-    "second_dot" adds a dot of the other colour (no new colour, a scene never seen), "green" paints
-    the dot green (a colour never seen)."""
+    "second_dot" adds a dot of the other colour (no new colour, a scene never seen), "twin" a dot of
+    the same colour (more of a colour than any training frame showed), "green" paints the dot green
+    (a colour never seen)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(episodes):
@@ -71,8 +72,8 @@ def dot_episodes(seed: int, episodes: int, length: int, size: int, change: str |
         frames = []
         for _ in range(length):
             img = dot_frame(pos, red, size)
-            if change == "second_dot":
-                img = np.minimum(img, dot_frame(other, not red, size))
+            if change in ("second_dot", "twin"):
+                img = np.minimum(img, dot_frame(other, red == (change == "twin"), size))
             elif change == "green":
                 img[(img != 96).any(-1)] = (30, 200, 30)
             frames.append(img)

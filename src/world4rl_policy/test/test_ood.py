@@ -79,6 +79,11 @@ def test_bc_fits_the_statistics_and_they_separate_changed_episodes(trained, epis
     assert green_colour.min() >= 2.0, green_colour.min()
     new_colour = policy.ood.colour_score(np.concatenate(new)).numpy()
     assert new_colour.max() <= 1.0
+    # ... and more of a colour than any training frame showed (a second dot of the same colour).
+    twin = episodes(400, 20, "twin")
+    assert ood.roc_auc(mean_scores(twin), mean_scores(new)) >= 0.9
+    twin_colour = [float(policy.ood.colour_score(ep).numpy().mean()) for ep in twin]
+    assert min(twin_colour) >= 1.0, twin_colour
 
 
 def test_statistics_round_trip_through_checkpoints_and_state_dicts(trained, episodes, tmp_path):
@@ -112,6 +117,15 @@ def test_statistics_round_trip_through_checkpoints_and_state_dicts(trained, epis
     assert "ood" not in config
     with pytest.raises(ValueError, match="no OOD statistics"):
         ood.score_frames(loaded, frames)
+    # Statistics of an earlier definition (version 3 kept `colour_rare`): the policy loads without
+    # them, with a warning that says how to fit them again; its weights load as before.
+    earlier = {k: v for k, v in policy.state_dict().items() if k != "ood.colour_ceiling"}
+    earlier["ood.colour_rare"] = torch.zeros(ood.COLOUR_BINS)
+    older = pol.GaussianPolicy(policy.config)
+    with pytest.warns(UserWarning, match="earlier definition.*world4rl ood fit"):
+        older.load_state_dict(earlier)
+    assert not older.ood.fitted()
+    torch.testing.assert_close(older.trunk[0].weight, policy.trunk[0].weight)
 
 
 def test_the_runner_scores_what_it_acts_on(trained, episodes):

@@ -10,14 +10,17 @@ Three cheap measures, each in units of its own held-out 99th percentile; the sco
   identity by the Ledoit-Wolf rule so that a small dataset still gives a well-conditioned inverse.
   It sees what the policy's encoder sees: a moved camera, a changed scene layout. One score costs
   a [D] x [D, D] product (D = hidden_dim, 256 by default).
-- colours: the number of pixels of the newest frame whose colour (RGB quantised to 8 levels a
-  channel) the training frames (almost) never showed: fewer than RARE_COLOUR_RATE pixels a frame
-  over all of them (a bin merely rare in training, a face of the cube lit at an odd angle, is
-  not novel: counted by share of the pixels instead, such bins raised false alarms on
-  pick_place in bench/bench_ood.py). An encoder learns to ignore what the demonstrations
-  did not need, and a recoloured small object barely moves its features (measured on the reach
-  task: AUC 0.5), yet changes what the world model and the policy were trained on. A lookup per
-  pixel.
+- colours: the number of pixels of the newest frame beyond what any training frame showed of
+  their colour (RGB quantised to 8 levels a channel): per colour, the frame's pixel count above
+  the most any training frame had (its ceiling), summed over colours. A colour training never
+  showed counts every pixel; a colour it showed counts only what exceeds its ceiling: an object
+  recoloured to the colour of a pad or platform the scene already has (push's green block beside
+  its green pad, which a set of novel colours alone cannot see: AUC 0.49 in bench/bench_ood.py).
+  A colour merely rare in training (a face of the cube lit at an odd angle) has a small ceiling
+  of its own rather than raising false alarms. An encoder learns to ignore what the
+  demonstrations did not need, and a recoloured small object barely moves its features
+  (measured on the reach task: AUC 0.5), yet changes what the world model and the policy were
+  trained on. A histogram per frame.
 - background: the mean absolute difference, over the pixels the training frames show unchanged
   (per-pixel standard deviation at most STATIC_STD: the table, the walls; not where the arm or
   the objects go), between the newest frame and the training frames' mean there. A fixed
@@ -61,8 +64,8 @@ from torch import nn
 if TYPE_CHECKING:
     from world4rl_policy.policy import GaussianPolicy
 
-METHOD = "max(feature Mahalanobis, novel-colour pixels, static-background difference)"
-VERSION = 3  # of the statistics' definition: a fit of another version is refitted (fit_run)
+METHOD = "max(feature Mahalanobis, pixels beyond their colour's training ceiling, static-background difference)"
+VERSION = 4  # of the statistics' definition: a fit of another version is refitted (fit_run)
 FEATURE = "trunk"  # GaussianPolicy.features: the input of the actor and critic heads
 # Quantile levels of the held-out score kept in the checkpoint; each measure's unit is its
 # REFERENCE_LEVEL quantile over held-out frames.
@@ -70,8 +73,6 @@ LEVELS = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 REFERENCE_LEVEL = 0.99
 COLOUR_LEVELS = 8  # quantisation levels per RGB channel: 8^3 colour bins
 COLOUR_BINS = COLOUR_LEVELS**3
-# A colour (bin) the training frames showed in fewer than this many pixels per frame is novel.
-RARE_COLOUR_RATE = 1e-3
 MIN_COLOUR_UNIT = 1e-3  # the colour measure's unit is at least this share of the image's pixels
 STATIC_STD = 4.0  # a pixel whose training values vary at most this much (std, 0-255) is background
 MIN_STATIC_SHARE = 0.05  # with fewer static pixels than this share, the background measure is off
@@ -81,7 +82,7 @@ BUFFERS = (
     "mean",
     "whitener",
     "feature_unit",
-    "colour_rare",
+    "colour_ceiling",
     "colour_unit",
     "background_mean",
     "background_mask",
@@ -90,6 +91,8 @@ BUFFERS = (
     "quantiles",
     "weights_digest",
 )
+# Buffers of earlier definitions (VERSION): a checkpoint holding them loads without statistics.
+EARLIER_BUFFERS = ("colour_rare",)
 MIN_FRAMES = 10
 # Frames a fit reads at most (evenly spaced over the chosen episodes): plenty for a 256-d Gaussian.
 MAX_FIT_FRAMES = 8192
@@ -139,6 +142,13 @@ class OODStatistics(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors):
         present = {key[len(prefix) :] for key in state_dict if key.startswith(prefix)}
         self.clear()
+        if present & set(EARLIER_BUFFERS):  # statistics of an earlier definition: loaded without them
+            warnings.warn(
+                f"OOD statistics of an earlier definition ({sorted(present & set(EARLIER_BUFFERS))}) are not "
+                "loaded; `world4rl ood fit --policy CKPT --dataset DATASET` fits them again",
+                stacklevel=2,
+            )
+            return
         for name in BUFFERS:
             if name in present:
                 self.register_buffer(name, torch.empty_like(state_dict[prefix + name]))
@@ -153,14 +163,13 @@ class OODStatistics(nn.Module):
     def feature_score(self, features: torch.Tensor) -> torch.Tensor:
         return self.raw_feature_distance(features) / float(self.feature_unit)
 
-    def novel_pixels(self, frames) -> torch.Tensor:
-        """Pixels per frame [B] of frames [B, H, W, 3] uint8 whose colour training (almost) never showed."""
-        rare = self.colour_rare.cpu().numpy() > 0
+    def excess_pixels(self, frames) -> torch.Tensor:
+        """Pixels per frame [B] of frames [B, H, W, 3] uint8 beyond their colours' training ceilings."""
         frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-        return torch.from_numpy(rare[colour_bins(frames)].reshape(len(frames), -1).sum(1).astype(np.float64))
+        return torch.from_numpy(colour_excess(colour_histograms(frames), self.colour_ceiling.cpu().numpy()))
 
     def colour_score(self, frames) -> torch.Tensor:
-        return self.novel_pixels(frames) / float(self.colour_unit)
+        return self.excess_pixels(frames) / float(self.colour_unit)
 
     def background_difference(self, frames) -> torch.Tensor:
         """Mean |frame - training mean| [B] (0-255) over the static pixels of frames [B, H, W, 3]."""
@@ -202,7 +211,7 @@ class OODStatistics(nn.Module):
             "score_unit": f"each measure / its {REFERENCE_LEVEL:g} quantile over held-out frames",
             "feature_unit": float(self.feature_unit),
             "colour_unit_pixels": float(self.colour_unit),
-            "rare_colour_bins": int((self.colour_rare > 0).sum()),
+            "seen_colour_bins": int((self.colour_ceiling > 0).sum()),
             "background_unit": float(self.background_unit),
             "static_pixel_share": float(self.background_mask.mean()),
             "held_out_quantiles": {
@@ -259,7 +268,7 @@ class Samples:
 class PixelStatistics:
     """Per-pixel and colour statistics of training frames (every frame: no network needed)."""
 
-    colour_counts: np.ndarray  # [COLOUR_BINS] summed over the frames
+    colour_ceiling: np.ndarray  # [COLOUR_BINS] the most pixels of each colour any frame had
     frames: int
     mean: np.ndarray  # [H, W, 3] float64
     std: np.ndarray  # [H, W, 3] float64
@@ -267,15 +276,15 @@ class PixelStatistics:
     @classmethod
     def of(cls, batches) -> PixelStatistics:
         """From an iterable of uint8 frame arrays [n, H, W, 3]."""
-        counts, n, total, squares = np.zeros(COLOUR_BINS, np.int64), 0, 0.0, 0.0
+        ceiling, n, total, squares = np.zeros(COLOUR_BINS, np.int64), 0, 0.0, 0.0
         for frames in batches:
             x = np.asarray(frames, np.float64)
-            counts = counts + colour_histograms(frames).sum(0)
+            ceiling = np.maximum(ceiling, colour_histograms(frames).max(0))
             n, total, squares = n + len(x), total + x.sum(0), squares + (x * x).sum(0)
         if n == 0:
             raise ValueError("no frames to take pixel statistics of")
         mean = total / n
-        return cls(counts, n, mean, np.sqrt(np.maximum(squares / n - mean * mean, 0.0)))
+        return cls(ceiling, n, mean, np.sqrt(np.maximum(squares / n - mean * mean, 0.0)))
 
 
 def pixel_statistics(dataset, episodes: Sequence[int], chunk: int = 256) -> PixelStatistics:
@@ -300,10 +309,10 @@ def _whitener(fit: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return mean, (eigvec / np.sqrt(eigval)) @ eigvec.T / math.sqrt(fit.shape[1]), shrinkage
 
 
-def rare_colours(colour_counts: np.ndarray, frames: int, rate: float = RARE_COLOUR_RATE) -> np.ndarray:
-    """bool [COLOUR_BINS]: the bins of `frames` training frames' summed colour counts [COLOUR_BINS]
-    seen in at most `rate` pixels per frame (every bin never seen among them)."""
-    return np.asarray(colour_counts, np.float64) <= rate * frames
+def colour_excess(histograms: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """Per frame [N] float64: pixels above each colour's ceiling [COLOUR_BINS], summed over colours,
+    of per-frame colour histograms [N, COLOUR_BINS]."""
+    return np.maximum(np.asarray(histograms, np.int64) - np.asarray(ceiling, np.int64), 0).sum(1).astype(np.float64)
 
 
 def static_mask(pixels: PixelStatistics) -> np.ndarray:
@@ -326,8 +335,7 @@ def fit_statistics(
     feature_unit = float(np.quantile(distance, REFERENCE_LEVEL))
     if not feature_unit > 0:
         raise ValueError("held-out frames all have the training mean's features: the policy's features do not vary")
-    rare = rare_colours(pixels.colour_counts, pixels.frames)
-    novel = colour_histograms(held_out.frames)[:, rare].sum(1).astype(np.float64)
+    novel = colour_excess(colour_histograms(held_out.frames), pixels.colour_ceiling)
     colour_unit = max(float(np.quantile(novel, REFERENCE_LEVEL)), MIN_COLOUR_UNIT * np.prod(held_out.frames.shape[1:3]))
     mask = static_mask(pixels)
     background = background_difference(held_out.frames, pixels.mean, mask)
@@ -337,7 +345,7 @@ def fit_statistics(
         "mean": torch.from_numpy(mean.astype(np.float32)),
         "whitener": torch.from_numpy(whitener.astype(np.float32)),
         "feature_unit": torch.tensor([feature_unit], dtype=torch.float64),
-        "colour_rare": torch.from_numpy(rare.astype(np.float32)),
+        "colour_ceiling": torch.from_numpy(pixels.colour_ceiling.astype(np.float32)),
         "colour_unit": torch.tensor([colour_unit], dtype=torch.float64),
         "background_mean": torch.from_numpy(pixels.mean.astype(np.float32)),
         "background_mask": torch.from_numpy(mask.astype(np.float32)),
