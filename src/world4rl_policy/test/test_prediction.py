@@ -92,16 +92,28 @@ def test_the_paired_rule_carries_an_imagined_gain_that_the_flat_calibration_cann
     paired = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0, rule="paired")
     assert paired["rule"] == "paired"
     assert paired["policies"]["bc"]["predicted_success"] == flat["policies"]["bc"]["predicted_success"]
-    assert paired["difference"]["predicted"] == pytest.approx(gain)
-    assert paired["policies"]["refined"]["predicted_success"] == pytest.approx(
-        paired["policies"]["bc"]["predicted_success"] + gain
-    )
+
+    # BC's predicted level moved by the imagined gain in log-odds (rates smoothed by half a dream).
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    level = paired["policies"]["bc"]["predicted_success"]
+    n = 4 * 150
+    r_bc, r_ref = ((4 * c.success_fraction.sum() + 0.5) / (n + 1) for c in (bc, refined))
+    expected = 1 / (1 + np.exp(-(logit(level) + logit(r_ref) - logit(r_bc))))
+    assert paired["policies"]["refined"]["predicted_success"] == pytest.approx(expected)
+    assert paired["difference"]["predicted"] > 0.5 * gain
     assert paired["difference"]["predicted_ci95"][0] > 0
     assert pred.gate(paired)["policy"] == "refined"
     for worse in (bc, _imagined(np.maximum(0.0, bc.success_fraction - 0.25))):
         kept = pred.predict(calibration, real, {"bc": bc, "refined": worse}, bootstrap=400, seed=0, rule="paired")
         assert kept["difference"]["predicted"] <= 0
         assert pred.gate(kept)["policy"] == "bc"
+    # Near the ceiling a gain cannot predict more than certainty.
+    high = _imagined(np.full(150, 0.75))
+    top = pred.predict(calibration, real, {"bc": high, "refined": _imagined(np.ones(150))}, 100, 0, rule="paired")
+    assert top["policies"]["bc"]["predicted_success"] < top["policies"]["refined"]["predicted_success"] < 1.0
+    assert top["policies"]["refined"]["predicted_ci95"][1] < 1.0
     with pytest.raises(ValueError, match=r"prediction\.rule: 'median'"):
         pred.PredictionSettings(rule="median")
 
@@ -181,10 +193,14 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     wider = dataclasses.replace(settings, rollout_starts=True, rule="paired")
     w = pred.predict_and_gate(*args, wider, seed=4)
     assert w["prediction"]["judging_starts"] == {"held_out": p["judging_starts"]["held_out"], "recorded_rollouts": 12}
-    assert w["prediction"]["policies"]["refined"]["starts"] == p["judging_starts"]["held_out"] + 12
+    judged_starts = p["judging_starts"]["held_out"] + 12
+    assert w["prediction"]["policies"]["refined"]["starts"] == judged_starts
     assert w["prediction"]["rule"] == "paired"
-    assert "plus its imagined gain" in w["method"]
+    assert "moved by its imagined gain" in w["method"]
     assert w["prediction"]["difference"]["predicted"] == 0.0  # every dream succeeds: no gain
+    per_start = w["prediction"]["per_start"]
+    assert len(per_start["episodes"]) == len(per_start["bc"]) == len(per_start["refined"]) == judged_starts
+    assert per_start["bc"] == [1.0] * judged_starts
 
 
 def test_deploy_resolves_the_gates_choice_and_refuses_a_stale_record(world, tmp_path):
