@@ -98,8 +98,9 @@ def test_help_shows_every_setting_with_the_dataclass_default(command, capsys, mo
             assert entry.endswith("(required)"), entry
         else:
             assert entry.endswith(f"(default: {_shown(default)})"), (entry, default)
-        if isinstance(default, bool):
-            assert f"--no-{f.name.replace('_', '-')}" in shown, entry
+        if isinstance(default, bool):  # --no-x, in a nested group --group.no-x
+            negation = re.sub(r"^(--(?:[\w-]+\.)*)", r"\1no-", name)
+            assert negation in shown or negation in entry, entry
         for alias in f.metadata.get("aliases", ()):
             assert shown.get(alias) == entry
         assert re.search(r"\S\s+\S", entry.split(name, 1)[1]), f"{name} has no help: {entry}"

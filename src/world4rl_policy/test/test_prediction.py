@@ -178,8 +178,11 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     # The classifier fires on every dreamed frame: every dream of every policy succeeds.
     assert p["calibration"]["imagined_success"] == 1.0
     assert p["policies"]["bc"]["imagined_success"] == p["policies"]["refined"]["imagined_success"] == 1.0
-    assert p["policies"]["bc"]["starts"] == p["judging_starts"]["held_out"] >= 1
-    assert p["judging_starts"]["recorded_rollouts"] == 0
+    # By default both policies are judged from the held-out starts and the 12 recorded rollouts' first frames.
+    assert p["judging_starts"]["held_out"] >= 1
+    assert p["judging_starts"]["recorded_rollouts"] == 12
+    assert p["policies"]["bc"]["starts"] == p["judging_starts"]["held_out"] + 12
+    assert p["rule"] == "paired"
     # Imagination says "success" for every start, so the calibration can only return the real rate.
     assert p["policies"]["refined"]["predicted_success"] == pytest.approx(0.5, abs=0.02)
     assert first["deploy"]["policy"] == "bc"  # no predicted difference
@@ -189,18 +192,18 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     few = pred.predict_and_gate(*args, pred.PredictionSettings(min_calibration=13), seed=4)
     assert few["prediction"] is None
     assert "12 recorded rollouts" in few["deploy"]["reason"]
-    # Judged from the recorded rollouts' first frames too, with the paired rule.
-    wider = dataclasses.replace(settings, rollout_starts=True, rule="paired")
-    w = pred.predict_and_gate(*args, wider, seed=4)
-    assert w["prediction"]["judging_starts"] == {"held_out": p["judging_starts"]["held_out"], "recorded_rollouts": 12}
-    judged_starts = p["judging_starts"]["held_out"] + 12
-    assert w["prediction"]["policies"]["refined"]["starts"] == judged_starts
-    assert w["prediction"]["rule"] == "paired"
-    assert "moved by its imagined gain" in w["method"]
-    assert w["prediction"]["difference"]["predicted"] == 0.0  # every dream succeeds: no gain
-    per_start = w["prediction"]["per_start"]
+    assert "moved by its imagined gain" in first["method"]
+    per_start = p["per_start"]
+    judged_starts = p["policies"]["bc"]["starts"]
     assert len(per_start["episodes"]) == len(per_start["bc"]) == len(per_start["refined"]) == judged_starts
     assert per_start["bc"] == [1.0] * judged_starts
+    # The earlier rule, on the held-out starts alone.
+    narrow = dataclasses.replace(settings, rollout_starts=False, rule="calibrated")
+    n = pred.predict_and_gate(*args, narrow, seed=4)
+    assert n["prediction"]["judging_starts"] == {"held_out": p["judging_starts"]["held_out"], "recorded_rollouts": 0}
+    assert n["prediction"]["rule"] == "calibrated"
+    assert n["method"] == pred.METHOD
+    assert n["prediction"]["policies"]["refined"]["predicted_success"] == pytest.approx(0.5, abs=0.02)
 
 
 def test_deploy_resolves_the_gates_choice_and_refuses_a_stale_record(world, tmp_path):

@@ -81,11 +81,11 @@ class PredictionSettings:
     # difference, where dreams do not tell single rollouts apart); "paired" predicts BC so and moves
     # it by the refined policy's imagined gain over BC on the same starts and dream noise, on the
     # log-odds scale (imagination's error taken as a log-odds shift shared by both policies).
-    rule: str = "calibrated"
+    rule: str = "paired"
     # judge BC and refined also from the first frames of the BC policy's recorded rollouts (seen by
     # the world model in training, but only their first frames are used) beside the held-out starts:
     # ~10x more starts, so that a gain of a few points can be told from noise.
-    rollout_starts: bool = False
+    rollout_starts: bool = True
 
     def __post_init__(self):
         if self.rule not in RULES:
