@@ -93,27 +93,30 @@ def test_the_paired_rule_carries_an_imagined_gain_that_the_flat_calibration_cann
     assert paired["rule"] == "paired"
     assert paired["policies"]["bc"]["predicted_success"] == flat["policies"]["bc"]["predicted_success"]
 
-    # BC's predicted level moved by the imagined gain in log-odds (rates smoothed by half a dream).
-    def logit(p):
-        return np.log(p / (1 - p))
-
-    level = paired["policies"]["bc"]["predicted_success"]
-    n = 4 * 150
-    r_bc, r_ref = ((4 * c.success_fraction.sum() + 0.5) / (n + 1) for c in (bc, refined))
-    expected = 1 / (1 + np.exp(-(logit(level) + logit(r_ref) - logit(r_bc))))
-    assert paired["policies"]["refined"]["predicted_success"] == pytest.approx(expected)
-    assert paired["difference"]["predicted"] > 0.5 * gain
+    # BC's predicted level plus the imagined gain, in points.
+    assert paired["difference"]["predicted"] == pytest.approx(gain)
+    assert paired["policies"]["refined"]["predicted_success"] == pytest.approx(
+        paired["policies"]["bc"]["predicted_success"] + gain
+    )
     assert paired["difference"]["predicted_ci95"][0] > 0
     assert pred.gate(paired)["policy"] == "refined"
     for worse in (bc, _imagined(np.maximum(0.0, bc.success_fraction - 0.25))):
         kept = pred.predict(calibration, real, {"bc": bc, "refined": worse}, bootstrap=400, seed=0, rule="paired")
         assert kept["difference"]["predicted"] <= 0
         assert pred.gate(kept)["policy"] == "bc"
-    # Near the ceiling a gain cannot predict more than certainty.
-    high = _imagined(np.full(150, 0.75))
-    top = pred.predict(calibration, real, {"bc": high, "refined": _imagined(np.ones(150))}, 100, 0, rule="paired")
-    assert top["policies"]["bc"]["predicted_success"] < top["policies"]["refined"]["predicted_success"] < 1.0
-    assert top["policies"]["refined"]["predicted_ci95"][1] < 1.0
+    # A gain cannot predict more than certainty; a dream's difference near the floor moves a high
+    # level by that dream's points, not by its odds ratio (1 success in 600 dreams against none).
+    top = pred.predict(
+        calibration, real, {"bc": _imagined(np.zeros(150)), "refined": _imagined(np.ones(150))}, 100, 0, rule="paired"
+    )
+    assert top["policies"]["refined"]["predicted_success"] == 1.0
+    assert top["policies"]["refined"]["predicted_ci95"][1] == 1.0
+    rare = np.zeros(150)
+    rare[0] = 0.25
+    floor = pred.predict(
+        calibration, real, {"bc": _imagined(rare), "refined": _imagined(np.zeros(150))}, 100, 0, "paired"
+    )
+    assert floor["difference"]["predicted"] == pytest.approx(-0.25 / 150)
     with pytest.raises(ValueError, match=r"prediction\.rule: 'median'"):
         pred.PredictionSettings(rule="median")
 
@@ -192,7 +195,7 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     few = pred.predict_and_gate(*args, pred.PredictionSettings(min_calibration=13), seed=4)
     assert few["prediction"] is None
     assert "12 recorded rollouts" in few["deploy"]["reason"]
-    assert "moved by its imagined gain" in first["method"]
+    assert "plus its imagined gain" in first["method"]
     per_start = p["per_start"]
     judged_starts = p["policies"]["bc"]["starts"]
     assert len(per_start["episodes"]) == len(per_start["bc"]) == len(per_start["refined"]) == judged_starts
