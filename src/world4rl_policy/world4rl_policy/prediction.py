@@ -370,13 +370,7 @@ def predict_and_gate(
     if exclude:
         out["excluded_starts"] = sorted(int(e) for e in exclude)  # they chose the PPO seed: not a fair judge
     if len(calib_eps) < settings.min_calibration or not starts:
-        why = (
-            f"{len(calib_eps)} recorded rollouts of the BC policy (kind '{CALIBRATION_KIND}') for task {task}, "
-            f"need {settings.min_calibration}"
-            if len(calib_eps) < settings.min_calibration
-            else f"no held-out episodes of task {task} in the world model's validation split"
-        )
-        return {**out, "prediction": None, "deploy": gate(None, why)}
+        return {**out, "prediction": None, "deploy": gate(None, _no_prediction(len(calib_eps), task, settings))}
     horizon = judging_horizon(ds, settings, calib_eps)
     rm, _ = RewardClassifier.from_checkpoint(reward, device)
     env = WorldModelEnv(
@@ -410,18 +404,35 @@ def predict_and_gate(
         ),
     }
     prediction = predict(calibration, real, candidates, settings.bootstrap, seed=s + 3, rule=settings.rule)
-    prediction["judging_starts"] = {"held_out": len(starts), "recorded_rollouts": len(judged) - len(starts)}
-    # every start's dream verdicts, so that another rule can be judged on the same dreams later
-    prediction["per_start"] = {
-        "episodes": [int(e) for e in judged],
-        **{n: [round(float(f), 6) for f in c.success_fraction] for n, c in candidates.items()},
-    }
+    prediction.update(_judging_record(len(starts), judged, candidates))
     prediction["success_samples"] = settings.success_samples
     prediction["horizon"] = horizon
     prediction["calibration"]["dreams_reused"] = reused  # from the reward calibration's dreams
     prediction["reward_threshold"] = env.threshold
     prediction["seconds"] = calibration.seconds + sum(c.seconds for c in candidates.values())
     return {**out, "prediction": prediction, "deploy": gate(prediction)}
+
+
+def _no_prediction(rollouts: int, task: str | None, settings: PredictionSettings) -> str:
+    """Why there is no prediction: too few recorded BC rollouts, or no held-out start."""
+    if rollouts < settings.min_calibration:
+        return (
+            f"{rollouts} recorded rollouts of the BC policy (kind '{CALIBRATION_KIND}') for task {task}, "
+            f"need {settings.min_calibration}"
+        )
+    return f"no held-out episodes of task {task} in the world model's validation split"
+
+
+def _judging_record(held_out: int, judged: list[int], candidates: dict[str, Imagined]) -> dict[str, Any]:
+    """Which starts judged the policies, and every start's dream verdicts (so that another rule can be
+    judged on the same dreams later)."""
+    return {
+        "judging_starts": {"held_out": held_out, "recorded_rollouts": len(judged) - held_out},
+        "per_start": {
+            "episodes": [int(e) for e in judged],
+            **{n: [round(float(f), 6) for f in c.success_fraction] for n, c in candidates.items()},
+        },
+    }
 
 
 def _reusable(dreamt: tuple[Imagined, int], episodes: list[int], repeats: int, horizon: int) -> bool:
