@@ -49,14 +49,14 @@ def test_gate_ships_the_refined_policy_only_for_a_predicted_gain_beyond_the_inte
     rng = np.random.default_rng(2)
     bc = _imagined(rng.integers(0, 2, 60) / 4.0)  # dreams succeed rarely
     better = _imagined(np.minimum(1.0, bc.success_fraction + 0.75))
-    result = pred.predict(calibration, real, {"bc": bc, "refined": better}, bootstrap=400, seed=0)
+    result = pred.predict(calibration, real, {"bc": bc, "refined": better}, bootstrap=400, seed=0, rule="calibrated")
     d = result["difference"]
     assert d["predicted"] > 0.3
     assert d["predicted_ci95"][0] > 0
     assert result["policies"]["bc"]["predicted_ci95"][0] <= result["policies"]["bc"]["predicted_success"]
     assert pred.gate(result)["policy"] == "refined"
     # The same dreams for both: no gain, BC stays.
-    same = pred.predict(calibration, real, {"bc": bc, "refined": bc}, bootstrap=400, seed=0)
+    same = pred.predict(calibration, real, {"bc": bc, "refined": bc}, bootstrap=400, seed=0, rule="calibrated")
     assert same["difference"]["predicted"] == 0.0
     decision = pred.gate(same)
     assert decision["policy"] == "bc"
@@ -70,7 +70,7 @@ def test_an_imagination_that_cannot_tell_real_outcomes_apart_earns_no_deployment
     calibration = _imagined(f)
     real = np.tile(np.arange(30) < 18, 5)
     bc, refined = _imagined(np.zeros(55)), _imagined(np.ones(55))
-    result = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0)
+    result = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0, rule="calibrated")
     lo, hi = result["difference"]["predicted_ci95"]
     assert lo <= 0 <= hi
     assert pred.gate(result)["policy"] == "bc"
@@ -87,7 +87,7 @@ def test_the_paired_rule_carries_an_imagined_gain_that_the_flat_calibration_cann
     bc = _imagined(rng.integers(0, 2, 150) / 4.0)
     refined = _imagined(np.minimum(1.0, bc.success_fraction + (rng.random(150) < 0.4) * 0.25))
     gain = refined.rate - bc.rate
-    flat = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0)
+    flat = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0, rule="calibrated")
     assert pred.gate(flat)["policy"] == "bc"
     paired = pred.predict(calibration, real, {"bc": bc, "refined": refined}, bootstrap=400, seed=0, rule="paired")
     assert paired["rule"] == "paired"
@@ -114,7 +114,7 @@ def test_the_paired_rule_carries_an_imagined_gain_that_the_flat_calibration_cann
     rare = np.zeros(150)
     rare[0] = 0.25
     floor = pred.predict(
-        calibration, real, {"bc": _imagined(rare), "refined": _imagined(np.zeros(150))}, 100, 0, "paired"
+        calibration, real, {"bc": _imagined(rare), "refined": _imagined(np.zeros(150))}, 100, 0, rule="paired"
     )
     assert floor["difference"]["predicted"] == pytest.approx(-0.25 / 150)
     with pytest.raises(ValueError, match=r"prediction\.rule: 'median'"):

@@ -335,12 +335,14 @@ def fit_statistics(
     feature_unit = float(np.quantile(distance, REFERENCE_LEVEL))
     if not feature_unit > 0:
         raise ValueError("held-out frames all have the training mean's features: the policy's features do not vary")
-    novel = colour_excess(colour_histograms(held_out.frames), pixels.colour_ceiling)
-    colour_unit = max(float(np.quantile(novel, REFERENCE_LEVEL)), MIN_COLOUR_UNIT * np.prod(held_out.frames.shape[1:3]))
+    excess = colour_excess(colour_histograms(held_out.frames), pixels.colour_ceiling)
+    colour_unit = max(
+        float(np.quantile(excess, REFERENCE_LEVEL)), MIN_COLOUR_UNIT * np.prod(held_out.frames.shape[1:3])
+    )
     mask = static_mask(pixels)
     background = background_difference(held_out.frames, pixels.mean, mask)
     background_unit = max(float(np.quantile(background, REFERENCE_LEVEL)), MIN_BACKGROUND_UNIT)
-    score = np.maximum.reduce([distance / feature_unit, novel / colour_unit, background / background_unit])
+    score = np.maximum.reduce([distance / feature_unit, excess / colour_unit, background / background_unit])
     buffers = {
         "mean": torch.from_numpy(mean.astype(np.float32)),
         "whitener": torch.from_numpy(whitener.astype(np.float32)),

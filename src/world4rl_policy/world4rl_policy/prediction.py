@@ -202,7 +202,7 @@ def predict(
     candidates: dict[str, Imagined],
     bootstrap: int,
     seed: int,
-    rule: str = "calibrated",
+    rule: str,
 ) -> dict[str, Any]:
     """Predicted real success of each candidate (same starts, in the same order) and of the difference
     of the last against the first (PredictionSettings.rule says how); intervals by a paired bootstrap."""
