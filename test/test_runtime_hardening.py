@@ -564,7 +564,9 @@ def test_the_executor_arms_only_on_a_good_joint_state_and_survives_a_nan_one(wor
 
 def test_gripper_goals_are_cancelled_on_disarm_and_on_a_fault(world, launch_node):
     world.serve_gripper(hold_s=30.0)  # a goal runs until cancelled
-    executor = start_executor(launch_node)
+    # The fault under test is the stopped demonstrator's; joint states may lag on a loaded machine,
+    # and a stale-joint fault there would disarm first and hide it.
+    executor = start_executor(launch_node, **{"safety.joint_state_timeout_s": 3.0})
     arm, new_episode = "/" + topics.EXECUTOR_ARM, "/" + topics.EXECUTOR_NEW_EPISODE
     world.action, world.actions_on = [0.0, 0.0, 0.0, 1.0], True
     assert world.arm_until(arm, executor, lambda r: r.success).success
@@ -579,7 +581,9 @@ def test_gripper_goals_are_cancelled_on_disarm_and_on_a_fault(world, launch_node
     assert wait_until(lambda: world.goals == ["grasp", "move"], 20.0, nodes=[executor]), world.goals
     world.actions_on = False
     # Any status since, not only the newest: a later cycle's status may no longer carry the fault.
-    assert wait_until(lambda: any(s.fault.startswith("stale_image") for s in world.statuses), 20.0, nodes=[executor])
+    assert wait_until(lambda: any(s.fault.startswith("stale_image") for s in world.statuses), 20.0, nodes=[executor]), (
+        sorted({s.fault for s in world.statuses})
+    )
     assert wait_until(lambda: world.cancelled == ["grasp", "move"], 10.0, nodes=[executor]), world.cancelled
 
 
