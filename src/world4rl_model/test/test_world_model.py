@@ -154,6 +154,12 @@ def test_metrics():
     torch.testing.assert_close(frames_to_float(u), quantize_frames(x))
 
 
+def test_uint8_frames_need_no_quantising_first():
+    """WorldModelEnv samples unquantised and converts once: the same 256 levels as quantising first."""
+    x = torch.linspace(-1.3, 1.3, 200_001).view(1, 1, 1, -1)  # every level, its rounding edges, overshoot
+    assert torch.equal(frames_to_uint8(x.clamp(-1, 1)), frames_to_uint8(quantize_frames(x)))
+
+
 def _square_x(img: torch.Tensor) -> torch.Tensor:
     """x centroid of the (open, green) square in float frames [B, 3, H, W]."""
     u = (img + 1) * 127.5

@@ -77,6 +77,8 @@ class WorldModelEnv:
         if channels_last and self.device.type == "cpu":
             self.world_model.use_channels_last()
         self.reward_model = reward_model.to(self.device).eval() if reward_model is not None else None
+        if channels_last and self.device.type == "cpu" and self.reward_model is not None:
+            self.reward_model.to(memory_format=torch.channels_last)
         ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         cfg = world_model.config
         if ds.image_size != cfg.image_size:
@@ -259,8 +261,9 @@ class WorldModelEnv:
     def _next_frames(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """One sample of the next frame (uint8) after these frames and actions."""
         with self._autocast():
+            # quantize=False: the uint8 conversion rounds to the same 256 levels in one pass, not three.
             nxt = self.world_model.sample(
-                frames, actions, steps=self.sampling_steps, generator=self._generator, quantize=True
+                frames, actions, steps=self.sampling_steps, generator=self._generator, quantize=False
             )
         return frames_to_uint8(nxt)
 
