@@ -31,18 +31,22 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# (name, preset, unet overrides, channels_last, bf16, compile[, torch threads])
+# (name, preset, unet overrides, channels_last, bf16, compile[, build_env keywords]); rows before the
+# row-shards one run the whole batch in one thread's ops (cpu_shards 1), as before it existed.
+ONE_SHARD = {"shards": 1}
 MAIN_VARIANTS = [
     ("baseline: diffusers UNet2DModel, default widths at 64x64, fp32, NCHW", "default",
-     {"backbone": "diffusers", "space_to_depth": 1}, False, False, False),
+     {"backbone": "diffusers", "space_to_depth": 1}, False, False, False, ONE_SHARD),
     ("own AdaGN U-Net, same widths at 64x64", "default", {"space_to_depth": 1, "group_size": None}, False, False,
-     False),
+     False, ONE_SHARD),
     ("+ space-to-depth 4 (U-Net at 16x16): the default architecture", "default", {"group_size": None}, False, False,
-     False),
-    ("+ channels_last", "default", {"group_size": None}, True, False, False),
-    ("+ bf16 autocast", "default", {"group_size": None}, True, True, False),
-    ("+ >= 16 channels per GroupNorm group (fast oneDNN bf16 path): default", "default", {}, True, True, False),
-    ("+ 1 torch thread instead of all cores (shared cores)", "default", {}, True, True, False, 1),
+     False, ONE_SHARD),
+    ("+ channels_last", "default", {"group_size": None}, True, False, False, ONE_SHARD),
+    ("+ bf16 autocast", "default", {"group_size": None}, True, True, False, ONE_SHARD),
+    ("+ >= 16 channels per GroupNorm group (fast oneDNN bf16 path)", "default", {}, True, True, False, ONE_SHARD),
+    ("+ rows split over one worker thread per torch thread (WorldModelEnv cpu_shards): default", "default", {},
+     True, True, False),
+    ("+ 1 torch thread instead of all cores (shared cores)", "default", {}, True, True, False, {"threads": 1}),
 ]  # fmt: skip
 REFERENCE_VARIANTS = [
     ("reference: 'small' preset (bf16, channels_last)", "small", {}, True, True, False),
@@ -63,7 +67,7 @@ SAMPLER_GOAL = {"transitions_per_s": 1000, "vs_old_default": 4.0}
 COMPILE_VARIANT = ("+ torch.compile of the U-Net (default, bf16, channels_last)", "default", {}, True, True, True)
 
 
-def build_env(name, preset, unet, cl, bf16, comp, ds, rm, args, threads=None, steps=None):
+def build_env(name, preset, unet, cl, bf16, comp, ds, rm, args, threads=None, steps=None, shards=None):
     import torch
 
     from world4rl_model.env import WorldModelEnv
@@ -73,7 +77,10 @@ def build_env(name, preset, unet, cl, bf16, comp, ds, rm, args, threads=None, st
     steps = steps or args.denoise_steps
     cfg = preset_config(preset, image_size=args.image_size, sampling_steps=steps, unet=dict(unet))
     wm = WorldModel(cfg)
-    env = WorldModelEnv(wm, rm, ds, num_envs=args.batch, horizon=10**9, channels_last=cl, bf16=bf16, seed=0)
+    shards = 1 if threads == 1 else shards  # None: WorldModelEnv's default for this process's threads
+    env = WorldModelEnv(
+        wm, rm, ds, num_envs=args.batch, horizon=10**9, channels_last=cl, bf16=bf16, seed=0, cpu_shards=shards
+    )
     if comp:
         wm.net = torch.compile(wm.net)
     env.reset(seed=0)
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         variants, args.no_process_table = [], True
     envs, samplers = [], []
     for spec in variants:
-        envs.append(build_env(*spec[:6], ds, rm, args, *spec[6:]))
+        envs.append(build_env(*spec[:6], ds, rm, args, **(spec[6] if len(spec) > 6 else {})))
         print(f"ready: {spec[0]} ({envs[-1]['params'] / 1e6:.2f}M params, warm-up {envs[-1]['warmup_s']:.1f} s)")
     for name, preset, unet, steps in sampler_variants(args):
         samplers.append({**build_env(name, preset, unet, True, True, False, ds, rm, args, steps=steps), "steps": steps})

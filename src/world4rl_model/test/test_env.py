@@ -112,6 +112,31 @@ def test_a_success_must_hold_on_every_sample_of_the_step(ds):
         _env(ds, success_samples=0)
 
 
+def test_row_shards_dream_what_one_thread_dreams(ds):
+    """cpu_shards splits the batch over worker threads: the same noise, frames and verdicts, other rows
+    per op only; the caller's torch thread count is left as it was."""
+    threads = torch.get_num_threads()
+    whole = _env(ds, num_envs=10, terminate_on_success=False, success_samples=2, cpu_shards=1)
+    split = _env(ds, num_envs=10, terminate_on_success=False, success_samples=2, cpu_shards=3)
+    assert torch.get_num_threads() == threads
+    assert split._shards.pool.submit(torch.get_num_threads).result() == max(1, threads // 3)
+    for env in (whole, split):
+        env.reset(seed=5)
+        env.threshold = 0.5
+    for a in torch.linspace(-1, 1, 3):
+        one, two = whole.step(torch.full((10, 4), float(a))), split.step(torch.full((10, 4), float(a)))
+        assert torch.equal(one[0]["frames"], two[0]["frames"])
+        torch.testing.assert_close(one[4]["success_prob"], two[4]["success_prob"])
+        assert torch.equal(one[1], two[1])
+    split.close()
+    default = _env(ds, num_envs=64)._shards  # one shard per torch thread, >= 16 envs each
+    assert (default is None) == (threads == 1)
+    assert default is None or default.shards == min(threads, 4)
+    assert _env(ds, num_envs=8)._shards is None  # too few envs to be worth a thread
+    with pytest.raises(ValueError, match="cpu_shards"):
+        _env(ds, cpu_shards=0)
+
+
 def test_task_filter_layout_determinism_and_errors(ds):
     env = _env(ds, task="reach-right", layout="chw")
     obs, info = env.reset(seed=3)

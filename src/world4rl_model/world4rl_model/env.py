@@ -23,11 +23,19 @@ With `success_samples` K > 1, a success must also hold on K - 1 further samples 
 Finished envs are reset in the same call (autoreset); their last observation is in
 info["final_obs"] (a dict like obs, for those rows; rows not done hold the current frames) with
 info["done"] the mask. Other info: "success_prob" [B], "elapsed_steps" [B], "source_episode" [B].
+
+On CPU the batch is split by rows over `cpu_shards` worker threads, each with its share of the
+torch threads (default: one shard per torch thread, at least 16 envs each). The networks' small
+convolutions split poorly inside one op, and with OMP_WAIT_POLICY=PASSIVE every parallel op wakes
+sleeping threads; one op per shard runs neither. Measured in bench/bench_world_model.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,43 @@ from world4rl_model.data import EpisodeStore
 from world4rl_model.dataset import Dataset, manifest_hash
 from world4rl_model.reward import RewardClassifier
 from world4rl_model.world_model import WorldModel, frames_to_uint8
+
+MIN_ENVS_PER_SHARD = 16
+
+
+class RowShards:
+    """Calls a batched function on row slices of its tensors, one slice per worker thread, each thread
+    with `threads_each` torch threads of its own, and concatenates the results in order."""
+
+    def __init__(self, shards: int, threads_each: int):
+        self.shards = shards
+        self.pool = ThreadPoolExecutor(shards, thread_name_prefix="world_model_env")
+        main_threads = torch.get_num_threads()
+        everyone = threading.Barrier(shards)  # one init per worker: each waits until all exist
+
+        def init() -> None:
+            torch.set_num_threads(threads_each)  # this thread's team (torch also keeps it as its default)
+            torch.ones(1 << 16).add_(1)  # a parallel op: torch fixes this thread's count now
+            everyone.wait()
+
+        for future in [self.pool.submit(init) for _ in range(shards)]:
+            future.result()
+        torch.set_num_threads(main_threads)  # torch's default for other threads, as it was
+
+    def __call__(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        bounds = np.linspace(0, len(tensors[0]), min(self.shards, len(tensors[0])) + 1).astype(int)
+        parts = [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds)]
+        if len(parts) == 1:
+            return fn(*tensors)
+        futures = [self.pool.submit(fn, *(t[part] for t in tensors)) for part in parts]
+        return torch.cat([f.result() for f in futures])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def default_cpu_shards(num_envs: int, threads: int) -> int:
+    return max(1, min(threads, num_envs // MIN_ENVS_PER_SHARD))
 
 
 class WorldModelEnv:
@@ -63,6 +108,7 @@ class WorldModelEnv:
         channels_last: bool = True,
         seed: int | None = None,
         success_samples: int = 1,
+        cpu_shards: int | None = None,
     ):
         if reward_mode not in ("binary", "probability"):
             raise ValueError(f"reward_mode must be 'binary' or 'probability', got {reward_mode!r}")
@@ -123,6 +169,13 @@ class WorldModelEnv:
         self.elapsed = torch.zeros(b, dtype=torch.long, device=self.device)
         self.source_episode = torch.zeros(b, dtype=torch.long, device=self.device)
         self._spaces()
+        threads = torch.get_num_threads()
+        shards = default_cpu_shards(self.num_envs, threads) if cpu_shards is None else int(cpu_shards)
+        if shards < 1:
+            raise ValueError(f"cpu_shards must be >= 1, got {shards}")
+        self._shards = (
+            RowShards(shards, max(1, threads // shards)) if shards > 1 and self.device.type == "cpu" else None
+        )
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -258,16 +311,30 @@ class WorldModelEnv:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
+    def _sharded(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        return fn(*tensors) if self._shards is None else self._shards(fn, *tensors)
+
     def _next_frames(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """One sample of the next frame (uint8) after these frames and actions."""
-        with self._autocast():
+        cfg = self.world_model.config
+        # The starting noise is drawn here, whole, so that the shards do not change the samples.
+        noise = torch.randn(
+            (len(frames), 3, cfg.image_size, cfg.image_size), device=self.device, generator=self._generator
+        )
+        return self._sharded(self._sample_uint8, frames, actions, noise)
+
+    @torch.no_grad()
+    def _sample_uint8(self, frames: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        with self._autocast():  # autocast and no_grad are per thread: set in the worker itself
             # quantize=False: the uint8 conversion rounds to the same 256 levels in one pass, not three.
-            nxt = self.world_model.sample(
-                frames, actions, steps=self.sampling_steps, generator=self._generator, quantize=False
-            )
+            nxt = self.world_model.sample(frames, actions, steps=self.sampling_steps, noise=noise, quantize=False)
         return frames_to_uint8(nxt)
 
     def _success_probability(self, frames: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return self._sharded(self._probability, frames, task)
+
+    @torch.no_grad()
+    def _probability(self, frames: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         with self._autocast():
             return self.reward_model.probability(frames, task).float()
 
@@ -284,7 +351,8 @@ class WorldModelEnv:
         return confirmed
 
     def close(self) -> None:
-        pass
+        if self._shards is not None:
+            self._shards.close()
 
     def __repr__(self) -> str:
         return (
