@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from world4rl_model.env import WorldModelEnv
+from world4rl_model.env import WorldModelEnv, default_cpu_shards
 from world4rl_model.reward import RewardClassifier, RewardConfig
 from world4rl_model.synthetic import make_dataset
 from world4rl_model.world_model import WorldModel, preset_config
@@ -129,10 +129,10 @@ def test_row_shards_dream_what_one_thread_dreams(ds):
         torch.testing.assert_close(one[4]["success_prob"], two[4]["success_prob"])
         assert torch.equal(one[1], two[1])
     split.close()
-    default = _env(ds, num_envs=64)._shards  # one shard per torch thread, >= 16 envs each
-    assert (default is None) == (threads == 1)
-    assert default is None or default.shards == min(threads, 4)
-    assert _env(ds, num_envs=8)._shards is None  # too few envs to be worth a thread
+    assert default_cpu_shards(64, 2, "PASSIVE") == 2
+    assert default_cpu_shards(64, 8, "passive") == 4  # >= 16 envs per shard
+    assert default_cpu_shards(8, 2, "PASSIVE") == 1  # too few envs to be worth a thread
+    assert default_cpu_shards(64, 2, "") == 1  # spinning OpenMP threads would take the shards' cores
     with pytest.raises(ValueError, match="cpu_shards"):
         _env(ds, cpu_shards=0)
 

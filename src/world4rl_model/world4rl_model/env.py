@@ -25,7 +25,8 @@ info["final_obs"] (a dict like obs, for those rows; rows not done hold the curre
 info["done"] the mask. Other info: "success_prob" [B], "elapsed_steps" [B], "source_episode" [B].
 
 On CPU the batch is split by rows over `cpu_shards` worker threads, each with its share of the
-torch threads (default: one shard per torch thread, at least 16 envs each). The networks' small
+torch threads (default: one shard per torch thread, at least 16 envs each, where OpenMP threads
+sleep when idle; see default_cpu_shards). The networks' small
 convolutions split poorly inside one op, and with OMP_WAIT_POLICY=PASSIVE every parallel op wakes
 sleeping threads; one op per shard runs neither. Measured in bench/bench_world_model.py.
 """
@@ -33,6 +34,7 @@ sleeping threads; one op per shard runs neither. Measured in bench/bench_world_m
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +83,14 @@ class RowShards:
         self.pool.shutdown(wait=False)
 
 
-def default_cpu_shards(num_envs: int, threads: int) -> int:
+def default_cpu_shards(num_envs: int, threads: int, wait_policy: str | None = None) -> int:
+    """One shard per torch thread (>= MIN_ENVS_PER_SHARD envs each) where idle OpenMP threads sleep
+    (OMP_WAIT_POLICY=PASSIVE, our default: runtime.configure_openmp); 1 where they spin
+    (WORLD4RL_CORES=dedicated), as the main thread's spinning team then takes the shards' cores:
+    bench_world_model measured the student at 1,456-1,488/s whole against 1,206-1,240/s sharded there."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "") if wait_policy is None else wait_policy
+    if policy.upper() != "PASSIVE":
+        return 1
     return max(1, min(threads, num_envs // MIN_ENVS_PER_SHARD))
 
 
