@@ -116,19 +116,23 @@ def test_row_shards_dream_what_one_thread_dreams(ds):
     """cpu_shards splits the batch over worker threads: the same noise, frames and verdicts, other rows
     per op only; the caller's torch thread count is left as it was."""
     threads = torch.get_num_threads()
-    whole = _env(ds, num_envs=10, terminate_on_success=False, success_samples=2, cpu_shards=1)
-    split = _env(ds, num_envs=10, terminate_on_success=False, success_samples=2, cpu_shards=3)
-    assert torch.get_num_threads() == threads
-    assert split._shards.pool.submit(torch.get_num_threads).result() == max(1, threads // 3)
-    for env in (whole, split):
-        env.reset(seed=5)
-        env.threshold = 0.5
-    for a in torch.linspace(-1, 1, 3):
-        one, two = whole.step(torch.full((10, 4), float(a))), split.step(torch.full((10, 4), float(a)))
-        assert torch.equal(one[0]["frames"], two[0]["frames"])
-        torch.testing.assert_close(one[4]["success_prob"], two[4]["success_prob"])
-        assert torch.equal(one[1], two[1])
-    split.close()
+    for k in (1, 2):  # k = 1: the shards' step draws the next step's noise ahead
+        whole = _env(ds, num_envs=10, terminate_on_success=False, success_samples=k, cpu_shards=1)
+        split = _env(ds, num_envs=10, terminate_on_success=False, success_samples=k, cpu_shards=3)
+        assert torch.get_num_threads() == threads
+        assert split._shards.pool.submit(torch.get_num_threads).result() == max(1, threads // 3)
+        for env in (whole, split):
+            env.reset(seed=5)
+            env.threshold = 0.5
+        for i, a in enumerate(torch.linspace(-1, 1, 6)):
+            if i in (2, 4):  # a reset without a seed keeps drawing on; one with a seed starts over
+                for env in (whole, split):
+                    env.reset(seed=7 if i == 4 else None)
+            one, two = whole.step(torch.full((10, 4), float(a))), split.step(torch.full((10, 4), float(a)))
+            assert torch.equal(one[0]["frames"], two[0]["frames"])
+            torch.testing.assert_close(one[4]["success_prob"], two[4]["success_prob"])
+            assert torch.equal(one[1], two[1])
+        split.close()
     assert default_cpu_shards(64, 2, "PASSIVE") == 2
     assert default_cpu_shards(64, 8, "passive") == 4  # >= 16 envs per shard
     assert default_cpu_shards(8, 2, "PASSIVE") == 1  # too few envs to be worth a thread

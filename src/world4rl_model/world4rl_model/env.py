@@ -37,7 +37,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +71,14 @@ class RowShards:
             future.result()
         torch.set_num_threads(main_threads)  # torch's default for other threads, as it was
 
-    def __call__(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+    def submit(self, fn: Callable[..., Any], *tensors: torch.Tensor) -> list[Future]:
+        """fn(*row slices of tensors) in the workers, one future per slice, in row order."""
         bounds = np.linspace(0, len(tensors[0]), min(self.shards, len(tensors[0])) + 1).astype(int)
         parts = [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds)]
-        if len(parts) == 1:
-            return fn(*tensors)
-        futures = [self.pool.submit(fn, *(t[part] for t in tensors)) for part in parts]
-        return torch.cat([f.result() for f in futures])
+        return [self.pool.submit(fn, *(t[part] for t in tensors)) for part in parts]
+
+    def __call__(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        return torch.cat([f.result() for f in self.submit(fn, *tensors)])
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
@@ -229,6 +230,7 @@ class WorldModelEnv:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self._generator.manual_seed(seed)
         self._cpu_generator.manual_seed(seed + 1)
+        self._noise_ahead: torch.Tensor | None = None
 
     # ---- observation -------------------------------------------------------------------------
     def _obs(self, frames: torch.Tensor | None = None, task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -290,14 +292,10 @@ class WorldModelEnv:
             raise ValueError("actions contain NaN or inf")
         self.actions[:, -1] = a.clamp(-1.0, 1.0)
         context_frames, context_actions = self.frames, self.actions
-        nxt_u8 = self._next_frames(context_frames, context_actions)
+        nxt_u8, prob = self._dream(context_frames, context_actions, self.task)
         self.frames = torch.cat([self.frames[:, 1:], nxt_u8.unsqueeze(1)], dim=1)
         self.actions = torch.cat([self.actions[:, 1:], torch.zeros_like(self.actions[:, :1])], dim=1)
         self.elapsed += 1
-        if self.reward_model is not None:
-            prob = self._success_probability(nxt_u8, self.task)
-        else:
-            prob = torch.zeros(self.num_envs, device=self.device)
         success = prob >= self.threshold
         if self.success_samples > 1 and bool(success.any()):
             success = self._confirmed(success, context_frames, context_actions)
@@ -323,14 +321,38 @@ class WorldModelEnv:
     def _sharded(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
         return fn(*tensors) if self._shards is None else self._shards(fn, *tensors)
 
+    def _noise(self, rows: int) -> torch.Tensor:
+        """The sampler's starting noise, drawn whole here so that the shards do not change the samples."""
+        size = self.world_model.config.image_size
+        return torch.randn((rows, 3, size, size), device=self.device, generator=self._generator)
+
+    def _dream(
+        self, frames: torch.Tensor, actions: torch.Tensor, task: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next frame (uint8) of every row and the classifier's P(success) on it. With row shards each
+        worker does both for its rows while this thread draws the next step's noise: the same draws in the
+        same order, unless a success confirmation (success_samples > 1) would draw in between."""
+        noise, self._noise_ahead = self._noise_ahead, None
+        noise = self._noise(len(frames)) if noise is None else noise
+        if self._shards is None:
+            return self._dream_rows(frames, actions, noise, task)
+        futures = self._shards.submit(self._dream_rows, frames, actions, noise, task)
+        if self.success_samples == 1:
+            self._noise_ahead = self._noise(len(frames))
+        parts = [f.result() for f in futures]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _dream_rows(
+        self, frames: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, task: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        nxt = self._sample_uint8(frames, actions, noise)
+        if self.reward_model is None:
+            return nxt, torch.zeros(len(nxt), device=self.device)
+        return nxt, self._probability(nxt, task)
+
     def _next_frames(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """One sample of the next frame (uint8) after these frames and actions."""
-        cfg = self.world_model.config
-        # The starting noise is drawn here, whole, so that the shards do not change the samples.
-        noise = torch.randn(
-            (len(frames), 3, cfg.image_size, cfg.image_size), device=self.device, generator=self._generator
-        )
-        return self._sharded(self._sample_uint8, frames, actions, noise)
+        return self._sharded(self._sample_uint8, frames, actions, self._noise(len(frames)))
 
     @torch.no_grad()
     def _sample_uint8(self, frames: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
