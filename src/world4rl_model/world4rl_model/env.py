@@ -26,9 +26,9 @@ info["done"] the mask. Other info: "success_prob" [B], "elapsed_steps" [B], "sou
 
 On CPU the batch is split by rows over `cpu_shards` worker threads, each with its share of the
 torch threads (default: one shard per torch thread, at least 16 envs each, where OpenMP threads
-sleep when idle; see default_cpu_shards). The networks' small
-convolutions split poorly inside one op, and with OMP_WAIT_POLICY=PASSIVE every parallel op wakes
-sleeping threads; one op per shard runs neither. Measured in bench/bench_world_model.py.
+sleep when idle; see default_cpu_shards). The networks' small convolutions split poorly inside one
+op, and with OMP_WAIT_POLICY=PASSIVE every parallel op wakes sleeping threads; a shard's ops wake
+none. Measured in bench/bench_world_model.py; the dreams are the same as without shards.
 """
 
 from __future__ import annotations
