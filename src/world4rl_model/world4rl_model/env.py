@@ -133,8 +133,6 @@ class WorldModelEnv:
         if channels_last and self.device.type == "cpu":
             self.world_model.use_channels_last()
         self.reward_model = reward_model.to(self.device).eval() if reward_model is not None else None
-        if channels_last and self.device.type == "cpu" and self.reward_model is not None:
-            self.reward_model.to(memory_format=torch.channels_last)
         ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         cfg = world_model.config
         if ds.image_size != cfg.image_size:
