@@ -106,7 +106,9 @@ def default_wait_policy(env: dict[str, str] | None = None) -> str | None:
     on dedicated cores libgomp's default was 1.14-1.25x PASSIVE (ACTIVE and GOMP_SPINCOUNT 100,000 the
     same within noise); beside one busy loop per core it was 0.14-0.48x (spinning threads burn the time
     slice a descheduled sibling needs) and the bounded spins (GOMP_SPINCOUNT 1,000-100,000) 0.23-0.77x.
-    All cores beat 1 thread in both (1 thread: 0.62-0.67x dedicated, 0.35-0.45x shared). A process
+    All cores beat 1 thread in both (1 thread: 0.62-0.67x dedicated, 0.35-0.45x shared). Since
+    WorldModelEnv splits its batch over worker threads, imagination no longer pays for PASSIVE on
+    dedicated cores (one quick run: PASSIVE 540.6/s, spinning 505.4/s). A process
     cannot know that its cores stay free for the whole run, and guessing "dedicated" wrongly costs
     more than guessing "shared", so shared is the default and dedicated is declared.
     """
