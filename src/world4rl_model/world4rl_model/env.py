@@ -95,6 +95,16 @@ def default_cpu_shards(num_envs: int, threads: int, wait_policy: str | None = No
     return max(1, min(threads, num_envs // MIN_ENVS_PER_SHARD))
 
 
+def row_shards(num_envs: int, device: torch.device, cpu_shards: int | None) -> RowShards | None:
+    """The worker threads over an env's rows (cpu_shards None: default_cpu_shards); None where the
+    whole batch runs in the calling thread (one shard, or not on CPU)."""
+    threads = torch.get_num_threads()
+    shards = default_cpu_shards(num_envs, threads) if cpu_shards is None else int(cpu_shards)
+    if shards < 1:
+        raise ValueError(f"cpu_shards must be >= 1, got {shards}")
+    return RowShards(shards, max(1, threads // shards)) if shards > 1 and device.type == "cpu" else None
+
+
 class WorldModelEnv:
     metadata = {"imagined": True}  # noqa: RUF012 (informational, like gymnasium's metadata)
 
@@ -177,13 +187,7 @@ class WorldModelEnv:
         self.elapsed = torch.zeros(b, dtype=torch.long, device=self.device)
         self.source_episode = torch.zeros(b, dtype=torch.long, device=self.device)
         self._spaces()
-        threads = torch.get_num_threads()
-        shards = default_cpu_shards(self.num_envs, threads) if cpu_shards is None else int(cpu_shards)
-        if shards < 1:
-            raise ValueError(f"cpu_shards must be >= 1, got {shards}")
-        self._shards = (
-            RowShards(shards, max(1, threads // shards)) if shards > 1 and self.device.type == "cpu" else None
-        )
+        self._shards = row_shards(self.num_envs, self.device, cpu_shards)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
