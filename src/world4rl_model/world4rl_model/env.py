@@ -53,8 +53,8 @@ MIN_ENVS_PER_SHARD = 16
 
 
 class RowShards:
-    """Calls a batched function on row slices of its tensors, one slice per worker thread, each thread
-    with `threads_each` torch threads of its own, and concatenates the results in order."""
+    """Runs a batched function on row slices of its tensors, one slice per worker thread, each thread
+    with `threads_each` torch threads of its own."""
 
     def __init__(self, shards: int, threads_each: int):
         self.shards = shards
@@ -76,9 +76,6 @@ class RowShards:
         bounds = np.linspace(0, len(tensors[0]), min(self.shards, len(tensors[0])) + 1).astype(int)
         parts = [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds)]
         return [self.pool.submit(fn, *(t[part] for t in tensors)) for part in parts]
-
-    def __call__(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
-        return torch.cat([f.result() for f in self.submit(fn, *tensors)])
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
@@ -320,9 +317,6 @@ class WorldModelEnv:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _sharded(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
-        return fn(*tensors) if self._shards is None else self._shards(fn, *tensors)
-
     def _noise(self, rows: int) -> torch.Tensor:
         """The sampler's starting noise, drawn whole here so that the shards do not change the samples."""
         size = self.world_model.config.image_size
@@ -352,19 +346,12 @@ class WorldModelEnv:
             return nxt, torch.zeros(len(nxt), device=self.device)
         return nxt, self._probability(nxt, task)
 
-    def _next_frames(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """One sample of the next frame (uint8) after these frames and actions."""
-        return self._sharded(self._sample_uint8, frames, actions, self._noise(len(frames)))
-
     @torch.no_grad()
     def _sample_uint8(self, frames: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         with self._autocast():  # autocast and no_grad are per thread: set in the worker itself
             # quantize=False: the uint8 conversion rounds to the same 256 levels in one pass, not three.
             nxt = self.world_model.sample(frames, actions, steps=self.sampling_steps, noise=noise, quantize=False)
         return frames_to_uint8(nxt)
-
-    def _success_probability(self, frames: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return self._sharded(self._probability, frames, task)
 
     @torch.no_grad()
     def _probability(self, frames: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -377,8 +364,7 @@ class WorldModelEnv:
         rows = success.nonzero().flatten()
         agree = torch.ones(len(rows), dtype=torch.bool, device=self.device)
         for _ in range(self.success_samples - 1):
-            alternative = self._next_frames(frames[rows], actions[rows])
-            agree &= self._success_probability(alternative, self.task[rows]) >= self.threshold
+            agree &= self._dream(frames[rows], actions[rows], self.task[rows])[1] >= self.threshold
         confirmed = success.clone()
         confirmed[rows] = agree
         return confirmed
