@@ -4,6 +4,7 @@ overrides reach the trainers; (slow) the whole recipe end to end at toy scale.""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -135,6 +136,43 @@ def test_data_and_bc_stages_resume_and_skip(tmp_path, capsys):
     assert stages["bc/reach"]["done"]
     with pytest.raises(ValueError, match="no such stage"):
         cov.run_pipeline(cfg3, redo=["fly"])
+
+
+def test_dataset_rollouts_add_the_policys_and_random_episodes_to_a_recorded_dataset(tmp_path, capsys):
+    """`world4rl dataset rollouts` (the demo's coverage data): the coverage recipe's seeds and kinds,
+    topped up on a rerun; bad input refused naming the flag before anything is written."""
+    from world4rl_bringup import dataset_cli
+
+    run = tmp_path / "run"
+    cov.run_pipeline(_config(run, "--policy-episodes", "0", "--random", "0"), only=["expert", "bc"])
+    parser = argparse.ArgumentParser()
+    dataset_cli.add_arguments(parser)
+
+    def rollouts(*extra):
+        base = ["rollouts", str(run / "dataset"), "--policy", str(run / "bc" / "reach"), "--task", "reach"]
+        return dataset_cli.run(parser.parse_args([*base, "--no-progress", *extra]))
+
+    assert rollouts("--policy-episodes", "2", "--random", "1") == 0
+    assert "reach/policy: 2 episodes added" in capsys.readouterr().out
+    kinds = sorted((k, s) for _, k, s, _ in _episodes(run) if k != "expert")
+    assert kinds == [("policy", 10_000), ("policy", 10_001), ("random", 20_000)]
+    assert rollouts("--policy-episodes", "3", "--random", "1") == 0  # tops up: one more policy episode
+    out = capsys.readouterr().out
+    assert "reach/policy: 1 episodes added" in out
+    assert "reach/random: 0 episodes added" in out
+    assert len(_episodes(run)) == 2 + 3 + 1
+
+    assert rollouts("--task", "fly") == 2
+    assert "--task 'fly'" in capsys.readouterr().err
+    assert rollouts("--random", "-1") == 2
+    assert "--random must be >= 0" in capsys.readouterr().err
+    from world4rl_model.dataset import DatasetWriter
+
+    DatasetWriter(tmp_path / "other", image_size=64)  # a dataset of another frame size
+    base = ["rollouts", str(tmp_path / "other"), "--policy", str(run / "bc" / "reach"), "--task", "reach"]
+    assert dataset_cli.run(parser.parse_args(base)) == 2
+    assert "sees 32 px frames" in capsys.readouterr().err
+    assert len(_episodes(run)) == 6  # nothing lost, nothing added
 
 
 @pytest.mark.slow

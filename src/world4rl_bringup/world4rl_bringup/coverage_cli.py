@@ -43,6 +43,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from world4rl_bringup.sim_rollouts import EXPERT_SEED0, POLICY_SEED0, RANDOM_SEED0
 from world4rl_bringup.stages import Stages
 from world4rl_model.config import meta
 from world4rl_spec import LEARNING_IMAGE_SIZE
@@ -51,8 +52,6 @@ STAGES = ("expert", "bc", "rollouts", "world-model", "distill", "reward", "refin
 SHARED_STAGES = ("world-model", "distill", "reward")  # one for all tasks; the others are per task
 HELP = "data-coverage recipe: expert demos -> BC -> BC/random rollouts -> world model + reward -> refine -> eval"
 
-# Seed ranges of the episodes each stage draws (per task), kept apart from evaluation seeds.
-EXPERT_SEED0, POLICY_SEED0, RANDOM_SEED0 = 0, 10_000, 20_000
 EVAL_SEED0 = 1000
 
 
@@ -199,30 +198,14 @@ def parse_overrides(pairs: list[str] | None, config_cls, source: str = "KEY=VALU
 # ---------------------------------------------------------------------------------- stages
 
 
-def _existing(dataset_root: Path, task: str, kind: str) -> set[int]:
-    from world4rl_model.dataset import Dataset
-
-    if not (dataset_root / "manifest.json").exists():
-        return set()
-    ds = Dataset(dataset_root)
-    return {int(e["seed"]) for e in ds.episodes if e["task"] == task and e["kind"] == kind and e["seed"] is not None}
-
-
 def _collect(cfg: CoverageConfig, task: str, kind: str, actor, seed0: int, count: int) -> dict[str, Any]:
     """Top the dataset up to `count` episodes of (task, kind) with seeds seed0.. (skipping recorded ones)."""
-    from world4rl_bringup.sim_rollouts import record_episodes
-    from world4rl_model.dataset import DatasetWriter
-    from world4rl_spec import CONTROL_RATE_HZ
+    from world4rl_bringup.sim_rollouts import top_up
 
-    have = _existing(cfg.dataset, task, kind)
-    seeds = [s for s in range(seed0, seed0 + count) if s not in have]
-    if not seeds:
-        return {"added": 0, "solved": None}
-    writer = DatasetWriter(cfg.dataset, image_size=cfg.image_size, control_rate_hz=CONTROL_RATE_HZ)
-    eps = record_episodes(
-        writer, cfg.suite, task, kind, actor, seeds, cfg.image_size, horizon=cfg.horizon, progress=cfg.progress
-    )
-    return {"added": len(eps), "solved": sum(e.solved for e in eps) / len(eps)}
+    return top_up(
+        cfg.dataset, cfg.suite, task, kind, actor, seed0, count, cfg.image_size, horizon=cfg.horizon,
+        progress=cfg.progress,
+    )  # fmt: skip
 
 
 def _bc_config(cfg: CoverageConfig, task: str):

@@ -1,5 +1,6 @@
 """`world4rl dataset`: episode bags -> the training dataset (world4rl_model.dataset), a summary of a
-dataset, an episode as mp4, and LeRobotDataset v3.0 export (of a dataset or of bags) and import.
+dataset, an episode as mp4, rollouts of a policy and random walks in the sim added to a dataset,
+and LeRobotDataset v3.0 export (of a dataset or of bags) and import.
 ROS-free: bags are read with the pure-Python rosbags library.
 """
 
@@ -130,7 +131,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--out", required=True, help="output .mp4 path")
     v.add_argument("--fps", type=float, default=None, help="frames per second (default: the control rate)")
     v.add_argument("--scale", type=int, default=4, help="integer upscaling of the frames")
+    _add_rollouts_arguments(sub)
     _add_lerobot_arguments(sub)
+
+
+ROLLOUTS_DESCRIPTION = """\
+Add the BC policy's own rollouts (kind "policy") and random walks (kind "random") in the embedded
+sim's direct Python API to a dataset: World4RL's coverage data. The world model then also learns
+what the policy's mistakes look like, the reward classifier sees failures, and the gate calibrates
+its prediction on the policy episodes' real outcomes. Episodes run the task's full horizon; episode
+i of a kind uses seed SEED0 + i (policy 10000.., random 20000..), away from the evaluation seeds
+(1000..). A rerun records only the seeds the dataset does not hold yet."""
+
+
+def _add_rollouts_arguments(sub) -> None:
+    r = sub.add_parser(
+        "rollouts",
+        help="add BC-policy rollouts and random walks in the sim to a dataset",
+        description=ROLLOUTS_DESCRIPTION,
+    )
+    r.add_argument("dataset", help="dataset directory (appended to; its frame size is used)")
+    r.add_argument("--policy", required=True, help="policy checkpoint or run dir whose rollouts are recorded")
+    r.add_argument("--task", required=True, help="sim task (reach, push, drawer, pick_place)")
+    r.add_argument("--policy-episodes", type=int, default=150, help="policy rollouts the dataset should hold")
+    r.add_argument("--random", type=int, default=30, help="random-walk episodes the dataset should hold")
+    r.add_argument(
+        "--mean-actions", action="store_true", help="roll out the mean action (default: sample, wider coverage)"
+    )
+    r.add_argument("--random-smooth", type=float, default=0.8, help="random walk's action smoothing (0: white noise)")
+    r.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads of the policy")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_rollouts(args: argparse.Namespace) -> int:
+    from world4rl_bringup import sim_rollouts as sim
+    from world4rl_model.dataset import Dataset
+
+    if args.task not in sim.task_names("franka"):
+        raise ValueError(f"--task {args.task!r}: the sim's tasks are {', '.join(sim.task_names('franka'))}")
+    for flag, n in (("--policy-episodes", args.policy_episodes), ("--random", args.random)):
+        if n < 0:
+            raise ValueError(f"{flag} must be >= 0, got {n}")
+    image_size = Dataset(args.dataset).image_size
+    policy = sim.PolicyActor(args.policy, deterministic=args.mean_actions, threads=args.threads)
+    if policy.image_size != image_size:
+        raise ValueError(
+            f"--policy {args.policy} sees {policy.image_size} px frames; {args.dataset} holds {image_size} px"
+        )
+    common = {"suite": "franka", "task": args.task, "image_size": image_size, "horizon": args.horizon}
+    progress = not args.no_progress
+    for kind, actor, seed0, count in (
+        ("policy", policy, sim.POLICY_SEED0, args.policy_episodes),
+        ("random", sim.RandomWalkActor(args.random_smooth), sim.RANDOM_SEED0, args.random),
+    ):
+        done = sim.top_up(args.dataset, kind=kind, actor=actor, seed0=seed0, count=count, progress=progress, **common)
+        solved = "" if done["solved"] is None else f", {100 * done['solved']:.1f} % solved"
+        print(f"{args.task}/{kind}: {done['added']} episodes added{solved} -> {Path(args.dataset).resolve()}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +227,8 @@ def _run(args: argparse.Namespace) -> int:
         n = export_video(args.dataset, args.episode, args.out, fps=args.fps, scale=args.scale)
         print(f"wrote {n} frames to {args.out}")
         return 0
+    if args.dataset_command == "rollouts":
+        return _run_rollouts(args)
     if args.dataset_command in ("export", "import", "validate"):
         return _run_lerobot(args)
     raise AssertionError(args.dataset_command)

@@ -11,7 +11,8 @@
 - `episodes(...)`: one episode per seed in one env, yielded as each ends.
 - `policy_episodes(...)`: the one direct-sim evaluator of a policy (episodes end at the first
   success): `world4rl eval policy` and `world4rl deploy --compare-direct` (`direct_api_outcomes`).
-- `record_episodes(...)`: appends such episodes to a world4rl dataset, kind expert/policy/random.
+- `record_episodes(...)`: appends such episodes to a world4rl dataset, kind expert/policy/random;
+  `top_up(...)` records only the seeds a dataset does not hold yet (an interrupted run continues).
 
 Seeds: episode i of a run uses seed base + i, so two policies evaluated with the same base see the
 same initial states.
@@ -28,6 +29,9 @@ from typing import Any
 import numpy as np
 
 SUITES = ("franka", "metaworld")
+# Seed ranges of recorded episodes (per task): episode i of a kind uses SEED0 + i, away from the
+# evaluation seeds (`world4rl eval policy` and `world4rl deploy` start at 1000).
+EXPERT_SEED0, POLICY_SEED0, RANDOM_SEED0 = 0, 10_000, 20_000
 
 
 def make_env(
@@ -281,3 +285,39 @@ def record_episodes(
             )
             done.append(ep)
     return done
+
+
+def recorded_seeds(dataset_root: str | Path, task: str, kind: str) -> set[int]:
+    """The seeds of the dataset's episodes of (task, kind); empty when there is no dataset yet."""
+    from world4rl_model.dataset import Dataset
+
+    if not (Path(dataset_root) / "manifest.json").exists():
+        return set()
+    ds = Dataset(dataset_root)
+    return {int(e["seed"]) for e in ds.episodes if e["task"] == task and e["kind"] == kind and e["seed"] is not None}
+
+
+def top_up(
+    dataset_root: str | Path,
+    suite: str,
+    task: str,
+    kind: str,
+    actor,
+    seed0: int,
+    count: int,
+    image_size: int,
+    horizon: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Top the dataset up to `count` episodes of (task, kind) with seeds seed0.. (recorded seeds are
+    skipped, so a rerun continues an interrupted one); -> {"added": n, "solved": fraction or None}."""
+    from world4rl_model.dataset import DatasetWriter
+    from world4rl_spec import CONTROL_RATE_HZ
+
+    have = recorded_seeds(dataset_root, task, kind)
+    seeds = [s for s in range(seed0, seed0 + count) if s not in have]
+    if not seeds:
+        return {"added": 0, "solved": None}
+    writer = DatasetWriter(dataset_root, image_size=image_size, control_rate_hz=CONTROL_RATE_HZ)
+    eps = record_episodes(writer, suite, task, kind, actor, seeds, image_size, horizon=horizon, progress=progress)
+    return {"added": len(eps), "solved": sum(e.solved for e in eps) / len(eps)}
