@@ -9,20 +9,36 @@ from torch.utils.tensorboard import SummaryWriter
 from world4rl_bringup.demo_report import write_report
 
 
-def _deploy(path, successes, episodes, faults=0):
+def _deploy(path, successes, episodes, faults=0, solved_seeds=None):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(
-            {
-                "successes": successes,
-                "episodes": episodes,
-                "success_rate": successes / episodes,
-                "ci95_wilson": [0.1, 0.6],
-                "faults": faults,
-                "latency_ms": {"p50": 5.0, "p99": 7.5, "cycles": 300},
-            }
-        )
-    )
+    record = {
+        "successes": successes,
+        "episodes": episodes,
+        "success_rate": successes / episodes,
+        "ci95_wilson": [0.1, 0.6],
+        "faults": faults,
+        "latency_ms": {"p50": 5.0, "p99": 7.5, "cycles": 300},
+    }
+    if solved_seeds is not None:  # deploy's per-episode results (seeds 1000..)
+        record["results"] = [{"seed": 1000 + i, "success": 1000 + i in solved_seeds} for i in range(episodes)]
+    path.write_text(json.dumps(record))
+
+
+def test_report_pairs_the_two_policies_seed_by_seed(tmp_path):
+    run = tmp_path / "demo"
+    _deploy(run / "deploy" / "bc.json", 10, 40, solved_seeds=set(range(1000, 1010)))
+    _deploy(run / "deploy" / "refined.json", 26, 40, solved_seeds=set(range(1002, 1028)))
+    report = write_report(run, "drawer", {}).read_text()
+    # 10/40 -> 26/40: +40 points; Newcombe's interval for 25 % vs 65 % at n = 40 is +18.3..+56.8.
+    line = next(x for x in report.splitlines() if x.startswith("Refined minus BC"))
+    assert "on the 40 shared seeds: **+40.0 points** (Newcombe 95 % +18.3 .. +56.8; " in line
+    assert "beyond its interval); 18 seeds only the refined policy solved, 2 only BC" in line
+    assert "McNemar exact p = 0.000" in line
+
+    _deploy(run / "deploy" / "refined.json", 8, 40, solved_seeds=set(range(1000, 1008)))
+    line = next(x for x in write_report(run, "drawer", {}).read_text().splitlines() if x.startswith("Refined minus"))
+    assert "**-5.0 points**" in line
+    assert "within its interval); 0 seeds only the refined policy solved, 2 only BC" in line
 
 
 def test_report_shows_both_policies_curves_and_the_dream(tmp_path):
