@@ -23,8 +23,8 @@ def test_stages_resume_rerun_on_changed_settings_and_redo(ros_domain, tmp_path):
     out = tmp_path / "demo"
     first = _demo(out, "--until", "dataset")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "[1/10] collect: running" in first.stdout
-    assert "[2/10] dataset: running" in first.stdout
+    assert "[1/11] collect: running" in first.stdout
+    assert "[2/11] dataset: running" in first.stdout
     assert _episodes(out) == 2
     assert set(json.loads((out / "timings.json").read_text())) == {"collect", "dataset"}
 
@@ -32,15 +32,15 @@ def test_stages_resume_rerun_on_changed_settings_and_redo(ros_domain, tmp_path):
     # noise): nothing before the stages that differ reruns.
     same = _demo(out, "--until", "dataset", "--size", "full")
     assert same.returncode == 0, same.stdout + same.stderr
-    assert "[1/10] collect: done, skipped" in same.stdout
-    assert "[2/10] dataset: done, skipped" in same.stdout
+    assert "[1/11] collect: done, skipped" in same.stdout
+    assert "[2/11] dataset: done, skipped" in same.stdout
 
     # More demonstrations: collect reruns (its earlier bags kept aside), and the dataset built on them.
     more = _demo(out, "--until", "dataset", demos="3")
     assert more.returncode == 0, more.stdout + more.stderr
-    rerun = "[1/10] collect: changed since it ran: setting commands: running again (earlier output kept in"
+    rerun = "[1/11] collect: changed since it ran: setting commands: running again (earlier output kept in"
     assert rerun in more.stdout
-    assert "[2/10] dataset: changed since it ran: stage collect ran again: running again" in more.stdout
+    assert "[2/11] dataset: changed since it ran: stage collect ran again: running again" in more.stdout
     assert _episodes(out) == 3
     kept = sorted(p.name for p in (out / "superseded").iterdir())
     assert [k.split("-")[0] for k in kept] == ["collect", "dataset"]
@@ -48,8 +48,8 @@ def test_stages_resume_rerun_on_changed_settings_and_redo(ros_domain, tmp_path):
 
     again = _demo(out, "--until", "dataset", "--redo", "dataset", demos="3")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "[1/10] collect: done, skipped" in again.stdout
-    assert "[2/10] dataset: --redo: running again" in again.stdout
+    assert "[1/11] collect: done, skipped" in again.stdout
+    assert "[2/11] dataset: --redo: running again" in again.stdout
     assert _episodes(out) == 3
 
 
@@ -69,6 +69,8 @@ world_model_minutes: 0.1
 world_model_size: tiny
 refine_steps: 64
 deploy_episodes: 1
+policy_episodes: 10
+random_episodes: 1
 """
 
 

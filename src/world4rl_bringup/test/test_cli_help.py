@@ -219,8 +219,8 @@ def _leaves(d):
 def test_demo_sizes_load_with_their_values():
     from world4rl_bringup.demo_cli import Sizes, load_sizes
 
-    assert load_sizes("small") == Sizes(60, 0.1, 1500, 1.5, 5.0, "small", 2048, 20)
-    assert load_sizes("full") == Sizes(400, 0.1, 3000, 10.0, 50.0, "default", 40960, 100)
+    assert load_sizes("small") == Sizes(15, 0.1, 1200, 1.0, 5.0, "small", 8192, 40, 100, 30, "residual", 1e-3, 1)
+    assert load_sizes("full") == Sizes(400, 0.1, 3000, 10.0, 50.0, "default", 40960, 100, 150, 30, "residual", 5e-4, 1)
     assert isinstance(load_sizes("small").world_model_minutes, float)  # "5.0" in the command line, as before
     with pytest.raises(ValueError, match="no such size"):
         load_sizes("huge")
@@ -232,7 +232,7 @@ def test_the_demos_trainer_command_lines_parse_into_the_settings_it_means(size, 
     from world4rl_model.config import cli
 
     sizes = load_sizes(size)
-    commands = {name: cmds[0][3:] for name, cmds in stages(tmp_path, "reach", sizes, 7)}  # after `python -m cli`
+    commands = {name: cmds[-1][3:] for name, cmds in stages(tmp_path, "reach", sizes, 7)}  # after `python -m cli`
     trainers = _trainers()
     parsed = {}
     for name in ("bc", "world_model", "reward", "refine"):
@@ -243,12 +243,23 @@ def test_the_demos_trainer_command_lines_parse_into_the_settings_it_means(size, 
         sizes.bc_steps, 1e-3, 0, False
     )  # fmt: skip
     wm = parsed["world_model"]
-    assert (wm.dataset, wm.size, wm.max_minutes, wm.seed) == (str(tmp_path / "dataset"), sizes.world_model_size,
+    assert (wm.dataset, wm.size, wm.max_minutes, wm.seed) == (str(tmp_path / "coverage"), sizes.world_model_size,
                                                               sizes.world_model_minutes, 7)  # fmt: skip
-    assert parsed["reward"].dream_world_model == str(tmp_path / "world_model")
-    assert (parsed["refine"].total_steps, parsed["refine"].task, parsed["refine"].progress) == (
-        sizes.refine_steps, "reach", False
+    assert (wm.target, wm.lr, wm.sampling_steps) == (
+        sizes.world_model_target, sizes.world_model_lr, sizes.world_model_sampling_steps
     )  # fmt: skip
+    assert parsed["reward"].dream_world_model == str(tmp_path / "world_model")
+    refine = parsed["refine"]
+    assert (refine.total_steps, refine.task, refine.progress, refine.dataset) == (
+        sizes.refine_steps, "reach", False, str(tmp_path / "coverage")
+    )  # fmt: skip
+    # the recipe: short dreams from any frame, a calibrated threshold, the gate judging from 2 dreams per start
+    assert (refine.start, refine.horizon, refine.reward_calibration, refine.kl_bc_coef) == ("any", 10, True, 0.1)
+    assert (refine.predict, refine.prediction.repeats, refine.prediction.calibration_repeats) == (True, 2, 2)
+    rollouts = commands["rollouts"]  # the coverage data: the demonstrations' copy topped up with rollouts
+    assert rollouts[:3] == ["dataset", "rollouts", str(tmp_path / "coverage")]
+    assert rollouts[rollouts.index("--policy-episodes") + 1] == str(sizes.policy_episodes)
+    assert rollouts[rollouts.index("--random") + 1] == str(sizes.random_episodes)
 
 
 def test_coverage_preset_then_flags_then_trainer_overrides_merged_over_the_preset(tmp_path, capsys):

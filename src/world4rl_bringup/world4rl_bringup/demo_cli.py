@@ -8,8 +8,11 @@ on them (their earlier outputs moved to RUN/superseded/, never deleted). An inte
 resumes where its command can:
 
   collect      scripted-expert demonstrations on the sim, through the ROS graph -> rosbag2 bags
-  dataset      bags -> dataset (64x64 frames, actions, per-frame success)
+  dataset      bags -> dataset (64x64 frames, actions, per-frame success): what BC imitates
   bc           behaviour-cloned Gaussian policy
+  rollouts     World4RL's coverage data: the demonstrations plus the BC policy's own rollouts and
+               random walks in the sim -> RUN/coverage, what the models below learn from (the world
+               model sees the policy's mistakes; the gate calibrates on the rollouts' real outcomes)
   world_model  action-conditioned EDM diffusion world model
   reward       success classifier (BCE) on the frames and on the world model's dreams of them
   dream        open-loop evaluation of the world model and a dream-vs-real video
@@ -54,6 +57,11 @@ class Sizes:
     world_model_size: str  # world-model size preset (tiny | small | default | medium | diamond)
     refine_steps: int  # imagined PPO transitions
     deploy_episodes: int  # sim episodes per deployed policy
+    policy_episodes: int = 150  # BC-policy rollouts in the sim added to the coverage data (the paper's 150)
+    random_episodes: int = 30  # random-walk episodes added to it (the paper's 30)
+    world_model_target: str = "frame"  # what the world model diffuses: frame | residual (see world_model.py)
+    world_model_lr: float = 3e-4  # world-model learning rate
+    world_model_sampling_steps: int = 2  # Euler steps of its sampler (dreams, PPO, the dream evaluation)
 
 
 def sizes_dir() -> Path:
@@ -75,7 +83,7 @@ def load_sizes(name: str) -> Sizes:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("world4rl_data/demo"), help="run directory")
-    parser.add_argument("--task", default="reach", help="sim task (default: reach)")
+    parser.add_argument("--task", default="drawer", help="sim task (default: drawer)")
     parser.add_argument(
         "--size", default="small", help="small (default): ~20 min on 2 cores; full: the paper's demonstration count"
     )
@@ -101,7 +109,7 @@ def stages(
     does the dream evaluation (its PSNR)."""
     from world4rl_model.runtime import fast_bf16
 
-    bags, dataset = run / "bags", run / "dataset"
+    bags, dataset, coverage = run / "bags", run / "dataset", run / "coverage"
     half = ["--bf16"] if (fast_bf16() if bf16 is None else bf16) else []
     return [
         ("collect", [_world4rl(
@@ -112,19 +120,31 @@ def stages(
         ("bc", [_world4rl(
             "train", "bc", "--dataset", dataset, "--out", run / "bc", "--steps", sizes.bc_steps, "--seed", seed,
             "--lr", 1e-3, "--augment-shift", 0, "--no-progress")]),
+        # A copy of the demonstrations (rebuilt from the bags, so a rerun starts clean), topped up.
+        ("rollouts", [_world4rl("dataset", "build", bags, "--out", coverage), _world4rl(
+            "dataset", "rollouts", coverage, "--policy", run / "bc", "--task", task, "--no-progress",
+            "--policy-episodes", sizes.policy_episodes, "--random", sizes.random_episodes)]),
         ("world_model", [_world4rl(
-            "train", "world-model", dataset, "--out", run / "world_model", "--seed", seed,
-            "--max-minutes", sizes.world_model_minutes, "--size", sizes.world_model_size)]),
+            "train", "world-model", coverage, "--out", run / "world_model", "--seed", seed,
+            "--max-minutes", sizes.world_model_minutes, "--size", sizes.world_model_size,
+            "--target", sizes.world_model_target, "--lr", sizes.world_model_lr,
+            "--sampling-steps", sizes.world_model_sampling_steps)]),
         ("reward", [_world4rl(
-            "train", "reward", dataset, "--out", run / "reward", "--max-minutes", sizes.reward_minutes,
+            "train", "reward", coverage, "--out", run / "reward", "--max-minutes", sizes.reward_minutes,
             "--dreams-from", run / "world_model")]),
         ("dream", [_world4rl(
-            # Reach episodes stop a few steps after success (~10 frames): horizons that fit them.
-            "eval", "world-model", run / "world_model", "--dataset", dataset, "--out", run / "dream",
+            # Demonstrations stop a few steps after success (~10 frames): horizons that fit them.
+            "eval", "world-model", run / "world_model", "--dataset", coverage, "--out", run / "dream",
             "--horizons", "1,3,5", "--stride", 2, "--gif")]),  # a gif shows inline in the report
         ("refine", [_world4rl(
+            # The benchmark's recipe (bench/profiles/recipe.yaml, one PPO seed): short dreams from any
+            # recorded frame, the classifier's threshold calibrated on the BC rollouts' real outcomes,
+            # a KL pull to BC; then the predicted success of both policies and the gate's choice, from
+            # 2 dreams per start (the benchmark's 4 cost the small demo a minute).
             "refine", "--policy", run / "bc", "--world-model", run / "world_model", "--reward", run / "reward",
-            "--dataset", dataset, "--out", run / "refined", "--task", task, "--total-steps", sizes.refine_steps,
+            "--dataset", coverage, "--out", run / "refined", "--task", task, "--total-steps", sizes.refine_steps,
+            "--start", "any", "--horizon", 10, "--reward-calibration", "--kl-bc-coef", 0.1,
+            "--prediction.repeats", 2, "--prediction.calibration-repeats", 2,
             "--seed", seed, "--no-progress", *half)]),
         ("deploy_bc", [_world4rl(
             "deploy", "--policy", run / "bc", "--task", task, "--episodes", sizes.deploy_episodes,
@@ -141,10 +161,11 @@ AFTER = {
     "collect": [],
     "dataset": ["collect"],
     "bc": ["dataset"],
-    "world_model": ["dataset"],
-    "reward": ["dataset", "world_model"],
-    "dream": ["dataset", "world_model"],
-    "refine": ["dataset", "bc", "world_model", "reward"],
+    "rollouts": ["collect", "bc"],
+    "world_model": ["rollouts"],
+    "reward": ["rollouts", "world_model"],
+    "dream": ["rollouts", "world_model"],
+    "refine": ["rollouts", "bc", "world_model", "reward"],
     "deploy_bc": ["bc"],
     "deploy_refined": ["refine"],
 }
@@ -152,6 +173,7 @@ OUTPUTS = {
     "collect": ["bags"],
     "dataset": ["dataset"],
     "bc": ["bc"],
+    "rollouts": ["coverage"],
     "world_model": ["world_model"],
     "reward": ["reward"],
     "dream": ["dream"],
