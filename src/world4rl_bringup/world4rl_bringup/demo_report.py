@@ -84,7 +84,7 @@ def _deploy_row(label: str, path: Path) -> str:
 def _difference_lines(bc_path: Path, refined_path: Path) -> list[str]:
     """Refined minus BC on the seeds both ran: the difference with Newcombe's 95 % interval, and
     McNemar's exact test on the seeds only one of them solved."""
-    from world4rl_model.statistics import mcnemar_exact_p, newcombe_difference
+    from world4rl_model.statistics import paired_difference
 
     if not (bc_path.is_file() and refined_path.is_file()):
         return []
@@ -94,15 +94,14 @@ def _difference_lines(bc_path: Path, refined_path: Path) -> list[str]:
     seeds = sorted(set(bc) & set(refined))
     if not seeds:
         return ["(BC and refined ran no seed in common: no paired comparison)", ""]
-    wins = [sum(bc[s] for s in seeds), sum(refined[s] for s in seeds)]
-    diff, low, high = newcombe_difference(wins[0], len(seeds), wins[1], len(seeds))  # refined - BC
-    only_bc = sum(bc[s] and not refined[s] for s in seeds)
-    only_refined = sum(refined[s] and not bc[s] for s in seeds)
+    paired = paired_difference([bc[s] for s in seeds], [refined[s] for s in seeds])  # refined - BC
+    diff, (low, high), p_value = paired["difference"], paired["difference_ci95_newcombe"], paired["mcnemar_exact_p"]
+    only_bc, only_refined = paired["only_baseline_succeeded"], paired["only_this_succeeded"]
     verdict = "beyond its interval" if low > 0 else ("worse beyond its interval" if high < 0 else "within its interval")
     return [
         f"Refined minus BC on the {len(seeds)} shared seeds: **{100 * diff:+.1f} points** (Newcombe 95 % "
         f"{100 * low:+.1f} .. {100 * high:+.1f}; {verdict}); {only_refined} seeds only the refined policy solved, "
-        f"{only_bc} only BC (McNemar exact p = {mcnemar_exact_p(only_bc, only_refined):.3g}).",
+        f"{only_bc} only BC (McNemar exact p = {p_value:.3g}).",
         "",
     ]
 

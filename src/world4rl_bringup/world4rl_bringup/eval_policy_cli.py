@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from world4rl_bringup.cli import run_alone
-from world4rl_model.statistics import mcnemar_exact_p, newcombe_difference, wilson_interval
+from world4rl_model.statistics import paired_difference, wilson_interval
 from world4rl_spec import check_task_name
 
 HELP = "success rate of policy checkpoints in the true sim (Wilson 95 % CI), compared on the same seeds"
@@ -75,19 +75,12 @@ def _policy_result(label: str, path: str, actor, per_episode: list[dict], second
 
 def _versus(base: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     """One policy's result against the baseline's on the same seeds."""
-    d, low, high = newcombe_difference(base["successes"], base["episodes"], r["successes"], r["episodes"])
-    pairs = list(zip(base["per_episode"], r["per_episode"], strict=True))
-    only_base = sum(a["success"] and not b["success"] for a, b in pairs)
-    only_this = sum(b["success"] and not a["success"] for a, b in pairs)
+    paired = paired_difference([e["success"] for e in base["per_episode"]], [e["success"] for e in r["per_episode"]])
     return {
         "baseline": base["label"],
-        "difference": d,
-        "difference_ci95_newcombe": [low, high],
-        "only_baseline_succeeded": only_base,
-        "only_this_succeeded": only_this,
-        "mcnemar_exact_p": mcnemar_exact_p(only_base, only_this),
+        **paired,
         "beats_baseline_ci": r["ci95_wilson"][0] > base["ci95_wilson"][1],
-        "difference_ci_above_zero": low > 0,
+        "difference_ci_above_zero": paired["difference_ci95_newcombe"][0] > 0,
     }
 
 

@@ -48,3 +48,18 @@ def test_latency_summary():
     assert latency_summary([]) is None
     summary = latency_summary([float(v) for v in range(1, 101)])
     assert summary == {"p50": 51.0, "p99": 99.0, "max": 100.0, "cycles": 100}
+
+
+def test_paired_difference_counts_the_seeds_only_one_policy_solved():
+    from world4rl_model.statistics import mcnemar_exact_p, newcombe_difference, paired_difference
+
+    base = [True] * 10 + [False] * 30
+    other = [False] * 2 + [True] * 26 + [False] * 12
+    paired = paired_difference(base, other)
+    assert (paired["only_baseline_succeeded"], paired["only_this_succeeded"]) == (2, 18)
+    d, low, high = newcombe_difference(10, 40, 26, 40)
+    assert paired["difference"] == d == 0.4
+    assert paired["difference_ci95_newcombe"] == [low, high]
+    assert paired["mcnemar_exact_p"] == mcnemar_exact_p(2, 18)
+    with pytest.raises(ValueError, match="equally many outcomes"):
+        paired_difference([True], [True, False])

@@ -47,6 +47,24 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def paired_difference(baseline: list[bool], other: list[bool]) -> dict:
+    """Two policies' outcomes on the same seeds (in the same order): other minus baseline with
+    Newcombe's interval, the seeds only one of them solved, and McNemar's exact p on those."""
+    if len(baseline) != len(other) or not baseline:
+        raise ValueError(f"paired_difference: need equally many outcomes, got {len(baseline)} and {len(other)}")
+    n = len(baseline)
+    d, low, high = newcombe_difference(sum(baseline), n, sum(other), n)
+    only_base = sum(a and not b for a, b in zip(baseline, other, strict=True))
+    only_other = sum(b and not a for a, b in zip(baseline, other, strict=True))
+    return {
+        "difference": d,
+        "difference_ci95_newcombe": [low, high],
+        "only_baseline_succeeded": only_base,
+        "only_this_succeeded": only_other,
+        "mcnemar_exact_p": mcnemar_exact_p(only_base, only_other),
+    }
+
+
 def latency_summary(latencies_ms: list[float]) -> dict | None:
     """p50 / p99 / max of latencies in ms (None if there are none)."""
     if not latencies_ms:
