@@ -22,9 +22,11 @@ Writes bench/results/cpu_settings.{json,md}.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,7 +62,9 @@ def worker(args) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ds = make_dataset(Path(tempfile.mkdtemp(prefix="bench_cpu_")) / "ds", episodes_per_task=2, length=8, image_size=64)
+    tmp = tempfile.mkdtemp(prefix="bench_cpu_")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # every child process makes one
+    ds = make_dataset(Path(tmp) / "ds", episodes_per_task=2, length=8, image_size=64)
     wm = WorldModel(preset_config("default", sampling_steps=args.denoise_steps))
     rm = RewardClassifier(RewardConfig(tasks=list(ds.tasks)))
     env = WorldModelEnv(wm, rm, ds, num_envs=args.batch, horizon=10**9, bf16=fast_bf16(), seed=0)

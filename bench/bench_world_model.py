@@ -21,8 +21,10 @@ Writes bench/results/world_model.json and bench/results/world_model.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,6 +118,7 @@ def setup(args):
 
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     tmp = tempfile.mkdtemp(prefix="bench_wm_")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # every child process makes one
     ds = make_dataset(Path(tmp) / "ds", episodes_per_task=2, length=8, image_size=args.image_size)
     rm = RewardClassifier(RewardConfig(image_size=args.image_size, tasks=list(ds.tasks)))
     return ds, rm

@@ -94,8 +94,11 @@ def test_html_report_is_one_self_contained_page_with_videos_plots_and_tables(tmp
         "bc": {"imagined_success": 0.5, "predicted_success": 0.31, "predicted_ci95": [0.2, 0.4]},
         "refined": {"imagined_success": 0.75, "predicted_success": 0.47, "predicted_ci95": [0.33, 0.61]},
     }
+    discrimination = {"successes": 58, "failures": 42, "auc": 0.59, "ci95": [0.46, 0.72], "informative": False}
+    shift = {"frames": 2048, "mean_abs": 0.0086, "max_abs": 0.116, "per_dimension": [0.01] * 4, "mean_in_bc_std": 0.37}
+    prediction = {"policies": policies, "calibration": {"discrimination": discrimination}, "policy_shift": shift}
     gate = {"format": GATE_FORMAT, "deploy": "refined", "reason": "predicted better than BC by 16 points",
-            "prediction": {"policies": policies}}  # fmt: skip
+            "prediction": prediction}  # fmt: skip
     (run / "refined" / GATE_FILE).write_text(json.dumps(gate))
 
     markdown = write_report(run, "reach", {"collect": 60.0, "world_model": 303.0}).read_text()
@@ -105,7 +108,8 @@ def test_html_report_is_one_self_contained_page_with_videos_plots_and_tables(tmp
     assert found["videos"] == [6, 6, 6]  # the dream gif (as mp4), dream.mp4, imagined.mp4: every frame
     assert len(found["images"]) == 2  # the bc and world_model curves
     for text in ("6/20 = 30%", "9/20 = 45%", "10% .. 60%", "47% (33% .. 61%)", "predicted better than BC by 16",
-                 "30.12", "28.65", "363", "world-model"):  # fmt: skip
+                 "30.12", "28.65", "363", "world-model", "ROC AUC 0.59 (95 % 0.46-0.72)",
+                 "moved the mean action by 0.0086", "0.37 of BC's standard deviations"):  # fmt: skip
         assert text in markdown, text
         assert text in page, text
     assert "<strong>refined</strong>" in page  # the gate's choice

@@ -122,7 +122,7 @@ def _latency_lines(paths: list[Path]) -> list[str]:
 
 def _gate_lines(run_dir: Path) -> list[str]:
     """The policy `world4rl deploy --policy RUN/refined` would run, and the prediction behind it."""
-    from world4rl_policy.prediction import read_gate
+    from world4rl_policy.prediction import discrimination_line, read_gate, shift_line
 
     gate = read_gate(run_dir / "refined")
     if gate is None:
@@ -142,6 +142,12 @@ def _gate_lines(run_dir: Path) -> list[str]:
             lines.append(
                 f"| {name} | {p['imagined_success']:.0%} | {p['predicted_success']:.0%} ({lo:.0%} .. {hi:.0%}) |"
             )
+        lines.append("")
+        # Why the prediction says what it does: whether dreams judge single episodes, and whether PPO moved BC.
+        if discrimination := prediction.get("calibration", {}).get("discrimination"):
+            lines.append(f"- {discrimination_line(discrimination)}.")
+        if "policy_shift" in prediction:
+            lines.append(f"- {shift_line(prediction['policy_shift'])}.")
         lines.append("")
     return lines
 

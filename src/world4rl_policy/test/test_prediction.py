@@ -189,6 +189,9 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     # Imagination says "success" for every start, so the calibration can only return the real rate.
     assert p["policies"]["refined"]["predicted_success"] == pytest.approx(0.5, abs=0.02)
     assert first["deploy"]["policy"] == "bc"  # no predicted difference
+    # How far the refined policy acts from BC, on the judged episodes' recorded frames (two random nets: far).
+    assert p["policy_shift"]["frames"] > 0
+    assert p["policy_shift"]["mean_abs"] > 0.0
     again = pred.predict_and_gate(*args, settings, seed=4)["prediction"]
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in p.items() if k != "seconds"}
     # Too few recorded rollouts: no prediction, and the gate says why it keeps BC.
@@ -207,6 +210,43 @@ def test_predict_and_gate_end_to_end_is_deterministic_and_writes_the_gate(world,
     assert n["prediction"]["rule"] == "calibrated"
     assert n["method"] == pred.METHOD
     assert n["prediction"]["policies"]["refined"]["predicted_success"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_policy_shift_measures_how_far_refinement_moved_the_mean_action(world):
+    import copy
+
+    from world4rl_model.dataset import Dataset
+    from world4rl_policy.policy import load_policy_module
+
+    ds = Dataset(world / "ds")
+    rollouts = ds.select(kinds=["policy"])
+    bc, _ = load_policy_module(world / "bc")
+    same = pred.policy_shift(bc, copy.deepcopy(bc), ds, rollouts)
+    assert same["frames"] == sum(int(ds.episodes[e]["length"]) for e in rollouts)  # fewer than the cap: all
+    assert same["mean_abs"] == same["max_abs"] == same["mean_in_bc_std"] == 0.0
+    # Moving every mean by 0.05 (inside the action range, where nothing is clipped) reads as 0.05.
+    moved = copy.deepcopy(bc)
+    with torch.no_grad():
+        moved.mean_head.bias += 0.05
+    from world4rl_policy.bc import BCData
+
+    data = BCData(ds, rollouts, bc.config.frame_history, use_proprio=False)
+    frames = data.batch(np.arange(len(data)))["frames"]
+    assert bc(frames)[0].abs().max() < 0.9
+    shift = pred.policy_shift(bc, moved, ds, rollouts, max_frames=10)
+    assert shift["frames"] == 10
+    assert shift["mean_abs"] == pytest.approx(0.05, abs=1e-5)
+    assert shift["per_dimension"] == pytest.approx([0.05] * 4, abs=1e-5)
+    bc_std = bc(frames)[1].exp().mean().item()
+    assert shift["mean_in_bc_std"] == pytest.approx(0.05 / bc_std, rel=0.2)
+    assert "moved the mean action by 0.0500" in pred.shift_line(shift)
+    # A policy pushed beyond the range acts at its edge, as on the robot: the shift is what it would do.
+    with torch.no_grad():
+        moved.mean_head.bias += 10.0
+    clipped = pred.policy_shift(bc, moved, ds, rollouts)
+    assert clipped["max_abs"] <= 2.0
+    with pytest.raises(ValueError, match="no frames"):
+        pred.policy_shift(bc, moved, ds, [])
 
 
 def test_deploy_resolves_the_gates_choice_and_refuses_a_stale_record(world, tmp_path):

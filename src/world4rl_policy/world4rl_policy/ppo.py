@@ -512,6 +512,7 @@ def predict_after_refine(cfg: PPOConfig, task: str | None, update: int) -> dict[
             tb.add_scalar("predicted/difference", prediction["difference"]["predicted"], x)
             tb.add_scalar("predicted/deploys_refined", float(result["deploy"]["policy"] == "refined"), x)
             tb.add_text("predicted/gate", result["deploy"]["reason"], x)
+            tb.add_scalar("predicted/policy_shift", prediction["policy_shift"]["mean_abs"], x)
     return result
 
 

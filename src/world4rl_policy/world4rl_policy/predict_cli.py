@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from world4rl_model.config import meta
-from world4rl_policy.prediction import PredictionSettings
+from world4rl_policy.prediction import PredictionSettings, shift_line
 
 HELP = "predict a refine run's BC and refined real success from imagination; choose the policy to deploy"
 
@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "world4rl predict") -> i
         return 2
     print(json.dumps(result, indent=1))
     print(f"[predict] {result['deploy']['policy']}: {result['deploy']['reason']}", file=sys.stderr)
+    if (prediction := result["prediction"]) is not None:
+        print(f"[predict] {shift_line(prediction['policy_shift'])}", file=sys.stderr)
     return 0
 
 
