@@ -89,6 +89,7 @@ class Cycle:
     gripper: GripperCommand | None  # a new gripper goal to send, if the state changed
     ik_error_m: float | None  # position error of the IK solution (None if no IK ran)
     motion: Motion | None = None  # velocity, acceleration and stop of a sent, smoothed command
+    ik_step_rad: float | None = None  # largest joint change the IK solution asked for (None if no IK ran)
 
 
 class CommandPath:
@@ -155,7 +156,7 @@ class CommandPath:
             action = None  # never reshaped and used: refused (a fault while armed), holding position
         target = None
         gripper = None
-        ik_error = None
+        ik_error = ik_step = None
         smoother = self._smoother if self._smoother is not None and self._smoother.started else None
         if smoother is not None:
             smoother.begin(now)
@@ -170,6 +171,7 @@ class CommandPath:
             if a.shape[0] >= 3 and np.all(np.isfinite(a[:3])) and q.shape == (7,) and np.all(np.isfinite(q)):
                 solution = fr3_kinematics.solve_pose_step(q, self._advance_target(q, a[:3]), self._rotation, self.ik)
                 target, ik_error = solution.q_target, solution.position_error_m
+                ik_step = float(np.max(np.abs(solution.q_target - q)))
             else:
                 # Let the filter refuse it (and say why): a malformed or non-finite action.
                 target = np.full(7, np.nan) if a.shape[0] >= 3 else a
@@ -192,7 +194,7 @@ class CommandPath:
         if send and smoother is not None:
             smoother.commit(result.command)
             motion = smoother.motion()
-        return Cycle(result, send, self._gripper_command(result), ik_error, motion)
+        return Cycle(result, send, self._gripper_command(result), ik_error, motion, ik_step)
 
     def _make_smoother(self) -> JointSmoother:
         velocity, acceleration, jerk = self.filter.params.motion_limits()
