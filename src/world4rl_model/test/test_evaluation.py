@@ -64,6 +64,25 @@ def test_metrics_against_copy_last():
         horizon_metrics(perfect, [9])
 
 
+def test_pooled_psnr_is_not_dominated_by_still_frames_that_copy_last_reproduces():
+    # Four still rollouts (copy-last exact, the model one intensity level off everywhere: invisible)
+    # and four where the scene moves by 10 levels (the model 5 levels off, copy-last 10).
+    g = torch.Generator().manual_seed(1)
+    first = torch.randint(50, 200, (8, 3, S, S), dtype=torch.uint8, generator=g)
+    moving = torch.arange(8) >= 4
+    nxt = first.clone()
+    nxt[moving] += 10
+    dreamed = nxt + 1
+    dreamed[moving] -= 6
+    rollouts = Rollouts(real=torch.stack([first, nxt], 1), dreamed=torch.stack([first, dreamed], 1),
+                        episodes=[0] * 8, starts=[0] * 8)  # fmt: skip
+    row = horizon_metrics(rollouts, [1])[0]
+    assert row["psnr_gain_db"] < -2.0  # the per-image mean: 58.9 vs 48.1 dB on the still four outweighs
+    assert row["model_better_fraction"] == 0.5
+    assert row["psnr_pooled_gain_db"] == pytest.approx(10 * np.log10(200 / 52), abs=0.01)  # +5.9 dB
+    assert "| +5.85 |" in metrics_markdown([row], "t")
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_side_by_side_video(tmp_path, suffix):
     import imageio.v2 as imageio
