@@ -32,13 +32,13 @@ def test_report_pairs_the_two_policies_seed_by_seed(tmp_path):
     # 10/40 -> 26/40: +40 points; Newcombe's interval for 25 % vs 65 % at n = 40 is +18.3..+56.8.
     line = next(x for x in report.splitlines() if x.startswith("Refined minus BC"))
     assert "on the 40 shared seeds: **+40.0 points** (Newcombe 95 % +18.3 .. +56.8; " in line
-    assert "beyond its interval); 18 seeds only the refined policy solved, 2 only BC" in line
+    assert "beyond its interval); seeds only the refined policy solved: 18, only BC: 2" in line
     assert "McNemar exact p = 0.000" in line
 
     _deploy(run / "deploy" / "refined.json", 8, 40, solved_seeds=set(range(1000, 1008)))
     line = next(x for x in write_report(run, "drawer", {}).read_text().splitlines() if x.startswith("Refined minus"))
     assert "**-5.0 points**" in line
-    assert "within its interval); 0 seeds only the refined policy solved, 2 only BC" in line
+    assert "within its interval); seeds only the refined policy solved: 0, only BC: 2" in line
 
 
 def test_report_shows_both_policies_curves_and_the_dream(tmp_path):

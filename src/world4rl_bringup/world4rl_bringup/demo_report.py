@@ -100,8 +100,8 @@ def _difference_lines(bc_path: Path, refined_path: Path) -> list[str]:
     verdict = "beyond its interval" if low > 0 else ("worse beyond its interval" if high < 0 else "within its interval")
     return [
         f"Refined minus BC on the {len(seeds)} shared seeds: **{100 * diff:+.1f} points** (Newcombe 95 % "
-        f"{100 * low:+.1f} .. {100 * high:+.1f}; {verdict}); {only_refined} seeds only the refined policy solved, "
-        f"{only_bc} only BC (McNemar exact p = {p_value:.3g}).",
+        f"{100 * low:+.1f} .. {100 * high:+.1f}; {verdict}); seeds only the refined policy solved: {only_refined}, "
+        f"only BC: {only_bc} (McNemar exact p = {p_value:.3g}).",
         "",
     ]
 
