@@ -58,7 +58,7 @@ def main() -> int:
                 sim.set_gripper_width(cycle.gripper.width if cycle.gripper.kind == "move" else 0.0)
             sim.step_physics(substeps)
             now += sim.control_dt
-            obs = env._observation()
+            obs = {"image": env.render()}  # what the policy reads of an observation
             if sim.success():
                 successes += 1
                 break
