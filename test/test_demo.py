@@ -106,6 +106,7 @@ def test_tiny_demo_trains_with_the_speed_ups_logs_them_and_reports_on_one_page(
 
     markdown = (out / "report.md").read_text()
     assert "## Speed settings of the training stages" in markdown
+    assert "Do the dreams answer the actions?" in markdown  # the world model's action gain
     found = check_self_contained_html((out / "report.html").read_text(), markdown)
     assert len(found["videos"]) >= 2  # the dream (gif in the markdown) and refine's imagined episodes
     assert len(found["images"]) >= 3  # training curves

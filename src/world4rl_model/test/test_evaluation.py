@@ -10,6 +10,8 @@ from world4rl_model.data import EpisodeStore
 from world4rl_model.eval_cli import main as eval_main
 from world4rl_model.evaluation import (
     Rollouts,
+    action_gain,
+    action_gain_markdown,
     horizon_metrics,
     metrics_markdown,
     open_loop_rollouts,
@@ -83,6 +85,43 @@ def test_pooled_psnr_is_not_dominated_by_still_frames_that_copy_last_reproduces(
     assert "| +5.85 |" in metrics_markdown([row], "t")
 
 
+def test_swapped_actions_change_only_the_actions_from_the_start_on(ds):
+    store = EpisodeStore(ds, [0, 1, 2, 3])
+    kw = {"horizon": 4, "stride": 3, "batch_size": 3, "seed": 5}
+    torch.manual_seed(0)
+    model = WorldModel(preset_config("tiny", image_size=S, sampling_steps=1)).eval()
+    with torch.no_grad():  # a fresh model's zero-initialised output layer answers nothing
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    own, swapped = open_loop_rollouts(model, store, **kw), open_loop_rollouts(model, store, swap_actions=True, **kw)
+    assert torch.equal(own.real, swapped.real)
+    assert not torch.equal(own.dreamed[:, 1:], swapped.dreamed[:, 1:])
+    # A model blind to the actions dreams the same frames either way: the noise is paired, only actions differ.
+    blind = WorldModel(preset_config("tiny", image_size=S, sampling_steps=1, action_input=False)).eval()
+    torch.nn.init.zeros_(blind.action_emb.weight)
+    own, swapped = open_loop_rollouts(blind, store, **kw), open_loop_rollouts(blind, store, swap_actions=True, **kw)
+    assert torch.equal(own.dreamed, swapped.dreamed)
+    rows = action_gain(own, swapped, [1, 4])
+    assert [r["action_gain_db"] for r in rows] == [0.0, 0.0]
+    assert "| 4 | " in action_gain_markdown(rows)
+    assert "| +0.00 |" in action_gain_markdown(rows)
+    with pytest.raises(ValueError, match="two rollouts"):
+        open_loop_rollouts(model, store, swap_actions=True, max_rollouts=1, **kw)
+
+
+def test_action_gain_is_how_much_closer_the_recorded_actions_dream():
+    g = torch.Generator().manual_seed(2)
+    real = torch.randint(60, 190, (6, 3, 3, S, S), dtype=torch.uint8, generator=g)
+    recorded = Rollouts(real=real, dreamed=real + 2, episodes=[0] * 6, starts=[0] * 6)  # 2 levels off
+    swapped = Rollouts(real=real, dreamed=real + 8, episodes=[0] * 6, starts=[0] * 6)  # 8 levels off
+    row = action_gain(recorded, swapped, [2])[0]
+    assert row["action_gain_db"] == pytest.approx(20 * np.log10(4), abs=1e-3)  # +12.04 dB
+    assert row["recorded_better_fraction"] == 1.0
+    other = Rollouts(real=real.flip(0), dreamed=real, episodes=[0] * 6, starts=[0] * 6)
+    with pytest.raises(ValueError, match="same starts"):
+        action_gain(recorded, other, [1])
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_side_by_side_video(tmp_path, suffix):
     import imageio.v2 as imageio
@@ -117,11 +156,16 @@ def test_eval_cli_on_held_out_split(ds, tmp_path, capsys):
     assert all(np.isfinite(r["model_psnr"]) for r in result["rows"])
     assert (tmp_path / "ev" / "dream.gif").exists()
     assert result["sigma_min"] == 0.05  # the model's own
+    assert [r["horizon"] for r in result["action_gain"]] == [1, 5]
+    assert all(np.isfinite(r["action_gain_db"]) for r in result["action_gain"])
+    assert "Do the dreams answer the actions?" in (tmp_path / "ev" / "world_model_eval.md").read_text()
     # Another sampler on the same rollouts (docs/results.md#the-sampler was measured this way).
     args = ["world-model", str(run), "--horizons", "1", "--video", "0", "--out", str(tmp_path / "ev2")]
     assert eval_main([*args, "--sampling-steps", "3", "--sigma-min", "0.002"]) == 0
     other = json.loads((tmp_path / "ev2" / "world_model_eval.json").read_text())
     assert (other["sampling_steps"], other["sigma_min"]) == (3, 0.002)
+    assert eval_main([*args, "--no-action-check", "--out", str(tmp_path / "ev3")]) == 0
+    assert json.loads((tmp_path / "ev3" / "world_model_eval.json").read_text())["action_gain"] is None
     assert "3 Euler steps, sigma_min 0.002" in capsys.readouterr().out
     assert eval_main([*args, "--sigma-min", "9"]) == 2
 

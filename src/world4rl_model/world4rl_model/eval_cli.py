@@ -1,8 +1,9 @@
 """`world4rl eval world-model|reward`: measure a trained world model or reward classifier on held-out episodes.
 
 world-model: open-loop rollouts at horizons 1, 5, 15 (PSNR, SSIM vs the real frames and vs a
-copy-last-frame baseline), a printed table plus JSON/markdown, and a side-by-side real | dreamed
-video. reward: accuracy, precision/recall and calibration (reliability table, ECE).
+copy-last-frame baseline), the action gain (the same rollouts dreamt with another episode's
+actions: do the dreams answer the actions?), a printed table plus JSON/markdown, and a side-by-side
+real | dreamed video. reward: accuracy, precision/recall and calibration (reliability table, ECE).
 Held-out episodes are the checkpoint's own validation split (recomputed from its split seed and
 fraction, which is stable when episodes were appended to the dataset since training).
 """
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", metavar="MODEL", required=True)
     wm = sub.add_parser(
         "world-model",
-        help="open-loop PSNR/SSIM at horizons 1/5/15 vs copy-last-frame; real|dreamed video",
+        help="open-loop PSNR/SSIM at horizons 1/5/15 vs copy-last-frame; action gain; real|dreamed video",
         description=__doc__.splitlines()[0],
     )
     wm.add_argument("checkpoint", help="world-model checkpoint dir or run dir (follows 'latest')")
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wm.add_argument("--gif", action="store_true", help="write a gif instead of an mp4")
     wm.add_argument("--seed", type=int, default=0)
     wm.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    wm.add_argument(
+        "--no-action-check",
+        dest="action_check",
+        action="store_false",
+        help="skip the second pass that dreams the same starts with another rollout's actions "
+        "(the 'action gain': whether the dreams answer the actions at all)",
+    )
     wm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     wm.set_defaults(_eval="world-model")
 
@@ -135,30 +143,40 @@ def _report_reward(model, store, ckpt: Path, ds, episodes: list[int], out: Path)
 
 def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episodes: list[int], out: Path) -> int:
     from world4rl_model.dataset import manifest_hash
-    from world4rl_model.evaluation import horizon_metrics, metrics_markdown, open_loop_rollouts, side_by_side_video
+    from world4rl_model.evaluation import (
+        action_gain,
+        action_gain_markdown,
+        horizon_metrics,
+        metrics_markdown,
+        open_loop_rollouts,
+        side_by_side_video,
+    )
 
     if args.sigma_min is not None:
         if args.sigma_min <= 0 or args.sigma_min >= model.config.sigma_max:
             print(f"--sigma-min must be in (0, {model.config.sigma_max}), got {args.sigma_min}", file=sys.stderr)
             return 2
         model.config.sigma_min = args.sigma_min
-    rollouts = open_loop_rollouts(
-        model,
-        store,
-        horizon=max(args.horizons),
-        stride=args.stride,
-        steps=args.sampling_steps,
-        seed=args.seed,
-        bf16=args.bf16,
-        max_rollouts=args.max_rollouts,
-    )
+    rollout_args = {
+        "horizon": max(args.horizons),
+        "stride": args.stride,
+        "steps": args.sampling_steps,
+        "seed": args.seed,
+        "bf16": args.bf16,
+        "max_rollouts": args.max_rollouts,
+    }
+    rollouts = open_loop_rollouts(model, store, **rollout_args)
     rows = horizon_metrics(rollouts, args.horizons)
+    gains = None
+    if args.action_check and len(rollouts.real) >= 2:
+        swapped = open_loop_rollouts(model, store, swap_actions=True, **rollout_args)
+        gains = action_gain(rollouts, swapped, args.horizons)
     sampling_steps = args.sampling_steps or model.config.sampling_steps
     title = (
         f"World model open loop on {len(episodes)} held-out episodes ({len(rollouts.real)} rollouts), "
         f"{sampling_steps} Euler steps, sigma_min {model.config.sigma_min:g}"
     )
-    md = metrics_markdown(rows, title)
+    md = metrics_markdown(rows, title) + ("\n" + action_gain_markdown(gains) if gains else "")
     result = {
         "checkpoint": str(ckpt),
         "step": config.get("step"),
@@ -169,6 +187,7 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
         "sampling_steps": sampling_steps,
         "sigma_min": model.config.sigma_min,
         "rows": rows,
+        "action_gain": gains,
     }
     (out / "world_model_eval.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "world_model_eval.md").write_text(md)
