@@ -82,7 +82,8 @@ class Adversary:
     KINDS: ClassVar[dict[str, float]] = {
         "policy": 0.25,
         "flip": 0.25,
-        "full": 0.3,
+        "full": 0.25,
+        "corner": 0.05,
         "nan": 0.05,
         "none": 0.05,
         "disarm": 0.05,
@@ -102,6 +103,9 @@ class Adversary:
         direction = rng.choice([-1.0, 0.0, 1.0], 3)
         if not np.any(direction):
             direction[rng.integers(3)] = 1.0
+        if kind == "corner":  # back and down at full speed, long enough to fold the elbow to its limit
+            self.episode = Episode(kind, int(rng.integers(30, 60)), np.array([-1.0, 0.0, -1.0]))
+            return
         # Full-speed stretches come first when a hold is next: the hold then starts from speed.
         self.episode = Episode(
             kind, int(rng.integers(1, 4) if kind in ("nan", "disarm") else rng.integers(3, 25)), direction
@@ -123,7 +127,7 @@ class Adversary:
         if ep.kind == "flip":  # saturated sign flips every cycle
             self.flip_sign = -self.flip_sign
             return np.append(self.flip_sign * ep.direction, gripper), self.last_input, False
-        if ep.kind == "full":
+        if ep.kind in ("full", "corner"):
             return np.append(ep.direction, gripper), self.last_input, False
         if ep.kind == "nan":
             bad = np.append(ep.direction, gripper)
@@ -242,7 +246,12 @@ def test_10000_adversarial_cycles_keep_every_command_within_the_fr3_limits():
     assert acceleration > 0.99
     assert record.messages > 0.6 * CYCLES
     assert sum(s > 0.5 for s in record.speeds_at_hold) > 50
-    assert {Reason.NONFINITE_TARGET, Reason.STALE_IMAGE, Reason.DISARMED, Reason.POSITION_CLIPPED} <= record.reasons
+    assert {Reason.NONFINITE_TARGET, Reason.STALE_IMAGE, Reason.DISARMED, Reason.WORKSPACE_EXIT} <= record.reasons
+    # ... and it ran the arm into a joint limit (the IK keeps its targets at the margin, where the filter's
+    # position clip would otherwise act).
+    commands = np.array(record.commands)
+    at_limit = (commands <= LO + params.joint_margin_rad + 1e-3) | (commands >= HI - params.joint_margin_rad - 1e-3)
+    assert at_limit.any(axis=1).sum() > 20
 
 
 def tcp_x(q) -> float:

@@ -5,7 +5,7 @@ through world4rl_policy.command_path.CommandPath (the IK from the measured joint
 filter, the jerk-limited smoother), as on the robot, and the simulator follows the joint command it
 sends. Prints each safety fault (seed, step, message, joints) and a summary: successes, faults by
 reason, and the largest joint change the IK asked for per episode (the filter faults beyond 0.5 rad).
-It finds the target jumps of an elbow at its limit (docs/results.md, session 15):
+It found the elbow-at-its-limit jumps that IKConfig.max_joint_step_rad now bounds (docs/results.md):
 
     .venv/bin/python scripts/results/command_path_episodes.py RUN/bc --task drawer --episodes 40
 """

@@ -152,6 +152,27 @@ def test_target_leads_a_stuck_arm_by_at_most_the_lead_bound():
         assert np.linalg.norm(ee(cycle.result.command) - ee(READY)) <= lead + EE_DELTA_SCALE_M + 1e-3
 
 
+def test_an_elbow_at_its_limit_is_not_a_target_jump():
+    # A policy pulling towards the base while joint 4 stands at its limit: with the IK unbounded the
+    # command path proposed a 0.6-0.7 rad reconfiguration and the filter disarmed; bounded, the arm
+    # goes on being commanded, one step-clipped command at a time.
+    import math
+
+    elbow_at_limit = np.array([0.16, -0.11, -0.49, -2.99, -0.2, 2.86, -0.11])  # as in test_fr3_kinematics
+    pull = np.array([-1.0, 0.0, 0.3, 0.0])
+    for ik, faults in ((fr3_kinematics.IKConfig(max_joint_step_rad=math.inf), True), (None, False)):
+        path = CommandPath(ik=ik)
+        path.arm(0.0, elbow_at_limit)
+        cycles = [
+            path.step(joint_positions=elbow_at_limit, action=pull, now=t, input_stamp=t, joint_state_stamp=t)
+            for t in (0.1, 0.2, 0.3, 0.4)
+        ]
+        assert any(c.result.fault == Reason.TARGET_JUMP for c in cycles) == faults
+    assert all(c.send_arm_command for c in cycles)
+    step = path.filter.params.step_bound()
+    assert all(np.all(np.abs(c.result.command - elbow_at_limit) <= step + 1e-9) for c in cycles)
+
+
 def test_an_arm_outside_the_box_is_led_back_in_without_a_jump():
     from world4rl_policy.safety_filter import SafetyParams
 

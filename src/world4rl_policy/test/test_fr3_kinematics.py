@@ -123,6 +123,32 @@ def test_ee_step_uses_free_joints_when_one_is_at_its_limit():
     assert progress > 0.005
 
 
+# The elbow (joint 4) at its limit with the hand pulled towards the base: where BC policies on drawer
+# took the arm through the command path (docs/results.md, session 15).
+ELBOW_AT_LIMIT = np.array([0.16, -0.11, -0.49, -2.99, -0.2, 2.86, -0.11])
+TOWARDS_THE_BASE = np.array([-0.048, 0.001, 0.015])  # the lead bound's 3 cm plus a 2 cm step
+
+
+def test_a_step_that_needs_a_reconfiguration_is_cut_short_not_demanded_at_once():
+    from world4rl_policy.safety_filter import SafetyParams
+
+    jump_limit = SafetyParams().max_target_distance_rad
+    q, delta = ELBOW_AT_LIMIT, TOWARDS_THE_BASE
+    unbounded = kin.ee_delta_to_joint_target(q, delta, config=kin.IKConfig(max_joint_step_rad=math.inf))
+    assert unbounded.at_limit[3]
+    assert np.max(np.abs(unbounded.q_target - q)) > jump_limit  # the other joints swing round: a jump
+    cut = kin.ee_delta_to_joint_target(q, delta)
+    assert cut.step_limited
+    assert np.max(np.abs(cut.q_target - q)) == pytest.approx(kin.IKConfig().max_joint_step_rad)
+    lo, hi = kin.joint_limits(kin.IKConfig().joint_margin_rad)
+    assert np.all((cut.q_target >= lo) & (cut.q_target <= hi))
+    # Along the way: the hand still moves towards the target, by a good part of the way.
+    direction = delta / np.linalg.norm(delta)
+    assert np.dot(kin.ee_position(cut.q_target) - kin.ee_position(q), direction) > 0.01
+    # An ordinary step is never cut.
+    assert not kin.ee_delta_to_joint_target(FR3_READY_POSE, [EE_DELTA_SCALE_M, 0.0, 0.0]).step_limited
+
+
 def test_action_semantics_and_clipping():
     q = np.array(FR3_READY_POSE)
     start = kin.ee_position(q)

@@ -47,6 +47,10 @@ from world4rl_spec import (
     GRIPPER_OPEN_WIDTH_M,
 )
 
+# Joint position measurement noise the smoother leaves room for below the filter's step bound [rad]:
+# FR3 encoders resolve ~1e-5 rad; 1e-4 is 0.1 % of the franka profile's 0.1 rad step.
+MEASUREMENT_TOLERANCE_RAD = 1e-4
+
 
 def _action_shape_fault(action) -> Event | None:
     """A fault if `action` (None: no decision) is not ACTION_DIM numbers."""
@@ -198,9 +202,12 @@ class CommandPath:
 
     def _make_smoother(self) -> JointSmoother:
         velocity, acceleration, jerk = self.filter.params.motion_limits()
-        # A hair below the step bound, so float rounding never reads as a step to clip.
+        # The filter bounds each step from the measured position, the smoother plans from its last
+        # command: planned a measurement tolerance below the step bound, encoder noise never makes a
+        # full-speed command read as a step to clip (a clip there would bend the jerk-limited plan).
+        margin = np.minimum(MEASUREMENT_TOLERANCE_RAD, 0.01 * velocity * self.filter.params.control_period_s)
         return JointSmoother(
-            velocity * (1.0 - 1e-9),
+            velocity - margin / self.filter.params.control_period_s,
             acceleration,
             jerk,
             self.filter.params.control_period_s,

@@ -140,6 +140,12 @@ class IKConfig:
     max_iterations: int = 6  # Newton iterations per step (2 cm steps converge in 2-3)
     tolerance_m: float = 1e-5  # stop once the weighted task error is below this
     joint_margin_rad: float = 0.05  # stay this far inside the FR3 position limits
+    # No joint moves further than this from the measured position in one solve [rad]. A 2 cm step
+    # needs at most ~0.2 rad away from singularities; a larger solution is a reconfiguration (an
+    # elbow at its limit while the drawer is pulled towards the base: the other joints swing round to
+    # make up for it, 0.52-0.70 rad), which the arm approaches a bounded step at a time instead of
+    # demanding at once, a target the safety filter refuses as a jump (max_target_distance_rad, 0.5).
+    max_joint_step_rad: float = 0.3
     tcp_offset_m: float = HAND_TCP_OFFSET_M
     tcp_yaw_rad: float = HAND_TCP_YAW_RAD
 
@@ -151,6 +157,7 @@ class IKResult:
     rotation_error_rad: float  # angle between the target orientation and FK(q_target)'s
     iterations: int
     at_limit: np.ndarray  # [7] bool: joints the limits stopped
+    step_limited: bool = False  # the solution was cut short at max_joint_step_rad from q
 
 
 def joint_limits(margin_rad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +175,8 @@ def solve_pose_step(
     default: the current orientation), by damped least squares, never leaving the joint limits.
 
     Joints that would cross a limit are clamped there and removed from the next iteration, so
-    the remaining joints make up for them where they can.
+    the remaining joints make up for them where they can, but none moves more than
+    `config.max_joint_step_rad` from `q`: a longer step is cut short along its direction.
     """
     cfg = config or IKConfig()
     q0 = _as_joints(q)
@@ -181,6 +189,8 @@ def solve_pose_step(
     target_rotation = np.asarray(target_rotation, dtype=np.float64)
     weights = np.array([1.0, 1.0, 1.0, cfg.rotation_weight, cfg.rotation_weight, cfg.rotation_weight])
     at_limit = np.zeros(NUM_JOINTS, dtype=bool)
+    step_limited = False
+    q_start = qk.copy()
     iterations = 0
     for iterations in range(1, cfg.max_iterations + 1):
         err = np.concatenate([target_position - frames[-1, :3, 3], rotation_error(target_rotation, frames[-1, :3, :3])])
@@ -198,10 +208,17 @@ def solve_pose_step(
         newly = ((q_new < lo) | (q_new > hi)) & ~at_limit
         at_limit |= newly
         qk = np.clip(q_new, lo, hi)
+        longest = float(np.max(np.abs(qk - q_start)))
+        if longest > cfg.max_joint_step_rad:
+            # Inside the limits still: a point between two configurations that both are.
+            qk = q_start + (qk - q_start) * (cfg.max_joint_step_rad / longest)
+            step_limited = True
         frames = link_frames(qk, cfg.tcp_offset_m, cfg.tcp_yaw_rad)
+        if step_limited:
+            break
     pos_err = float(np.linalg.norm(target_position - frames[-1, :3, 3]))
     rot_err = float(np.linalg.norm(rotation_error(target_rotation, frames[-1, :3, :3])))
-    return IKResult(qk, pos_err, rot_err, iterations, at_limit)
+    return IKResult(qk, pos_err, rot_err, iterations, at_limit, step_limited)
 
 
 def ee_delta_to_joint_target(q, delta_m, target_rotation=None, config: IKConfig | None = None) -> IKResult:
