@@ -102,7 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a demo run directory (bc/, world_model/, reward/, coverage/, refined/)")
     parser.add_argument("--task", default="reach", help="embedded-sim task (default: reach)")
-    parser.add_argument("--horizon", type=int, default=30, help="dreamt steps from a first frame (default: 30)")
+    parser.add_argument(
+        "--horizon", type=int, help="dreamt steps from a first frame (default: the reward calibration's, the robot's)"
+    )
     parser.add_argument("--batches", type=int, default=6, help="batches of dreams per variation (default: 6)")
     parser.add_argument("--num-envs", type=int, default=128, help="dreams per batch (default: 128)")
     parser.add_argument("--episodes", type=int, default=100, help="true-sim episodes per variation (default: 100)")
@@ -110,7 +112,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dreams = imagined(args.run, args.task, args.horizon, args.batches, args.num_envs)
+    calibration = json.loads((args.run / "refined" / "reward_calibration.json").read_text())
+    dreams = imagined(args.run, args.task, args.horizon or calibration["horizon"], args.batches, args.num_envs)
     robot = real(args.run, args.task, args.episodes, args.seed)
     print(f"\n| variation | imagined ({args.batches * args.num_envs} dreams) | real ({args.episodes} episodes) |")
     print("|---|---|---|")

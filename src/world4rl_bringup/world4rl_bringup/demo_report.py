@@ -26,7 +26,7 @@ from pathlib import Path
 CURVES = {
     "reward": ["train/loss", "val/bce", "val/balanced_accuracy"],
     "bc": ["train/nll", "val/nll", "val/mse"],
-    "world_model": ["train/loss", "val/loss", "val/psnr_1step"],
+    "world_model": ["train/loss", "val/loss", "val/psnr_1step", "val/action_gain_db"],
     "refined": ["imagined/episode_success", "imagined/episode_return", "ppo/kl_bc"],
 }
 

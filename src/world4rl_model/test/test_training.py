@@ -176,3 +176,30 @@ def test_reward_on_dreams_labels_each_dream_with_the_real_outcome_and_reports_on
     assert dreams["frames"]["n"] == sum(r["n"] for r in dreams["per_horizon"].values()) > 0
     assert set(dreams["per_horizon"]) == {"1", "2", "3"}
     assert "World-model dreams of the held-out episodes" in (tmp_path / "rw" / "report.md").read_text()
+
+
+def test_validation_reports_how_much_the_one_step_prediction_owes_to_the_action(square_ds, tmp_path):
+    from contextlib import nullcontext
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from world4rl_model.data import EpisodeStore
+    from world4rl_model.dataset import Dataset
+    from world4rl_model.training import _validate
+    from world4rl_model.world_model import WorldModel, preset_config
+
+    run = train_world_model(_cfg(square_ds, tmp_path / "run", steps=4))
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    gains = [e.value for e in events.Scalars("val/action_gain_db")]
+    assert len(gains) == 1
+    assert torch.isfinite(torch.tensor(gains)).all()
+    # A model blind to the actions predicts the same frame after any action: no gain, exactly (same noise).
+    blind = WorldModel(preset_config("tiny", image_size=16, action_input=False))
+    with torch.no_grad():
+        for p in blind.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        torch.nn.init.zeros_(blind.action_emb.weight)
+    store = EpisodeStore(Dataset(square_ds), list(range(4)))
+    metrics, _ = _validate(blind, store, _cfg(square_ds, tmp_path / "v"), "cpu", nullcontext)
+    assert metrics["val/action_gain_db"] == 0.0

@@ -27,6 +27,7 @@ from world4rl_model.world_model import (
     WorldModelConfig,
     count_parameters,
     frames_to_float,
+    pooled_psnr,
     preset_config,
     psnr,
 )
@@ -177,13 +178,20 @@ def _validate(
     starts = store.sample_starts(cfg.val_samples, 1, g)
     frames, actions = store.gather(starts, t, 1)
     model.eval()
+    # The same next frames dreamt after another sample's last action (same noise): how much the
+    # model's prediction owes to the action (evaluation.action_gain over one step).
+    other = actions[:, :t].clone()
+    other[:, -1] = actions[:, t - 1].roll(len(starts) // 2, dims=0)
     gdev = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "val-noise"))
-    losses, preds = [], []
+    sample_seed = derive_seed(cfg.seed, "val-sample")
+    losses, preds, swapped = [], [], []
     for i in range(0, len(starts), cfg.batch_size):
-        f, a = frames[i : i + cfg.batch_size], actions[i : i + cfg.batch_size]
+        f, a, o = frames[i : i + cfg.batch_size], actions[i : i + cfg.batch_size], other[i : i + cfg.batch_size]
         with autocast():
             losses.append(model.loss(f[:, :t], a[:, :t], f[:, t], generator=gdev).item() * len(f))
-            preds.append(model.sample(f[:, :t], a[:, :t], generator=gdev))
+            for acts, out in ((a[:, :t], preds), (o, swapped)):
+                g = torch.Generator(device=device).manual_seed(sample_seed + i)
+                out.append(model.sample(f[:, :t], acts, generator=g))
     model.train()
     pred = torch.cat(preds).float()
     real = frames_to_float(frames[:, t])
@@ -192,6 +200,7 @@ def _validate(
         "val/loss": sum(losses) / len(starts),
         "val/psnr_1step": psnr(pred, real).mean().item(),
         "val/psnr_copy_last": psnr(last, real).mean().item(),
+        "val/action_gain_db": pooled_psnr(pred, real) - pooled_psnr(torch.cat(swapped).float(), real),
     }
     n = min(8, len(pred))
     # Rows of [last context | real next | dreamed next], as uint8 [3, H * n, W * 3].
