@@ -168,6 +168,7 @@ def test_eval_cli_on_held_out_split(ds, tmp_path, capsys):
     assert json.loads((tmp_path / "ev3" / "world_model_eval.json").read_text())["action_gain"] is None
     assert "3 Euler steps, sigma_min 0.002" in capsys.readouterr().out
     assert eval_main([*args, "--sigma-min", "9"]) == 2
+    assert eval_main([*args, "--still-levels", "-1"]) == 2
 
 
 def test_eval_cli_reward_classifier_on_held_out_split(ds, tmp_path, capsys):

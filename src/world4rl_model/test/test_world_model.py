@@ -172,7 +172,7 @@ def _square_x(img: torch.Tensor) -> torch.Tensor:
 def test_residual_target_diffuses_the_change_from_the_last_frame():
     from world4rl_model.world_model import RESIDUAL_SIGMAS, WorldModelConfig
 
-    m = _tiny(target="residual")
+    m = _tiny(target="residual", still_levels=0)
     assert {k: getattr(m.config, k) for k in RESIDUAL_SIGMAS} == RESIDUAL_SIGMAS  # its own noise scale
     assert WorldModelConfig.from_dict({k: v for k, v in _tiny().config.to_dict().items() if k != "target"}).target == (
         "frame"  # checkpoints from before the option diffuse frames
@@ -193,6 +193,32 @@ def test_residual_target_diffuses_the_change_from_the_last_frame():
     same = m.loss(frames, actions, frames[:, -1], generator=torch.Generator().manual_seed(2))
     zero = frame_model.loss(frames, actions, torch.zeros_like(last), generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(same, zero)
+
+
+def test_a_residual_change_below_still_levels_leaves_the_pixel_exactly_as_it_was():
+    frames, actions = _batch()
+    last = frames[:, -1]
+    m = _tiny(target="residual", still_levels=0)
+    with torch.no_grad():  # a network whose predicted change is small but not zero everywhere
+        for p in m.parameters():
+            p.add_(0.02 * torch.randn_like(p, generator=torch.Generator().manual_seed(p.numel())))
+    change = m.sample(frames, actions, generator=torch.Generator().manual_seed(1), quantize=False) - frames_to_float(
+        last
+    )
+    unclipped = (change + frames_to_float(last)).abs() < 1
+    # Off the 3-level edge (float rounding), away from the range's ends (the clamp hides the change there).
+    small, large = unclipped & (change.abs() < 2.9 / 127.5), unclipped & (change.abs() > 3.1 / 127.5)
+    assert small.float().mean() > 0.2
+    assert large.float().mean() > 0.05
+    m.config.still_levels = 3.0
+    dream = m.sample(frames, actions, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(frames_to_uint8(dream)[small], last[small])  # still, exactly
+    torch.testing.assert_close(dream[large], quantize_frames(change + frames_to_float(last))[large])
+    # A frame model diffuses whole frames: the setting does not apply.
+    plain, with_levels = _tiny(still_levels=0), _tiny(still_levels=8.0)
+    with_levels.load_state_dict(plain.state_dict())
+    samples = [x.sample(frames, actions, generator=torch.Generator().manual_seed(1)) for x in (plain, with_levels)]
+    assert torch.equal(*samples)
 
 
 # The residual target learns the action's effect more slowly here: after the same 800 steps its

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wm.add_argument("--max-rollouts", type=int, help="cap on the number of rollouts")
     wm.add_argument("--sampling-steps", type=int, help="Euler steps (default: the model's)")
     wm.add_argument("--sigma-min", type=float, help="the last denoising step's sigma (default: the model's)")
+    wm.add_argument(
+        "--still-levels",
+        type=float,
+        help="residual models: a sampled change below this many intensity levels is no change (default: the model's)",
+    )
     wm.add_argument("--out", help="output dir for metrics JSON/markdown and the video (default: CHECKPOINT/eval)")
     wm.add_argument("--video", type=int, default=4, help="rollouts shown in the video (0: none)")
     wm.add_argument("--gif", action="store_true", help="write a gif instead of an mp4")
@@ -157,6 +162,11 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
             print(f"--sigma-min must be in (0, {model.config.sigma_max}), got {args.sigma_min}", file=sys.stderr)
             return 2
         model.config.sigma_min = args.sigma_min
+    if args.still_levels is not None:
+        if args.still_levels < 0:
+            print(f"--still-levels must be >= 0, got {args.still_levels}", file=sys.stderr)
+            return 2
+        model.config.still_levels = args.still_levels
     rollout_args = {
         "horizon": max(args.horizons),
         "stride": args.stride,
@@ -186,6 +196,7 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
         "rollouts": len(rollouts.real),
         "sampling_steps": sampling_steps,
         "sigma_min": model.config.sigma_min,
+        "still_levels": model.config.still_levels if model.config.target == "residual" else None,
         "rows": rows,
         "action_gain": gains,
     }
