@@ -185,6 +185,7 @@ def _report_world_model(args, model, config: dict, store, ckpt: Path, ds, episod
     title = (
         f"World model open loop on {len(episodes)} held-out episodes ({len(rollouts.real)} rollouts), "
         f"{sampling_steps} Euler steps, sigma_min {model.config.sigma_min:g}"
+        + (f", still_levels {model.config.still_levels:g}" if model.config.target == "residual" else "")
     )
     md = metrics_markdown(rows, title) + ("\n" + action_gain_markdown(gains) if gains else "")
     result = {
