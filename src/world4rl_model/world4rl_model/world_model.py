@@ -74,7 +74,7 @@ class WorldModelConfig:
     action_input: bool = True  # actions also enter the first layer, not only the adaptive norms (see WorldModel)
     # Residual target only: a sampled change smaller than this many 8-bit intensity levels is no change,
     # so a still pixel stays exactly as it was instead of shimmering by the model's last-level error. On
-    # three demo-scale world models 4 levels raised per-image PSNR at horizons 1 and 5 by 0.1-0.8 dB,
+    # three demo-scale world models 4 levels raised per-image PSNR at horizons 1 and 5 by 0.3-0.8 dB,
     # pooled PSNR by 0.1-0.2 dB and SSIM past copy-last's (docs/results.md#still-pixels-stay-still-session-16).
     still_levels: float = 4.0
 
