@@ -14,7 +14,6 @@ the dreams. The gripper command stays BC's in every variation. Measured on a dem
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +38,10 @@ def vary(name: str, action, rng):
     return out.clamp(-1, 1) if isinstance(out, torch.Tensor) else np.clip(out, -1, 1).astype(np.float32)
 
 
-def imagined(run: Path, task: str, horizon: int, batches: int, num_envs: int) -> dict[str, float]:
+def imagined(run: Path, task: str, horizon: int, threshold: float, batches: int, num_envs: int) -> dict[str, float]:
     from world4rl_model.env import WorldModelEnv
     from world4rl_policy.policy import load_policy_module, recent_frames
 
-    threshold = json.loads((run / "refined" / "reward_calibration.json").read_text())["threshold"]
     env = WorldModelEnv.from_checkpoints(
         run / "world_model", run / "reward", run / "coverage", num_envs, horizon=horizon + 1, task=task,
         threshold=threshold, bf16=True, terminate_on_success=False,
@@ -112,8 +110,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    calibration = json.loads((args.run / "refined" / "reward_calibration.json").read_text())
-    dreams = imagined(args.run, args.task, args.horizon or calibration["horizon"], args.batches, args.num_envs)
+    from world4rl_policy.reward_calibration import read_calibration
+
+    calibration = read_calibration(args.run / "refined")
+    if calibration is None:
+        parser.error(f"{args.run / 'refined'}: no reward calibration (refine with --reward-calibration)")
+    horizon = args.horizon or calibration["horizon"]
+    dreams = imagined(args.run, args.task, horizon, calibration["threshold"], args.batches, args.num_envs)
     robot = real(args.run, args.task, args.episodes, args.seed)
     print(f"\n| variation | imagined ({args.batches * args.num_envs} dreams) | real ({args.episodes} episodes) |")
     print("|---|---|---|")

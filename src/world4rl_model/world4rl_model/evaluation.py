@@ -63,7 +63,7 @@ def open_loop_rollouts(
         raise ValueError(f"no held-out episode is longer than the horizon {horizon}")
     if swap_actions and len(starts) < 2:
         raise ValueError("swapping actions needs at least two rollouts")
-    others = starts.roll(len(starts) // 2)
+    others = starts.roll(len(starts) // 2) if swap_actions else None
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     reals, dreams = [], []
