@@ -220,7 +220,7 @@ def test_demo_sizes_load_with_their_values():
     from world4rl_bringup.demo_cli import Sizes, load_sizes
 
     assert load_sizes("small") == Sizes(15, 0.1, 1200, 1.0, 5.0, "small", 8192, 40, 100, 30, "residual", 1e-3, 1)
-    assert load_sizes("full") == Sizes(400, 0.1, 3000, 10.0, 50.0, "default", 40960, 100, 150, 30, "residual", 5e-4, 1)
+    assert load_sizes("full") == Sizes(50, 0.1, 3000, 10.0, 45.0, "default", 40960, 100, 150, 30, "frame", 5e-4, 2, 3)
     assert isinstance(load_sizes("small").world_model_minutes, float)  # "5.0" in the command line, as before
     with pytest.raises(ValueError, match="no such size"):
         load_sizes("huge")
@@ -250,8 +250,8 @@ def test_the_demos_trainer_command_lines_parse_into_the_settings_it_means(size, 
     )  # fmt: skip
     assert parsed["reward"].dream_world_model == str(tmp_path / "world_model")
     refine = parsed["refine"]
-    assert (refine.total_steps, refine.task, refine.progress, refine.dataset) == (
-        sizes.refine_steps, "reach", False, str(tmp_path / "coverage")
+    assert (refine.total_steps, refine.task, refine.progress, refine.dataset, refine.seeds) == (
+        sizes.refine_steps, "reach", False, str(tmp_path / "coverage"), sizes.refine_seeds
     )  # fmt: skip
     # the recipe: short dreams from any frame, a calibrated threshold, the gate judging from 2 dreams per start
     assert (refine.start, refine.horizon, refine.reward_calibration, refine.kl_bc_coef) == ("any", 10, True, 0.1)
