@@ -19,6 +19,8 @@ from world4rl_spec.action import (
     GRIPPER_GRASP_FORCE_N,
     GRIPPER_OPEN_WIDTH_M,
     GRIPPER_SPEED_M_S,
+    GRIPPER_SWITCH_THRESHOLD,
+    gripper_state_after,
 )
 from world4rl_spec.camera import CAMERA_FPS, CAMERA_HEIGHT, CAMERA_WIDTH, LEARNING_IMAGE_SIZE
 from world4rl_spec.names import check_task_name
@@ -56,7 +58,9 @@ __all__ = [
     "GRIPPER_GRASP_FORCE_N",
     "GRIPPER_OPEN_WIDTH_M",
     "GRIPPER_SPEED_M_S",
+    "GRIPPER_SWITCH_THRESHOLD",
     "LEARNING_IMAGE_SIZE",
     "check_task_name",
+    "gripper_state_after",
     "topics",
 ]

@@ -3,7 +3,10 @@
 An action is (dx, dy, dz, gripper) in [-1, 1]^4, as in World4RL's Meta-World and Franka setups:
 - dx, dy, dz: end-effector position delta in the robot base frame, EE_DELTA_SCALE_M metres per
   unit per control step (so at most 0.02 m per 0.1 s step, 0.2 m/s);
-- gripper: -1 fully open, +1 fully closed (Meta-World's sign), linear in finger width between.
+- gripper: -1 open, +1 closed (Meta-World's sign). The Franka Hand is binary (franka_gripper's Grasp
+  and Move): an action beyond +/-GRIPPER_SWITCH_THRESHOLD closes or opens it, anything in between
+  keeps its state (`gripper_state_after`), and the fingers travel at GRIPPER_SPEED_M_S; the runtime's
+  command path and the embedded sim's own controller follow the same rule.
 """
 
 from collections.abc import Sequence
@@ -26,21 +29,22 @@ GRIPPER_CLOSED_WIDTH_M = 0.0
 # The finger speed of gripper goals (franka_gripper Move/Grasp; the sim's gripper for a goal without
 # one) [m/s], and the force of a grasp [N].
 GRIPPER_SPEED_M_S = 0.1
+# |gripper action| beyond which the gripper closes or opens; in between it keeps its state (hysteresis
+# against chatter from a policy's sampled or noisy gripper action).
+GRIPPER_SWITCH_THRESHOLD = 0.2
 GRIPPER_GRASP_FORCE_N = 40.0
 
 
-def gripper_action_to_width(gripper: float) -> float:
-    """Map the gripper action in [-1, 1] to a finger width [m] (-1 open, +1 closed)."""
-    g = min(max(float(gripper), ACTION_LOW), ACTION_HIGH)
-    fraction_closed = (g - ACTION_LOW) / (ACTION_HIGH - ACTION_LOW)
-    return GRIPPER_OPEN_WIDTH_M + fraction_closed * (GRIPPER_CLOSED_WIDTH_M - GRIPPER_OPEN_WIDTH_M)
-
-
-def width_to_gripper_action(width: float) -> float:
-    """Inverse of gripper_action_to_width, clipped to [-1, 1]."""
-    span = GRIPPER_CLOSED_WIDTH_M - GRIPPER_OPEN_WIDTH_M
-    fraction_closed = (float(width) - GRIPPER_OPEN_WIDTH_M) / span
-    return min(max(ACTION_LOW + fraction_closed * (ACTION_HIGH - ACTION_LOW), ACTION_LOW), ACTION_HIGH)
+def gripper_state_after(
+    gripper: float, closed: bool | None, threshold: float = GRIPPER_SWITCH_THRESHOLD
+) -> bool | None:
+    """The gripper's state after a gripper action: True closed (action > threshold), False open
+    (action < -threshold), else the state before (`closed`; None: not known yet)."""
+    if gripper > threshold:
+        return True
+    if gripper < -threshold:
+        return False
+    return closed
 
 
 def describe_action_space(dim: int = ACTION_DIM, names: Sequence[str] | None = None, **extra: Any) -> dict[str, Any]:

@@ -20,9 +20,10 @@ node). Each control cycle:
          open/closed state changes. After a disarm the stop keeps being sent until the arm is
          at rest; then nothing is sent, so an operator can guide a disarmed arm by hand.
 
-The gripper is binary here, like Franka's: an action above +threshold grasps (franka_gripper's
-Grasp with wide epsilons, so any object width counts as success), below -threshold opens (Move
-to the open width); in between keeps the last command (hysteresis against chatter).
+The gripper is binary here, like Franka's (world4rl_spec.gripper_state_after, the rule the sim's own
+controller follows too): an action above +threshold grasps (franka_gripper's Grasp with wide
+epsilons, so any object width counts as success), below -threshold opens (Move to the open width);
+in between keeps the last command (hysteresis against chatter).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from world4rl_spec import (
     FR3_JOINT_POSITION_MIN,
     GRIPPER_CLOSED_WIDTH_M,
     GRIPPER_OPEN_WIDTH_M,
+    GRIPPER_SWITCH_THRESHOLD,
+    gripper_state_after,
 )
 
 # Joint position measurement noise the smoother leaves room for below the filter's step bound [rad]:
@@ -73,7 +76,7 @@ class GripperCommand:
 
 @dataclass
 class CommandPathParams:
-    gripper_threshold: float = 0.2  # |gripper action| beyond which the open/closed state changes
+    gripper_threshold: float = GRIPPER_SWITCH_THRESHOLD  # |gripper action| beyond which the open/closed state changes
     # The TCP target may lead the measured TCP by at most this much [m] (no wind-up against
     # an obstacle: pushing on the table does not store up a jump for later).
     max_target_lead_m: float = EE_TARGET_MAX_LEAD_M
@@ -243,14 +246,8 @@ class CommandPath:
     def _gripper_command(self, result: FilterResult) -> GripperCommand | None:
         if result.gripper is None:
             return None
-        threshold = self.params.gripper_threshold
-        if result.gripper > threshold:
-            closed = True
-        elif result.gripper < -threshold:
-            closed = False
-        else:
-            return None
-        if closed == self._gripper_closed:
+        closed = gripper_state_after(result.gripper, self._gripper_closed, self.params.gripper_threshold)
+        if closed is None or closed == self._gripper_closed:
             return None
         self._gripper_closed = closed
         return (

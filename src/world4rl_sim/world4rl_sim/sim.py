@@ -4,7 +4,10 @@ Two levels of control share one MuJoCo state:
 - high level (the gymnasium env, scripted experts): `apply_action(action)` takes the normalised
   action (dx, dy, dz, gripper) in [-1, 1], moves an end-effector target by
   action[:3] * EE_DELTA_SCALE_M metres, turns it into joint targets by damped-least-squares IK
-  (gripper kept pointing down) and runs one control period (1 / CONTROL_RATE_HZ) of physics;
+  (gripper kept pointing down), opens or closes the gripper as the runtime does on the robot
+  (binary, with hysteresis: world4rl_spec.gripper_state_after; the finger target ramps at
+  GRIPPER_SPEED_M_S, as the ROS gripper servers' goals do) and runs one control period
+  (1 / CONTROL_RATE_HZ) of physics;
 - low level (the ROS node, like franka_ros2's controllers): `set_arm_targets(q_fr3)`,
   `set_gripper_width(width)`, `step_physics(n)`, `render(width, height)`.
 Joint positions cross this class's boundary in the FR3 convention (world4rl_spec names, joint 6
@@ -36,8 +39,15 @@ from world4rl_sim.robot import (
 )
 from world4rl_sim.scene import FRONT_CAMERA, RenderConfig, SceneAppearance, SceneVariation, build_model
 from world4rl_sim.tasks import TASK_REGISTRY, TASKS, Task, TaskState
-from world4rl_spec import CONTROL_RATE_HZ, EE_DELTA_SCALE_M, EE_TARGET_MAX_LEAD_M
-from world4rl_spec.action import gripper_action_to_width
+from world4rl_spec import (
+    CONTROL_RATE_HZ,
+    EE_DELTA_SCALE_M,
+    EE_TARGET_MAX_LEAD_M,
+    GRIPPER_CLOSED_WIDTH_M,
+    GRIPPER_OPEN_WIDTH_M,
+    GRIPPER_SPEED_M_S,
+    gripper_state_after,
+)
 
 
 @dataclasses.dataclass
@@ -56,6 +66,10 @@ class SimConfig:
     workspace_max: tuple[float, float, float] = (0.75, 0.35, 0.45)
     # The target may lead the measured tcp by at most this much (no wind-up against obstacles).
     max_target_lead_m: float = EE_TARGET_MAX_LEAD_M
+    # The fingers' speed under apply_action: the franka_gripper goals' speed, which the ROS sim's
+    # gripper servers ramp at too (a faster gripper here made the sim-API pick_place expert ~1.5x
+    # quicker than the same expert through the ROS graph).
+    gripper_speed_m_s: float = GRIPPER_SPEED_M_S
     ik: IKConfig = dataclasses.field(default_factory=IKConfig)
 
 
@@ -160,6 +174,7 @@ class FrankaSim:
         self.data.ctrl[self._arm_act] = q
         self.data.qpos[self._finger_qadr] = FINGER_MAX_M
         self.data.ctrl[self._finger_act] = FINGER_MAX_M
+        self._gripper_closed = False
         self.task.reset(self, rng)
         mujoco.mj_forward(self.model, self.data)
         self._ee_target = self.tcp_position()
@@ -289,12 +304,16 @@ class FrankaSim:
             raise ValueError(f"action must be 4 finite numbers (dx, dy, dz, gripper), got {action!r}")
         q_start = self.data.ctrl[self._arm_act].copy()
         q_goal = self.action_to_joint_targets(action)
-        self.set_gripper_width(gripper_action_to_width(action[3]))
+        self._gripper_closed = gripper_state_after(float(action[3]), self._gripper_closed)
+        width_goal = GRIPPER_CLOSED_WIDTH_M if self._gripper_closed else GRIPPER_OPEN_WIDTH_M
         chunks = max(1, min(self.config.interpolation_chunks, self.substeps))
         done = 0
         for k in range(1, chunks + 1):
             self.data.ctrl[self._arm_act] = q_start + (q_goal - q_start) * (k / chunks)
             n = round(self.substeps * k / chunks) - done
+            width = self.gripper_target_width()
+            travel = self.config.gripper_speed_m_s * n * self.model.opt.timestep
+            self.set_gripper_width(width + float(np.clip(width_goal - width, -travel, travel)))
             mujoco.mj_step(self.model, self.data, nstep=n)
             done += n
         self.steps += 1

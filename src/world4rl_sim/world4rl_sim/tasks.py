@@ -402,7 +402,10 @@ class PickPlace(Task):
         grasped = near_cube and width < PickPlace.GRASP_WIDTH_MAX and cube[2] > h - 0.005
         placed = np.all(np.abs(cube[:2] - goal[:2]) < 0.02) and abs(cube[2] - goal[2]) < 0.01
         if placed:
-            # Let go and lift away.
+            # Let go, then lift away once the fingers have opened (they open at the gripper's speed:
+            # lifting sooner drags the cube off the platform).
+            if width < 2 * h + 0.01:
+                return move_towards(state.ee_target, tcp, OPEN)
             return move_towards(state.ee_target, [tcp[0], tcp[1], travel_z + 0.03], OPEN, gain=0.5)
         if grasped:
             xy_err = float(np.linalg.norm(goal[:2] - tcp[:2]))
