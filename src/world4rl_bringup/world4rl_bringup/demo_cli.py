@@ -30,7 +30,7 @@ where it measured faster (see `stages`); each logs what its processes ran with (
 `--size small` (default) is sized for ~20 minutes on 2 CPU cores; `--size full` uses the sizes of
 the refinement benchmark's recipe (bench/profiles/recipe.yaml: the paper's 50 demonstrations, 150 BC
 rollouts and 30 random walks, the default world model, three PPO seeds), for a task where refinement
-pays (`--task pick_place`), in about 2 hours.
+paid (`--task pick_place`), in about 1.5 hours.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("world4rl_data/demo"), help="run directory")
     parser.add_argument("--task", default="drawer", help="sim task (default: drawer)")
     parser.add_argument(
-        "--size", default="small", help="small (default): ~20 min on 2 cores; full: the benchmark recipe's sizes, ~2 h"
+        "--size", default="small", help="small (default): ~20 min on 2 cores; full: the benchmark recipe's sizes, ~1.5 h"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of collection and training")
     parser.add_argument("--redo", nargs="*", default=[], metavar="STAGE", help="run these stages again")
