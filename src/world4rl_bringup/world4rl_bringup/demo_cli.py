@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("world4rl_data/demo"), help="run directory")
     parser.add_argument("--task", default="drawer", help="sim task (default: drawer)")
     parser.add_argument(
-        "--size", default="small", help="small (default): ~20 min on 2 cores; full: the benchmark recipe's sizes, ~1.5 h"
+        "--size", default="small", help="small (default): ~20 min on 2 cores; full: benchmark recipe sizes, ~1.5 h"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of collection and training")
     parser.add_argument("--redo", nargs="*", default=[], metavar="STAGE", help="run these stages again")
