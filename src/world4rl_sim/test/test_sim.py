@@ -143,7 +143,7 @@ def test_the_gripper_is_binary_with_hysteresis_like_the_robots(sim):
 def test_the_gripper_closes_as_fast_as_the_ros_gripper_servers_close_it():
     """apply_action's fingers against a Grasp goal of the ROS sim's gripper server (sim_commands.GripperGoal,
     advanced per physics chunk as the stepper does), from the same state: the same widths, step by step.
-    (A gripper 4x faster here made the sim-API pick_place expert ~1.5x quicker than through ROS.)"""
+    (It was ~4x faster here, so a grasp took one control step in the sim and four on the robot.)"""
     direct, served = FrankaSim("pick_place", seed=3), FrankaSim("pick_place", seed=3)
     chunks = direct.config.interpolation_chunks
     chunk = direct.substeps // chunks

@@ -67,8 +67,8 @@ class SimConfig:
     # The target may lead the measured tcp by at most this much (no wind-up against obstacles).
     max_target_lead_m: float = EE_TARGET_MAX_LEAD_M
     # The fingers' speed under apply_action: the franka_gripper goals' speed, which the ROS sim's
-    # gripper servers ramp at too (a faster gripper here made the sim-API pick_place expert ~1.5x
-    # quicker than the same expert through the ROS graph).
+    # gripper servers ramp at too (it was ~4x faster here: pick_place's grasps then took one step,
+    # on the robot four; docs/results.md, "The sim's gripper against the robot's").
     gripper_speed_m_s: float = GRIPPER_SPEED_M_S
     ik: IKConfig = dataclasses.field(default_factory=IKConfig)
 
