@@ -247,7 +247,7 @@ class CommandPath:
         if result.gripper is None:
             return None
         closed = gripper_state_after(result.gripper, self._gripper_closed, self.params.gripper_threshold)
-        if closed is None or closed == self._gripper_closed:
+        if closed == self._gripper_closed:  # also None before the first command outside the band
             return None
         self._gripper_closed = closed
         return (

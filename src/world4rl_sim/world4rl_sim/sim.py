@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import math
 import os
 
 import mujoco
@@ -209,6 +210,15 @@ class FrankaSim:
     def gripper_target_width(self) -> float:
         return float(2 * self.data.ctrl[self._finger_act[0]])
 
+    def ramp_gripper_width(self, width: float, travel: float) -> bool:
+        """Move the finger target towards `width` by at most `travel` [m] (a gripper goal's speed times
+        the physics to come); True once it is there. apply_action and the ROS gripper servers'
+        goals (sim_commands.GripperGoal) both ramp with it."""
+        current = self.gripper_target_width()
+        arrived = abs(width - current) <= travel
+        self.set_gripper_width(width if arrived else current + math.copysign(travel, width - current))
+        return arrived
+
     def step_physics(self, n: int = 1) -> None:
         mujoco.mj_step(self.model, self.data, nstep=int(n))
 
@@ -311,9 +321,7 @@ class FrankaSim:
         for k in range(1, chunks + 1):
             self.data.ctrl[self._arm_act] = q_start + (q_goal - q_start) * (k / chunks)
             n = round(self.substeps * k / chunks) - done
-            width = self.gripper_target_width()
-            travel = self.config.gripper_speed_m_s * n * self.model.opt.timestep
-            self.set_gripper_width(width + float(np.clip(width_goal - width, -travel, travel)))
+            self.ramp_gripper_width(width_goal, self.config.gripper_speed_m_s * n * self.model.opt.timestep)
             mujoco.mj_step(self.model, self.data, nstep=n)
             done += n
         self.steps += 1

@@ -4,7 +4,6 @@ move / grasp / homing actions). Both are sampled once per physics chunk, in sim 
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 
@@ -111,10 +110,7 @@ class GripperGoal:
         have settled for 0.1 s (or the deadline passed) judge the width and set `done`."""
         width = sim.gripper_width()
         self.width = width
-        current = sim.gripper_target_width()
-        step = self.speed * (t - sim.time)
-        ramp_done = abs(self.target - current) <= step
-        sim.set_gripper_width(self.target if ramp_done else current + math.copysign(step, self.target - current))
+        ramp_done = sim.ramp_gripper_width(self.target, self.speed * (t - sim.time))
         finger_speed = float(np.abs(sim.joint_velocities()[7:]).sum())
         if ramp_done and finger_speed < 0.002:
             self.settled_since = self.settled_since if self.settled_since is not None else t
