@@ -10,7 +10,7 @@ joint limits, and re-arming by an operator, mid-stop included. The arm follows e
 trajectory controller reaches the point one period ahead, so the next cycle measures it), with
 encoder noise. What the controller receives is checked as it receives it: the positions of every
 cycle (a cycle that sends nothing leaves the last command in force) by finite differences, and
-every message both command modes would publish (ros_adapters.command_message).
+every message both command modes would publish (command_messages.command_message).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from world4rl_policy import fr3_kinematics
+from world4rl_policy.command_messages import command_message
 from world4rl_policy.command_path import CommandPath
-from world4rl_policy.ros_adapters import command_message
 from world4rl_policy.safety_filter import Reason, SafetyParams
 from world4rl_spec import (
     CONTROL_RATE_HZ,

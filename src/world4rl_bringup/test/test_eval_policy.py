@@ -122,6 +122,14 @@ def test_cli_and_world4rl_eval_dispatch(two_policies, tmp_path, capsys):
     assert "| " in capsys.readouterr().out
     assert json.loads((tmp_path / "o" / "eval.json").read_text())["episodes"] == 2
     assert ev.main(["--task", "fly", "--policy", str(two_policies / "a"), "--out", str(tmp_path / "x")]) == 2
+    # The arm moved as a deploy moves it: said in the result and its table.
+    runtime = ["--task", "reach", "--episodes", "1", "--policy", str(two_policies / "a"), "--videos", "0", "--quiet"]
+    assert ev.main([*runtime, "--timing", "runtime", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "eval.json").read_text())["timing"] == "runtime"
+    assert "runtime timing" in (tmp_path / "r" / "eval.md").read_text()
+    capsys.readouterr()
+    assert ev.main([*runtime, "--suite", "metaworld", "--timing", "runtime", "--out", str(tmp_path / "m")]) == 2
+    assert "only 'direct'" in capsys.readouterr().err
 
 
 def test_a_task_name_that_is_a_path_is_refused(two_policies, tmp_path, monkeypatch, capsys):

@@ -67,6 +67,9 @@ class CoverageConfig:
     suite: Literal["franka", "metaworld"] = "franka"  # simulator: the embedded Franka sim or Meta-World v3
     image_size: int = LEARNING_IMAGE_SIZE  # frame size of the dataset and the models [px]
     horizon: int | None = None  # episode length in the sim (None: the task's; Meta-World 60)
+    # How the embedded robot's arm moves in every sim episode (expert, rollouts, evaluation): 'direct',
+    # the sim's own controller, or 'runtime', as a deploy through ROS moves it (runtime_timing)
+    timing: Literal["direct", "runtime"] = "direct"
     expert_episodes: int = field(default=50, metadata=meta(aliases=("--expert",)))  # expert episodes per task
     expert_noise: float = 0.3  # Gaussian noise std on the expert's xyz actions
     policy_episodes: int = 150  # BC-policy rollouts per task
@@ -109,6 +112,8 @@ class CoverageConfig:
 
         if not self.tasks:
             raise ValueError("at least one --task")
+        if self.timing != "direct" and self.suite != "franka":
+            raise ValueError(f"--timing {self.timing}: only the embedded robot (--suite franka) has a runtime timing")
         for task in self.tasks:  # each becomes RUN/bc/TASK, RUN/refine/TASK and RUN/eval/TASK
             check_task_name(task, "--task")
         for task in self.refine_by_task:
@@ -204,7 +209,7 @@ def _collect(cfg: CoverageConfig, task: str, kind: str, actor, seed0: int, count
 
     return top_up(
         cfg.dataset, cfg.suite, task, kind, actor, seed0, count, cfg.image_size, horizon=cfg.horizon,
-        progress=cfg.progress,
+        progress=cfg.progress, timing=cfg.timing,
     )  # fmt: skip
 
 
@@ -420,6 +425,7 @@ def _eval_stage(cfg: CoverageConfig, task: str) -> dict[str, Any]:
         out=cfg.root / "eval" / task,
         threads=cfg.threads or 1,
         progress=cfg.progress,
+        timing=cfg.timing,
     )
     bc_r, ref_r = result["policies"]
     return {
@@ -443,6 +449,8 @@ def run_pipeline(cfg: CoverageConfig, redo: list[str] | None = None, only: list[
     stage, root, tasks = stages.run, cfg.root, cfg.tasks
     data_stages = [f"{kind}/{t}" for kind in ("expert", "rollouts") for t in tasks]
     common = {"suite": cfg.suite, "image_size": cfg.image_size, "horizon": cfg.horizon}
+    if cfg.timing != "direct":  # the default stays out: runs booked before the setting existed still count
+        common["timing"] = cfg.timing
     for t in tasks:
         stage(
             f"expert/{t}",

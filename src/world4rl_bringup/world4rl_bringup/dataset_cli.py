@@ -15,6 +15,7 @@ from pathlib import Path
 from world4rl_bringup import bag_to_dataset
 from world4rl_bringup.bag_to_dataset import BuildConfig, build
 from world4rl_bringup.cli import flag_values
+from world4rl_bringup.runtime_timing import TIMINGS
 from world4rl_spec import LEARNING_IMAGE_SIZE, topics
 
 # `world4rl dataset build --help`: this module's summary, then the conversion rules of bag_to_dataset.
@@ -141,7 +142,9 @@ sim's direct Python API to a dataset: World4RL's coverage data. The world model 
 what the policy's mistakes look like, the reward classifier sees failures, and the gate calibrates
 its prediction on the policy episodes' real outcomes. Episodes run the task's full horizon; episode
 i of a kind uses seed SEED0 + i (policy 10000.., random 20000..), away from the evaluation seeds
-(1000..). A rerun records only the seeds the dataset does not hold yet."""
+(1000..). A rerun records only the seeds the dataset does not hold yet. The arm moves as a deploy
+through ROS moves it (--timing runtime, the default: like the demonstrations recorded from the
+robot's bags), or by the sim's own controller (--timing direct)."""
 
 
 def _add_rollouts_arguments(sub) -> None:
@@ -160,6 +163,12 @@ def _add_rollouts_arguments(sub) -> None:
     )
     r.add_argument("--random-smooth", type=float, default=0.8, help="random walk's action smoothing (0: white noise)")
     r.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's)")
+    r.add_argument(
+        "--timing",
+        choices=TIMINGS,
+        default="runtime",
+        help="'runtime' (the arm moves as a deploy through ROS moves it) or 'direct' (the sim's own controller)",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch threads of the policy")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -179,7 +188,13 @@ def _run_rollouts(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--policy {args.policy} sees {policy.image_size} px frames; {args.dataset} holds {image_size} px"
         )
-    common = {"suite": "franka", "task": args.task, "image_size": image_size, "horizon": args.horizon}
+    common = {
+        "suite": "franka",
+        "task": args.task,
+        "image_size": image_size,
+        "horizon": args.horizon,
+        "timing": args.timing,
+    }
     progress = not args.no_progress
     for kind, actor, seed0, count in (
         ("policy", policy, sim.POLICY_SEED0, args.policy_episodes),

@@ -16,9 +16,10 @@ Episode i:
 
 It prints and writes (JSON) the success rate with a 95 % Wilson confidence interval, and each
 episode's seed, outcome, steps, duration and fault. With --compare-direct it also runs the same
-checkpoint on the same seeds through the simulator's direct API (no ROS, no real time) and says
-whether the two rates agree within their intervals: the check that deployment through ROS (camera
-conversion, timing, IK, safety filter) does not change what the policy achieves.
+checkpoint on the same seeds through the simulator's direct API (no ROS, no real time), the arm moved
+in lockstep through the same command path and trajectory player as through ROS (runtime_timing),
+and says whether the two rates agree within their intervals: the check that deployment through ROS
+(camera conversion, transport, real-time scheduling) does not change what the policy achieves.
 
 With --live-view the policy runner also serves a Foxglove WebSocket on this host (ws://127.0.0.1:8765
 by default): the camera, the frames the policy decides on, the world model's one-step prediction
@@ -340,10 +341,11 @@ def _summary(args, policy: Path, fingerprint, horizon: int, results: list[Episod
     if args.compare_direct:
         from world4rl_bringup.sim_rollouts import direct_api_outcomes
 
-        direct = direct_api_outcomes(policy, args.task, summary["seeds"], horizon)
+        direct = direct_api_outcomes(policy, args.task, summary["seeds"], horizon, timing="runtime")
         k = sum(direct)
         d_low, d_high = wilson_interval(k, n)
         summary["direct_api"] = {
+            "timing": "runtime",
             "successes": k,
             "success_rate": k / n,
             "ci95_wilson": [d_low, d_high],

@@ -3,7 +3,9 @@
 Every policy runs the same N seeded episodes (episode i: seed SEED+i), so BC and refined policies
 are compared on identical initial states. An episode succeeds if the simulator's success flag is
 set at any step before the horizon (the episode stops there). The policies act with their mean
-action (as the runtime node does) unless --stochastic.
+action (as the runtime node does) unless --stochastic. --timing runtime moves the embedded robot's
+arm as a deploy through ROS does (the command path's smoothing, the trajectory one period ahead,
+the gripper's goals), in simulated time; the default, direct, is the sim's own controller.
 
 Reported per policy: successes / N, the 95 % Wilson score interval, mean steps to success.
 Against the first policy (the baseline, e.g. BC): the difference with Newcombe's 95 % interval
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from world4rl_bringup.cli import run_alone
+from world4rl_bringup.runtime_timing import TIMINGS
 from world4rl_model.statistics import paired_difference, wilson_interval
 from world4rl_spec import check_task_name
 
@@ -47,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per policy")
     parser.add_argument("--seed", type=int, default=1000, help="episode i uses seed SEED+i (away from data seeds)")
     parser.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the task's)")
+    parser.add_argument(
+        "--timing",
+        choices=TIMINGS,
+        default="direct",
+        help="franka: 'direct' (the sim's own controller) or 'runtime' (the arm moves as a deploy moves it)",
+    )
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean")
     parser.add_argument("--videos", type=int, default=3, help="seeds to film, policies side by side (0: none)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: world4rl_data/eval/TASK)")
@@ -97,6 +106,7 @@ def evaluate(
     out: Path | None = None,
     threads: int = 1,
     progress: bool = True,
+    timing: str = "direct",
 ) -> dict[str, Any]:
     """Run every policy on seeds seed..seed+episodes-1; the result dict that eval.json holds."""
     from world4rl_bringup.sim_rollouts import PolicyActor, policy_episodes
@@ -112,7 +122,7 @@ def evaluate(
         actor = PolicyActor(path, deterministic=not stochastic, threads=threads)
         t0 = time.time()
         per_episode = []
-        runs = policy_episodes(actor, suite, task, seeds, horizon, desc=label, progress=progress)
+        runs = policy_episodes(actor, suite, task, seeds, horizon, desc=label, progress=progress, timing=timing)
         with closing(runs):
             for ep in runs:
                 row = {"seed": ep.seed, "success": ep.solved, "steps": ep.steps, "first_success": ep.first_success}
@@ -128,6 +138,7 @@ def evaluate(
         "episodes": episodes,
         "seeds": [seeds[0], seeds[-1]] if seeds else [],
         "horizon": horizon,
+        "timing": timing,
         "action": "sampled" if stochastic else "mean",
         "policies": results,
     }
@@ -181,7 +192,8 @@ def write_videos(films: dict[int, list], labels: list[str], directory: Path) -> 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"## {result['suite']} / {result['task']}: {result['episodes']} seeded episodes per policy "
-        f"(seeds {result['seeds'][0]}..{result['seeds'][-1]}, {result['action']} action)",
+        f"(seeds {result['seeds'][0]}..{result['seeds'][-1]}, {result['action']} action, "
+        f"{result.get('timing', 'direct')} timing)",
         "",
         "| policy | success | rate | 95 % Wilson CI | steps to success | vs first: diff (Newcombe 95 %) | "
         "only first / only this | McNemar p | CI beats first |",
@@ -229,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
             out=out,
             threads=args.threads,
             progress=not args.quiet,
+            timing=args.timing,
         )
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"world4rl eval policy: error: {e}", file=sys.stderr)

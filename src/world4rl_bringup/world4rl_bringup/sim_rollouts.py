@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from world4rl_bringup.runtime_timing import TIMINGS, RuntimeTimedControl
+
 SUITES = ("franka", "metaworld")
 # Seed ranges of recorded episodes (per task): episode i of a kind uses SEED0 + i, away from the
 # evaluation seeds (`world4rl eval policy` and `world4rl deploy` start at 1000).
@@ -35,15 +37,33 @@ EXPERT_SEED0, POLICY_SEED0, RANDOM_SEED0 = 0, 10_000, 20_000
 
 
 def make_env(
-    suite: str, task: str, image_size: int, seed: int = 0, horizon: int | None = None, terminate_on_success=False
+    suite: str,
+    task: str,
+    image_size: int,
+    seed: int = 0,
+    horizon: int | None = None,
+    terminate_on_success=False,
+    timing: str = "direct",
 ):
-    """A gymnasium env of the true simulator with obs["image"] (uint8 RGB) and info["success"]."""
+    """A gymnasium env of the true simulator with obs["image"] (uint8 RGB) and info["success"].
+    timing (franka only): "direct" steps with the sim's own controller (FrankaSim.apply_action),
+    "runtime" moves the arm as a deploy through ROS does (runtime_timing.RuntimeTimedControl)."""
+    if timing not in TIMINGS:
+        raise ValueError(f"unknown timing {timing!r}; choose from {', '.join(TIMINGS)}")
     if suite == "franka":
         from world4rl_sim.env import FrankaSimEnv
 
+        control = RuntimeTimedControl() if timing == "runtime" else None
         return FrankaSimEnv(
-            task, image_size=image_size, seed=seed, horizon=horizon, terminate_on_success=terminate_on_success
+            task,
+            image_size=image_size,
+            seed=seed,
+            horizon=horizon,
+            terminate_on_success=terminate_on_success,
+            control=control,
         )
+    if timing != "direct":
+        raise ValueError(f"timing {timing!r} is the embedded robot's runtime; suite {suite!r} has only 'direct'")
     if suite == "metaworld":
         from world4rl_sim.metaworld_adapter import METAWORLD_DEFAULT_HORIZON, MetaWorldEnv
 
@@ -202,6 +222,7 @@ def episodes(
     stop_on_success: bool = False,
     desc: str | None = None,
     progress: bool = False,
+    timing: str = "direct",
 ) -> Iterator[Episode]:
     """One episode of `actor` per seed in one env of the true simulator (see `make_env` and
     `run_episode`), each yielded as soon as it ends; the env is closed when the seeds are done (or
@@ -209,7 +230,9 @@ def episodes(
     from tqdm import tqdm
 
     first = seeds[0] if seeds else 0
-    env = make_env(suite, task, image_size, seed=first, horizon=horizon, terminate_on_success=terminate_on_success)
+    env = make_env(
+        suite, task, image_size, seed=first, horizon=horizon, terminate_on_success=terminate_on_success, timing=timing
+    )
     try:
         for seed in tqdm(seeds, desc=desc, disable=not progress, dynamic_ncols=True):
             yield run_episode(env, actor, seed, stop_on_success=stop_on_success)
@@ -227,6 +250,7 @@ def policy_episodes(
     stop_at_solved_start: bool = True,
     desc: str | None = None,
     progress: bool = False,
+    timing: str = "direct",
 ) -> Iterator[Episode]:
     """The direct-sim evaluator of a policy: its episodes on `seeds` (at its image size), each ending
     at the first success or at the horizon. A start that is already solved ends the episode at once
@@ -242,16 +266,18 @@ def policy_episodes(
         stop_on_success=stop_at_solved_start,
         desc=desc,
         progress=progress,
+        timing=timing,
     )
 
 
-def direct_api_outcomes(checkpoint: str | Path, task: str, seeds, horizon: int) -> list[bool]:
+def direct_api_outcomes(checkpoint: str | Path, task: str, seeds, horizon: int, timing: str = "runtime") -> list[bool]:
     """The checkpoint on the simulator's direct API (world4rl_sim.env.FrankaSimEnv, no ROS): for each
     seed, success within `horizon` steps. The env renders the learning image directly (the view the
-    ROS camera's centre square crop shows), the policy acts on its mean, one step per action; as
-    through ROS, a solved start counts only if a frame after the first action is solved too."""
+    ROS camera's centre square crop shows), the policy acts on its mean, one step per action, the arm
+    moved as a deploy moves it (`timing` "runtime"; "direct": the sim's own controller); as through
+    ROS, a solved start counts only if a frame after the first action is solved too."""
     actor = PolicyActor(checkpoint, deterministic=True, threads=1)
-    runs = policy_episodes(actor, "franka", task, seeds, horizon, stop_at_solved_start=False)
+    runs = policy_episodes(actor, "franka", task, seeds, horizon, stop_at_solved_start=False, timing=timing)
     return [ep.solved_after_start for ep in runs]
 
 
@@ -265,11 +291,14 @@ def record_episodes(
     image_size: int,
     horizon: int | None = None,
     progress: bool = True,
+    timing: str = "direct",
 ) -> list[Episode]:
     """Run one episode per seed (full horizon, so the frames after success are labelled too) and
     append each to the dataset as soon as it is done (a crash loses at most the open episode)."""
     done = []
-    runs = episodes(actor, suite, task, seeds, image_size, horizon, desc=f"{task}/{kind}", progress=progress)
+    runs = episodes(
+        actor, suite, task, seeds, image_size, horizon, desc=f"{task}/{kind}", progress=progress, timing=timing
+    )
     with closing(runs):
         for ep in runs:
             arrays = ep.as_dataset_arrays()
@@ -308,6 +337,7 @@ def top_up(
     image_size: int,
     horizon: int | None = None,
     progress: bool = True,
+    timing: str = "direct",
 ) -> dict[str, Any]:
     """Top the dataset up to `count` episodes of (task, kind) with seeds seed0.. (recorded seeds are
     skipped, so a rerun continues an interrupted one); -> {"added": n, "solved": fraction or None}."""
@@ -319,5 +349,7 @@ def top_up(
     if not seeds:
         return {"added": 0, "solved": None}
     writer = DatasetWriter(dataset_root, image_size=image_size, control_rate_hz=CONTROL_RATE_HZ)
-    eps = record_episodes(writer, suite, task, kind, actor, seeds, image_size, horizon=horizon, progress=progress)
+    eps = record_episodes(
+        writer, suite, task, kind, actor, seeds, image_size, horizon=horizon, progress=progress, timing=timing
+    )
     return {"added": len(eps), "solved": sum(e.solved for e in eps) / len(eps)}

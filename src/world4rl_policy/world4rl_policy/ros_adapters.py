@@ -7,17 +7,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from world4rl_msgs.action import GripperGrasp, GripperMove
 from world4rl_msgs.msg import PolicyStatus
+from world4rl_policy.command_messages import command_message
 from world4rl_policy.command_path import CommandPath, CommandPathParams, Cycle, GripperCommand
 from world4rl_policy.safety_filter import SafetyParams
 from world4rl_policy.smoothing import Motion
@@ -252,42 +252,6 @@ def declare_command_params(node: Node) -> CommandParams:
     safety = declare_safety_params(node)
     safety.control_period_s = 1.0 / rate
     return CommandParams(rate, mode, topic, speed, force, CommandPathParams(gripper_threshold=threshold), safety)
-
-
-def _duration(seconds: float) -> Duration:
-    whole = int(seconds)
-    return Duration(sec=whole, nanosec=min(round((seconds - whole) * 1e9), 999_999_999))
-
-
-def trajectory_message(command: np.ndarray, motion: Motion | None, period_s: float) -> JointTrajectory:
-    """The JointTrajectory for franka_ros2's joint trajectory controller: the command one period
-    from now and, with its motion (the command path's smoothing), its velocity and acceleration
-    followed by its stop, so the controller interpolates a continuous, jerk-limited signal and
-    ends at rest (Jazzy's controller refuses a trajectory ending in motion). Without a motion,
-    one point with positions only. A zero header stamp means "start now" to the controller."""
-    point = JointTrajectoryPoint(positions=[float(v) for v in command], time_from_start=_duration(period_s))
-    points = [point]
-    if motion is not None:
-        point.velocities = [float(v) for v in motion.velocity]
-        point.accelerations = [float(v) for v in motion.acceleration]
-        for k, t in enumerate(motion.stop_times):
-            points.append(
-                JointTrajectoryPoint(
-                    positions=[float(v) for v in motion.stop_positions[k]],
-                    velocities=[float(v) for v in motion.stop_velocities[k]],
-                    accelerations=[float(v) for v in motion.stop_accelerations[k]],
-                    time_from_start=_duration(period_s + float(t)),
-                )
-            )
-    return JointTrajectory(joint_names=list(ARM_JOINT_NAMES), points=points)
-
-
-def command_message(mode: str, command: np.ndarray, motion: Motion | None, period_s: float):
-    """The arm command message of `mode`: 'trajectory' (trajectory_message) or 'forward_position'
-    (Float64MultiArray of the positions: the smoothed command, one per cycle)."""
-    if mode == "forward_position":
-        return Float64MultiArray(data=[float(v) for v in command])
-    return trajectory_message(command, motion, period_s)
 
 
 class ArmCommandPublisher:

@@ -17,6 +17,10 @@ ends them at the first success instead.
 Scene variations (scene.SceneVariation: a moved camera, a recoloured object), for
 out-of-distribution tests: `FrankaSimEnv(task, scene=...)` or `reset(options={"scene": ...})`;
 the default scene is untouched.
+Control: by default a step is `FrankaSim.apply_action`. `control=` takes another controller (an
+object with `reset(sim)`, called after every sim reset, and `apply_action(sim, action)`; e.g.
+world4rl_bringup.runtime_timing.RuntimeTimedControl, which moves the arm as a deploy through ROS
+does); its `fault` attribute, when set, is reported in `info["safety_fault"]`.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class FrankaSimEnv(SeededEnv):
         sim_config: SimConfig | None = None,
         render_mode: str | None = "rgb_array",
         scene: SceneVariation | dict | None = None,
+        control=None,
     ):
         if task not in TASK_REGISTRY:
             raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
@@ -69,6 +74,9 @@ class FrankaSimEnv(SeededEnv):
         self.camera = camera
         self.render_mode = render_mode
         self.sim = FrankaSim(task, seed=seed, render=render_config, config=sim_config, scene=scene)
+        self.control = control
+        if control is not None:
+            control.reset(self.sim)
         self._next_seed = seed
         self._expert = ScriptedExpert(task)
         s = self.image_size
@@ -95,6 +103,8 @@ class FrankaSimEnv(SeededEnv):
         if options and "scene" in options:
             self.sim.set_scene(options["scene"])
         self.sim.reset(seed=self._reset_seed(seed))
+        if self.control is not None:
+            self.control.reset(self.sim)
         self._steps = 0
         return self._observation(), self._info(success=self.sim.success())
 
@@ -102,7 +112,11 @@ class FrankaSimEnv(SeededEnv):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        self.sim.apply_action(np.clip(action, ACTION_LOW, ACTION_HIGH))
+        action = np.clip(action, ACTION_LOW, ACTION_HIGH)
+        if self.control is None:
+            self.sim.apply_action(action)
+        else:
+            self.control.apply_action(self.sim, action)
         self._steps += 1
         success = self.sim.success()
         terminated = bool(success and self.terminate_on_success)
@@ -132,7 +146,11 @@ class FrankaSimEnv(SeededEnv):
         }
 
     def _info(self, success: bool) -> dict:
-        return {"success": bool(success), "task": self.task, "seed": self.sim.seed, "step": self._steps}
+        info = {"success": bool(success), "task": self.task, "seed": self.sim.seed, "step": self._steps}
+        fault = getattr(self.control, "fault", None)
+        if fault:
+            info["safety_fault"] = fault
+        return info
 
 
 def make_env(task: str = TASKS[0], **kwargs) -> FrankaSimEnv:

@@ -1,6 +1,8 @@
-"""The commands the sim robot's simulation thread carries out, without ROS: joint trajectories
-(as franka_ros2's joint trajectory controller takes them) and gripper goals (as franka_gripper's
-move / grasp / homing actions). Both are sampled once per physics chunk, in sim time."""
+"""The commands the sim robot carries out, without ROS: joint trajectories (as franka_ros2's joint
+trajectory controller takes them) and gripper goals (as franka_gripper's move / grasp / homing
+actions). Both are sampled once per physics chunk, in sim time, by a CommandPlayer: the sim robot
+node's simulation thread (sim_stepper) plays them in real time, the bringup package's lockstep
+runtime (world4rl_bringup.runtime_timing) in simulated time."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from world4rl_spec import ARM_JOINT_NAMES
+
+# The sim robot node's defaults (its parameters physics_chunk_s and gripper_width_tolerance).
+PHYSICS_CHUNK_S = 0.008  # commands are sampled once per chunk of physics this long (two 4 ms steps)
+GRIPPER_WIDTH_TOLERANCE_M = 0.005  # a move goal succeeds when the fingers stop within this of its width
 
 
 @dataclass
@@ -127,3 +133,56 @@ class GripperGoal:
             if self.kind == "move" and not self.success:
                 sim.set_gripper_width(width)  # like franka_gripper: a blocked move stops where it is
             self.done.set()
+
+
+class CommandPlayer:
+    """The running joint trajectory and gripper goal of one FrankaSim, sampled once per physics chunk.
+    Not thread-safe: its owner serialises the calls (the sim stepper holds its lock)."""
+
+    def __init__(self) -> None:
+        self.trajectory: Trajectory | None = None
+        self.gripper_goal: GripperGoal | None = None
+
+    def take_trajectory(self, sim, msg, start: float) -> None:
+        """A trajectory_msgs/JointTrajectory starting at sim time `start` replaces the running one
+        (empty: hold the current command); ValueError (nothing changed) if it is malformed."""
+        if not msg.points:
+            self.trajectory = None
+            sim.set_arm_targets(sim.arm_targets())
+            return
+        running = self.trajectory.velocity(sim.time) if self.trajectory is not None else None
+        self.trajectory = parse_trajectory(msg, sim.arm_targets(), start, running)
+
+    def begin_gripper_goal(self, sim, kind: str, target: float, speed: float, low: float, high: float) -> GripperGoal:
+        """Start a gripper motion, preempting the running one."""
+        previous = self.gripper_goal
+        if previous is not None and not previous.done.is_set():
+            previous.error = f"preempted by a new {kind} goal"
+            previous.done.set()
+        span = abs(target - sim.gripper_width())
+        self.gripper_goal = GripperGoal(kind, target, speed, low, high, deadline=sim.time + span / speed + 3.0)
+        return self.gripper_goal
+
+    def abort(self, why: str) -> None:
+        """Forget the trajectory and end a running gripper goal as failed (e.g. a reset)."""
+        self.trajectory = None
+        goal, self.gripper_goal = self.gripper_goal, None
+        if goal is not None and not goal.done.is_set():
+            goal.error = why
+            goal.done.set()
+
+    def commanded_arm_targets(self, sim) -> np.ndarray:
+        """Where the running trajectory's command is heading (its first point; later ones are the stop
+        it ends with, in case no further command comes), else the current joint targets."""
+        return self.trajectory.positions[1] if self.trajectory is not None else sim.arm_targets()
+
+    def apply(self, sim, t: float) -> None:
+        """Set the joint and finger targets for the physics chunk that ends at sim time t."""
+        if self.trajectory is not None:
+            q, finished = self.trajectory.sample(t)
+            sim.set_arm_targets(q)
+            if finished:
+                self.trajectory = None
+        goal = self.gripper_goal
+        if goal is not None and not goal.done.is_set():
+            goal.advance(sim, t)

@@ -62,6 +62,7 @@ from world4rl_ros.node_main import run_node
 from world4rl_sim.gripper_action_servers import GripperActionServers
 from world4rl_sim.robot import ALL_JOINT_NAMES
 from world4rl_sim.scene import FRONT_CAMERA, RenderConfig
+from world4rl_sim.sim_commands import GRIPPER_WIDTH_TOLERANCE_M, PHYSICS_CHUNK_S
 from world4rl_sim.sim_stepper import SimOutputs, SimStepper, StepperConfig
 from world4rl_sim.tasks import TASKS
 from world4rl_spec import (
@@ -89,7 +90,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "seed": (0, "seed of the first episode's randomisation; negative draws a fresh one"),
     "real_time_factor": (1.0, "simulated seconds per wall-clock second"),
     "physics_chunk_s": (
-        0.008,
+        PHYSICS_CHUNK_S,
         "physics advances in chunks of this length (rounded to whole 4 ms steps); commands are sampled per chunk",
     ),
     "joint_state_rate_hz": (100.0, "rate of joint_states"),
@@ -110,7 +111,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     ),
     "low_poly": (True, "draw the arm's low-poly collision meshes (~10x faster on CPU) instead of visual meshes"),
     "gripper_default_speed": (GRIPPER_SPEED_M_S, "finger speed [m/s] when a goal gives speed <= 0"),
-    "gripper_width_tolerance": (0.005, "a move succeeds when the width ends within this of the goal [m]"),
+    "gripper_width_tolerance": (
+        GRIPPER_WIDTH_TOLERANCE_M,
+        "a move succeeds when the width ends within this of the goal [m]",
+    ),
 }
 
 

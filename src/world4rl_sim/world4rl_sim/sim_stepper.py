@@ -24,7 +24,7 @@ import numpy as np
 
 from world4rl_sim.scene import RenderConfig, camera_intrinsics
 from world4rl_sim.sim import FrankaSim
-from world4rl_sim.sim_commands import GripperGoal, Trajectory, parse_trajectory
+from world4rl_sim.sim_commands import CommandPlayer, GripperGoal
 from world4rl_sim.tasks import TASKS
 
 OUTPUTS = ("joints", "camera", "success", "expert", "clock")
@@ -89,9 +89,8 @@ class SimStepper:
         self._init_error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._trajectory: Trajectory | None = None
+        self.commands = CommandPlayer()  # the running trajectory and gripper goal (under the lock)
         self._pending_trajectory = None  # the newest trajectory_msgs/JointTrajectory not yet parsed
-        self._gripper_goal: GripperGoal | None = None
         self._reset_requests: list[tuple[str, int, threading.Event, dict]] = []
         self._camera_k: np.ndarray | None = None
         self._clock_ns = 0  # simulated time since start; data.time restarts at every reset
@@ -138,15 +137,7 @@ class SimStepper:
     def begin_gripper_goal(self, kind: str, target: float, speed: float, low: float, high: float) -> GripperGoal:
         """Start a gripper motion (preempting the running one); the sim thread sets its outcome."""
         with self.lock:
-            t_now = self.sim.time
-            previous = self._gripper_goal
-            if previous is not None and not previous.done.is_set():
-                previous.error = f"preempted by a new {kind} goal"
-                previous.done.set()
-            span = abs(target - self.sim.gripper_width())
-            goal = GripperGoal(kind, target, speed, low, high, deadline=t_now + span / speed + 3.0)
-            self._gripper_goal = goal
-        return goal
+            return self.commands.begin_gripper_goal(self.sim, kind, target, speed, low, high)
 
     def cancel_gripper_goal(self, goal: GripperGoal) -> None:
         """End `goal` as canceled; the fingers stop where they are."""
@@ -210,7 +201,7 @@ class SimStepper:
         chunk_ns = round(chunk * dt * 1e9)
         steps = 0
         while sim.time + chunk * dt <= target + 1e-9 and steps < MAX_CHUNKS_PER_PASS:
-            self._apply_commands(sim.time + chunk * dt)
+            self.commands.apply(sim, sim.time + chunk * dt)
             sim.step_physics(chunk)
             self._clock_ns += chunk_ns
             steps += 1
@@ -237,10 +228,8 @@ class SimStepper:
             out.success = sim.success()
         if "expert" in due:
             # The arm is driven through joint trajectories here: the expert steers from the
-            # end-effector position the last trajectory is heading for: its command (the first
-            # point; later ones are the stop it ends with, in case no further command comes).
-            goal = self._trajectory.positions[1] if self._trajectory is not None else sim.arm_targets()
-            sim.aim_ee_target_at(goal)
+            # end-effector position the last trajectory's command is heading for.
+            sim.aim_ee_target_at(self.commands.commanded_arm_targets(sim))
             out.expert = sim.expert_action()
         return out
 
@@ -264,40 +253,19 @@ class SimStepper:
             message = f"unknown task {task!r}; known: {', '.join(TASKS)}"
             return {"ok": False, "message": message, "task": sim.task_name, "seed": sim.seed}
         used = sim.reset(seed=None if seed < 0 else int(seed), task=task)
-        self._trajectory = None
-        if self._gripper_goal is not None and not self._gripper_goal.done.is_set():
-            self._gripper_goal.error = "aborted by a simulation reset"
-            self._gripper_goal.done.set()
-        self._gripper_goal = None
+        self.commands.abort("aborted by a simulation reset")
         self._camera_k = self._intrinsics()
         return {"ok": True, "message": f"reset to task '{task}' with seed {used}", "task": task, "seed": used}
 
     def _take_trajectory(self, msg) -> None:
-        sim = self.sim
-        if not msg.points:
-            self._trajectory = None  # hold the current command
-            sim.set_arm_targets(sim.arm_targets())
-            return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         delay = 0.0
         if stamp > 0.0:
             delay = max(0.0, stamp - self.now_s()) * float(self.config.real_time_factor)
         try:
-            running = self._trajectory.velocity(sim.time) if self._trajectory is not None else None
-            self._trajectory = parse_trajectory(msg, sim.arm_targets(), sim.time + delay, running)
+            self.commands.take_trajectory(self.sim, msg, self.sim.time + delay)
         except ValueError as err:
             self.logger.error(f"rejected trajectory on {self.trajectory_topic}: {err}")
-
-    def _apply_commands(self, t: float) -> None:
-        """Set the joint and finger targets for the physics chunk that ends at sim time t."""
-        if self._trajectory is not None:
-            q, finished = self._trajectory.sample(t)
-            self.sim.set_arm_targets(q)
-            if finished:
-                self._trajectory = None
-        goal = self._gripper_goal
-        if goal is not None and not goal.done.is_set():
-            goal.advance(self.sim, t)
 
     def _intrinsics(self) -> np.ndarray:
         cfg = self.config
