@@ -92,6 +92,35 @@ def test_collect_records_labelled_expert_episodes_and_resumes(ros_domain, tmp_pa
     assert [bool(e["success"]) for e in dataset.episodes] == solved
 
 
+def _first_arm_positions(bag: Path) -> np.ndarray:
+    """The arm joints of the first joint state an episode's bag recorded (ARM_JOINT_NAMES order)."""
+    from world4rl_spec import ARM_JOINT_NAMES
+
+    with AnyReader([bag], default_typestore=episode_typestore()) as reader:
+        conn = [c for c in reader.connections if c.topic == topics.bag_topic(topics.JOINT_STATES)]
+        for c, _, raw in reader.messages(connections=conn):
+            msg = reader.deserialize(raw, c.msgtype)
+            return np.array([msg.position[list(msg.name).index(n)] for n in ARM_JOINT_NAMES])
+    raise AssertionError(f"{bag} recorded no joint state")
+
+
+def test_every_episode_starts_at_its_seeded_pose(ros_domain, tmp_path):
+    """Episodes cut off mid-motion (4 steps of pick_place's approach at full speed): the executor still
+    ramps the arm to rest after the disarm, and a reset during that ramp let its commands drag the next
+    episode's freshly reset arm away from its seeded start. The driver now resets once the commands
+    have stopped, so each bag begins exactly where the seed puts the arm."""
+    from world4rl_sim.sim import FrankaSim
+
+    out = tmp_path / "bags"
+    run = _collect(out, 5, "pick_place", "--horizon", "4")
+    assert run.returncode == 0, run.stdout + run.stderr
+    sim = FrankaSim("pick_place")
+    for index in range(5):
+        sim.reset(seed=index)
+        start = _first_arm_positions(out / f"ep_{index:06d}")
+        assert np.max(np.abs(start - sim.arm_positions())) < 1e-3, (index, start, sim.arm_positions())
+
+
 def test_a_sim_slower_than_real_time_still_gets_the_whole_episode(ros_domain, tmp_path):
     """At 0.3x real time, 50 steps last 5 s of wall clock but only 1.5 s of simulated time: an
     episode timed on the wall clock would end after 15 control periods, before the push expert

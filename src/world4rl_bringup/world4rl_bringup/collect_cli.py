@@ -153,11 +153,12 @@ class Collector(GraphDriver):
             Action, topics.ACTION, self._on_action, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         )
         if args.robot == "sim":
-            from world4rl_bringup.sim_episode import SimClock, SimSuccess
+            from world4rl_bringup.sim_episode import ArmCommands, SimClock, SimSuccess
             from world4rl_msgs.msg import PolicyStatus
 
             self.clock = SimClock(ros.node)
             self.success = SimSuccess(ros.node)
+            self.commands = ArmCommands(ros.node, self.clock)
             self._status: tuple[float, object] | None = None  # (monotonic time received, the executor's status)
             ros.node.create_subscription(PolicyStatus, topics.POLICY_STATUS, self._on_status, 10)
 
@@ -285,15 +286,11 @@ class Collector(GraphDriver):
         actions published after the success began. The label is the sim's success flag then, so the
         recorder, which logs the same flag and actions in the order they reach it, has labelled the
         episode's last frames the same way."""
-        from world4rl_msgs.srv import ResetSim
+        from world4rl_bringup.sim_episode import reset_sim
         from world4rl_sim.tasks import TASK_REGISTRY
-        from world4rl_spec import topics
 
         seed = self.args.seed + index
-        self.ros.call(
-            ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0, resend_after=5.0
-        )
-        self.success.new_episode()
+        reset_sim(self.ros, self.commands, self.success, self.args.task, seed)
         horizon = self.args.horizon or TASK_REGISTRY[self.args.task].horizon
         self._start(index, f"scripted expert, seed {seed}, noise {self.args.expert_noise}")
         armed_at, seen_armed = time.monotonic(), False  # statuses count once one says armed (DDS may reorder)

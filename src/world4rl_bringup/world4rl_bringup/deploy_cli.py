@@ -133,7 +133,7 @@ class Deployer(GraphDriver):
     def __init__(self, ros, nodes: dict, args):
         from sensor_msgs.msg import JointState
 
-        from world4rl_bringup.sim_episode import SimClock, SimSuccess
+        from world4rl_bringup.sim_episode import ArmCommands, SimClock, SimSuccess
         from world4rl_msgs.msg import PolicyStatus
         from world4rl_spec import topics
 
@@ -146,6 +146,7 @@ class Deployer(GraphDriver):
         self.joint_state_seen = threading.Event()
         self.clock = SimClock(ros.node)
         self.success = SimSuccess(ros.node)
+        self.commands = ArmCommands(ros.node, self.clock)
         ros.node.create_subscription(PolicyStatus, topics.POLICY_STATUS, self._on_status, 10)
         ros.node.create_subscription(JointState, topics.JOINT_STATES, lambda _m: self.joint_state_seen.set(), 10)
 
@@ -184,14 +185,11 @@ class Deployer(GraphDriver):
         return self.ros.call_until_ok(SetBool, RUNNER_ARM, request, within=timeout, resend_after=2.0)
 
     def episode(self, index: int, horizon: int) -> EpisodeResult:
-        from world4rl_msgs.srv import ResetSim
-        from world4rl_spec import CONTROL_RATE_HZ, topics
+        from world4rl_bringup.sim_episode import reset_sim
+        from world4rl_spec import CONTROL_RATE_HZ
 
         seed = self.args.seed + index
-        self.ros.call(
-            ResetSim, topics.SIM_RESET, ResetSim.Request(task=self.args.task, seed=seed), timeout=30.0, resend_after=5.0
-        )
-        self.success.new_episode()
+        reset_sim(self.ros, self.commands, self.success, self.args.task, seed)
         self._arm(True)
         armed_at = time.monotonic()
         sim_start = self.clock.wait_beyond(self.clock.now())

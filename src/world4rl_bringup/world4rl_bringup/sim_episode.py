@@ -9,6 +9,12 @@ machine the simulation falls behind real time (it re-anchors rather than racing)
 measured on the wall clock would give the robot less simulated time than it is meant to have;
 measured on this clock it never does.
 
+Commands: after a disarm the arm-moving node still ramps the arm to rest for a few periods. A reset
+in between would carry those commands, aimed near the old episode's pose, over to the freshly reset
+arm and drag it from its seeded start (measured before this wait: 4 of 50 pick_place
+demonstrations began up to 0.32 rad from it), so the drivers reset only once the sim's trajectory
+topic has been quiet for two control periods of simulated time (`ArmCommands.wait_quiet`).
+
 Success: the flag (sim_only/success, latched, 10 Hz) carries no stamp, so a True published just
 before a reset can arrive after it. A True counts for the new episode only once a False has
 arrived since the reset (every episode starts unsolved), and `succeeding` follows the latest value,
@@ -75,6 +81,11 @@ class SimClock:
             )
         return seconds
 
+    def latest(self) -> float | None:
+        """The latest simulated time [s] received (None before the first), never raising."""
+        with self._cond:
+            return self._seconds
+
     def wait_beyond(self, seconds: float | None, timeout: float = 10.0) -> float:
         """Block until a simulated time later than `seconds` arrives (any, if None); return it."""
         deadline = time.monotonic() + timeout
@@ -89,6 +100,39 @@ class SimClock:
                     )
                 self._cond.wait(left)
             return self._seconds
+
+
+class ArmCommands:
+    """The simulated time of the last command on the sim's arm trajectory topic (see the module
+    docstring: a driver resets the sim once the arm-moving node has stopped sending)."""
+
+    def __init__(self, node, clock: SimClock):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)  # as the commands are sent
+        self.topic = node.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_command, qos).topic_name
+
+    def _on_command(self, _msg) -> None:
+        with self._lock:
+            self._last = self.clock.latest()
+
+    def wait_quiet(self, quiet_s: float, timeout: float = 10.0) -> bool:
+        """Block until no command has arrived for `quiet_s` of simulated time; False if commands kept
+        coming for `timeout` seconds of wall time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.clock.now()
+            with self._lock:
+                last = self._last
+            if last is None or now - last >= quiet_s:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 class SimSuccess:
@@ -133,6 +177,18 @@ class SimSuccess:
         """Source timestamp of the True that began the current solved streak (None: not solved)."""
         with self._lock:
             return self._solved_since_ns
+
+
+def reset_sim(ros, commands: ArmCommands, success: SimSuccess, task: str, seed: int) -> None:
+    """Reset the sim to `task` with `seed` once the arm is no longer commanded (two quiet control
+    periods), and start counting a new episode's success."""
+    from world4rl_msgs.srv import ResetSim
+    from world4rl_spec import CONTROL_RATE_HZ
+
+    if not commands.wait_quiet(2.0 / CONTROL_RATE_HZ):
+        print(f"\nwarning: commands kept coming on {commands.topic} after the disarm; resetting the sim anyway")
+    ros.call(ResetSim, topics.SIM_RESET, ResetSim.Request(task=task, seed=seed), timeout=30.0, resend_after=5.0)
+    success.new_episode()
 
 
 def source_timestamp_ns(info) -> int:

@@ -57,6 +57,30 @@ def test_full_action_moves_the_end_effector_one_step_along_its_axis(axis, sign):
     assert np.linalg.norm(fr3_kinematics.rotation_error(fr3_kinematics.forward_kinematics(READY)[:3, :3], rot)) < 1e-3
 
 
+def test_a_new_episode_starts_from_the_measured_pose_once_the_last_stop_is_over():
+    """An arm at rest somewhere else than its last command (a sim reset, a nudge by hand, both within
+    a step bound): re-arming plans from where it is, so the first command holds it there instead of
+    stepping back towards the old command."""
+    path = CommandPath()
+    path.arm(0.0, READY)
+    q, t = READY.copy(), 0.0
+    for _ in range(3):
+        t += DT
+        q = run(path, q, [1.0, 0.0, 0.0, -1.0], t).result.command
+    path.disarm()
+    for _ in range(30):  # the stop ramps down, then nothing is sent
+        t += DT
+        cycle = run(path, q, None, t)
+        q = cycle.result.command if cycle.send_arm_command else q
+    assert not cycle.send_arm_command
+    moved = q + 0.03  # a reset pose within the step bound of the old one
+    path.new_episode()
+    path.arm(t, moved)
+    first = run(path, moved, [0.0, 0.0, 0.0, -1.0], t + DT)
+    assert first.send_arm_command, first.result.events
+    np.testing.assert_allclose(first.result.command, moved, atol=1e-6)
+
+
 def test_gripper_switches_once_with_hysteresis():
     path = CommandPath()
     path.arm(0.0, READY)

@@ -219,10 +219,16 @@ class CommandPath:
         )
 
     def _start_smoother(self, now: float, q: np.ndarray) -> None:
-        """Plan from the last command if the arm follows it (a re-arm while a stop still ramps
-        down keeps its velocity); else (the first arming, an arm moved by hand) stand still at `q`."""
+        """Plan from the last command while a stop still ramps down and the arm follows it (a re-arm
+        mid-stop keeps its velocity); else (the first arming, an arm at rest, one moved by hand or a
+        sim reset to another pose) stand still at the measured `q`: the last command of an arm at
+        rest is history, and a new episode planned from it would open with a step towards it."""
         s = self._smoother
-        if s is not None and (not s.started or np.any(np.abs(s.position - q) > self.filter.params.step_bound())):
+        if s is None:
+            return
+        offset = np.abs(s.position - q) if s.started else None
+        follows = offset is not None and np.all(offset <= self.filter.params.step_bound())
+        if not follows or (s.at_rest and np.any(offset > MEASUREMENT_TOLERANCE_RAD)):
             s.reset(q, now)
 
     def _advance_target(self, q: np.ndarray, delta: np.ndarray) -> np.ndarray:
