@@ -172,9 +172,14 @@ class CommandPlayer:
             goal.done.set()
 
     def commanded_arm_targets(self, sim) -> np.ndarray:
-        """Where the running trajectory's command is heading (its first point; later ones are the stop
-        it ends with, in case no further command comes), else the current joint targets."""
-        return self.trajectory.positions[1] if self.trajectory is not None else sim.arm_targets()
+        """Where the running trajectory leaves the arm at rest: its last point (the end of the stop
+        the command path appends, in case no further command comes; without one, the command
+        itself), else the current joint targets. The scripted experts steer from there: the arm is
+        headed for it, as it is for the sim's own controller's end-effector target. (Steering from
+        the command one period ahead, which trails the command path's target by the smoothing's lag,
+        made pick_place's expert overshoot near the cube: 106/150 within 50 steps under the runtime
+        timing against 138/150 from the stop's end; drawer 150 and 149, push and reach all.)"""
+        return self.trajectory.positions[-1] if self.trajectory is not None else sim.arm_targets()
 
     def apply(self, sim, t: float) -> None:
         """Set the joint and finger targets for the physics chunk that ends at sim time t."""

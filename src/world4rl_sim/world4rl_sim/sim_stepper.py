@@ -228,7 +228,7 @@ class SimStepper:
             out.success = sim.success()
         if "expert" in due:
             # The arm is driven through joint trajectories here: the expert steers from the
-            # end-effector position the last trajectory's command is heading for.
+            # end-effector position the last trajectory leaves the arm at.
             sim.aim_ee_target_at(self.commands.commanded_arm_targets(sim))
             out.expert = sim.expert_action()
         return out
