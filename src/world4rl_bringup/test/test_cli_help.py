@@ -260,6 +260,7 @@ def test_the_demos_trainer_command_lines_parse_into_the_settings_it_means(size, 
     assert rollouts[:3] == ["dataset", "rollouts", str(tmp_path / "coverage")]
     assert rollouts[rollouts.index("--policy-episodes") + 1] == str(sizes.policy_episodes)
     assert rollouts[rollouts.index("--random") + 1] == str(sizes.random_episodes)
+    assert rollouts[rollouts.index("--timing") + 1] == "runtime"  # one timing: the demonstrations' and the deploys'
 
 
 def test_coverage_preset_then_flags_then_trainer_overrides_merged_over_the_preset(tmp_path, capsys):

@@ -123,10 +123,11 @@ def stages(
         ("bc", [_world4rl(
             "train", "bc", "--dataset", dataset, "--out", run / "bc", "--steps", sizes.bc_steps, "--seed", seed,
             "--lr", 1e-3, "--augment-shift", 0, "--no-progress")]),
-        # A copy of the demonstrations (rebuilt from the bags, so a rerun starts clean), topped up.
+        # A copy of the demonstrations (rebuilt from the bags, so a rerun starts clean), topped up;
+        # the arm moved as through ROS, as in the demonstrations and the deploys (runtime_timing).
         ("rollouts", [_world4rl("dataset", "build", bags, "--out", coverage), _world4rl(
             "dataset", "rollouts", coverage, "--policy", run / "bc", "--task", task, "--no-progress",
-            "--policy-episodes", sizes.policy_episodes, "--random", sizes.random_episodes)]),
+            "--policy-episodes", sizes.policy_episodes, "--random", sizes.random_episodes, "--timing", "runtime")]),
         ("world_model", [_world4rl(
             "train", "world-model", coverage, "--out", run / "world_model", "--seed", seed,
             "--max-minutes", sizes.world_model_minutes, "--size", sizes.world_model_size,
