@@ -367,7 +367,7 @@ def _print_summary(summary: dict, results: list[EpisodeResult], out: Path) -> No
     if "direct_api" in summary:
         d = summary["direct_api"]
         print(
-            f"direct API (no ROS), same seeds: {d['successes']}/{n} = {d['success_rate']:.1%} "
+            f"direct API (no ROS, {d['timing']} timing), same seeds: {d['successes']}/{n} = {d['success_rate']:.1%} "
             f"(95 % Wilson CI {d['ci95_wilson'][0]:.1%}..{d['ci95_wilson'][1]:.1%}); same outcome on "
             f"{d['same_outcome_seeds']}/{n} seeds; rates {'agree' if d['agree_within_ci'] else 'DISAGREE'} "
             "within the confidence intervals"
