@@ -28,7 +28,7 @@ from world4rl_policy.safety_filter import SafetyParams
 from world4rl_sim.sim_commands import GRIPPER_WIDTH_TOLERANCE_M, PHYSICS_CHUNK_S, CommandPlayer
 from world4rl_spec import CONTROL_RATE_HZ, GRIPPER_OPEN_WIDTH_M, GRIPPER_SPEED_M_S
 
-# The timings a sim-API episode can be stepped with (`--timing` of coverage and eval policy).
+# The timings a sim-API episode can be stepped with (`--timing` of coverage, eval policy, dataset rollouts).
 TIMINGS = ("direct", "runtime")
 
 
