@@ -156,6 +156,13 @@ def test_dataset_rollouts_add_the_policys_and_random_episodes_to_a_recorded_data
     assert "reach/policy: 2 episodes added" in capsys.readouterr().out
     kinds = sorted((k, s) for _, k, s, _ in _episodes(run) if k != "expert")
     assert kinds == [("policy", 10_000), ("policy", 10_001), ("random", 20_000)]
+    # Each generated episode says how its arm moved: the rollouts as a deploy moves it (the default
+    # here), the coverage run's expert episodes with the sim's own controller.
+    from world4rl_model.dataset import Dataset
+
+    timings = sorted((e["kind"], e.get("timing")) for e in Dataset(run / "dataset").episodes)
+    assert set(timings) == {("expert", "direct"), ("policy", "runtime"), ("random", "runtime")}
+    assert "the arm moved by the direct timing: " in dataset_cli.summary(run / "dataset")
     assert rollouts("--policy-episodes", "3", "--random", "1") == 0  # tops up: one more policy episode
     out = capsys.readouterr().out
     assert "reach/policy: 1 episodes added" in out

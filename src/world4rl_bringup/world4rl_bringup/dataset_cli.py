@@ -50,10 +50,13 @@ def summary(root: str | Path) -> str:
         )
     sources = [e.get("source") or {} for e in ds.episodes]
     with_bag = sum(1 for s in sources if s.get("bag"))
+    timings = Counter(e["timing"] for e in ds.episodes if e.get("timing"))
+    moved = f" (the arm moved by the {', '.join(f'{t} timing: {n}' for t, n in sorted(timings.items()))})"
     size = sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
     lines += [
         "",
-        f"sources: {with_bag} from bags, {len(ds) - with_bag} generated; {size / 1e6:.1f} MB on disk",
+        f"sources: {with_bag} from bags, {len(ds) - with_bag} generated{moved if timings else ''}; "
+        f"{size / 1e6:.1f} MB on disk",
         f"manifest: {Path(root) / MANIFEST} (created {m.get('created')}, updated {m.get('updated')})",
     ]
     if ds.unlisted_episode_dirs:

@@ -311,6 +311,7 @@ def record_episodes(
                 success_per_frame=arrays["success_per_frame"],
                 joint_positions=arrays["joint_positions"],
                 seed=ep.seed,
+                timing=timing,
             )
             done.append(ep)
     return done

@@ -310,8 +310,11 @@ class DatasetWriter:
         source_bag: str | None = None,
         source_sha256: str | None = None,
         seed: int | None = None,
+        timing: str | None = None,
     ) -> int:
         """Append one episode and return its index (its position in `manifest["episodes"]`).
+        `timing`: how a generated episode's arm was moved (the simulator's "direct" controller or the
+        "runtime" one a deploy has), kept in its manifest entry; None for recorded ones (bags).
 
         `success_per_frame` defaults to False everywhere for a failed episode and, for a successful
         one, True on the last frame only (the only frame an episode-level label vouches for).
@@ -370,6 +373,7 @@ class DatasetWriter:
                     "kind": kind,
                     "source": {"bag": source_bag, "sha256": source_sha256},
                     "seed": None if seed is None else int(seed),
+                    **({} if timing is None else {"timing": str(timing)}),
                 }
             )
             manifest["tasks"] = sorted({ep["task"] for ep in manifest["episodes"]})
