@@ -346,23 +346,10 @@ class DatasetWriter:
                     shutil.rmtree(child, ignore_errors=True)
             self._note_unlisted(manifest)
             name = _free_dirname(episodes_dir, index, manifest)  # never an existing directory
-            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=episodes_dir))
-            try:
-                _save_npy(tmp / "frames.npy", frames)
-                _save_npy(tmp / "actions.npy", actions)
-                _save_npy(tmp / "success.npy", success_per_frame)
-                if joint_positions is not None:
-                    _save_npy(tmp / "joint_positions.npy", joint_positions)
-                fsync_path(tmp)
-                if (episodes_dir / name).exists():  # only a non-writer can have made it since (we hold the lock)
-                    raise FileExistsError(
-                        f"{episodes_dir / name}: appeared while the episode was written; not replaced"
-                    )
-                os.rename(tmp, episodes_dir / name)
-                fsync_path(episodes_dir)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            arrays = {"frames": frames, "actions": actions, "success": success_per_frame}
+            if joint_positions is not None:
+                arrays["joint_positions"] = joint_positions
+            _write_episode_dir(episodes_dir, name, arrays)
             manifest["episodes"].append(
                 {
                     "index": index,
@@ -381,6 +368,23 @@ class DatasetWriter:
             manifest["updated"] = _now()
             self._write_manifest(manifest)
         return index
+
+
+def _write_episode_dir(episodes_dir: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write an episode's arrays (one STEM.npy each) into a temp dir, then rename it to `name`, so a
+    listed episode is never half written. The caller holds the dataset's lock."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=episodes_dir))
+    try:
+        for stem, array in arrays.items():
+            _save_npy(tmp / f"{stem}.npy", array)
+        fsync_path(tmp)
+        if (episodes_dir / name).exists():  # only a non-writer can have made it since (we hold the lock)
+            raise FileExistsError(f"{episodes_dir / name}: appeared while the episode was written; not replaced")
+        os.rename(tmp, episodes_dir / name)
+        fsync_path(episodes_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class Dataset:
